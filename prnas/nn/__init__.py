@@ -1,0 +1,5 @@
+"""Torch modules built from ``prnas.space`` op values, and weight transfer between them."""
+
+from prnas.nn.ops import ConvOp, FactorizedReduce, SepBlock, build_op
+
+__all__ = ["ConvOp", "FactorizedReduce", "SepBlock", "build_op"]

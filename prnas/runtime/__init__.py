@@ -1,0 +1,1 @@
+"""Process-level concerns shared by search and retrain: device, seeding, checkpoints, memory."""

@@ -1,0 +1,83 @@
+"""Which images a search or retrain sees, as a validated, immutable value.
+
+A pydantic model so a YAML config or CLI flag that names an unknown field or an
+out-of-range value fails before any file is read, with the field named.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DATA_DIR_ENV = "PRNAS_DATA_DIR"
+DEFAULT_DATA_DIR = "./data"
+
+
+class DataConfig(BaseModel):
+    """Dataset choice and the seeded splits drawn from it; see ``prnas.data.datasets``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: Literal["cifar10", "cifar100", "demo", "imagefolder"] = "cifar10"
+    data_dir: str | None = Field(
+        None, description=f"CIFAR root; null -> ${DATA_DIR_ENV} -> {DEFAULT_DATA_DIR}"
+    )
+    download: bool = Field(False, description="let torchvision download CIFAR (needs internet)")
+    train_dir: str | None = Field(None, description="imagefolder: one subfolder per class")
+    test_dir: str | None = Field(None, description="imagefolder: optional separate test tree")
+    holdout_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="demo/imagefolder without test tree: test share"
+    )
+    input_size: int | None = Field(
+        None, ge=4, description="square side in pixels; null -> 32 (16 for demo)"
+    )
+    split_seed: int = Field(0, ge=0, description="seeds the weights/alphas split and hold-outs")
+    subset: int | None = Field(None, ge=2, description="use at most N training images")
+    test_subset: int | None = Field(None, ge=1, description="use at most N test images")
+    augment: bool = Field(True, description="random crop (+ flip for natural images)")
+    num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _dirs_fit_dataset(self) -> DataConfig:
+        if self.dataset == "imagefolder":
+            if not self.train_dir:
+                raise ValueError("train_dir is required when dataset='imagefolder'")
+        else:
+            # Silently ignoring them would let a config train on CIFAR while its
+            # author believes it trains on their own images.
+            for name in ("train_dir", "test_dir"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name} only applies to dataset='imagefolder' "
+                        f"(dataset is {self.dataset!r})"
+                    )
+        return self
+
+    @property
+    def resolved_input_size(self) -> int:
+        """Digits are 8x8, so the demo's default is smaller than CIFAR's native 32."""
+        if self.input_size is not None:
+            return self.input_size
+        return 16 if self.dataset == "demo" else 32
+
+    def with_absolute_paths(self) -> DataConfig:
+        """Pin every path to the current directory and environment.
+
+        Ray runs each trial in its own working directory and possibly another
+        environment, so the driver should call this before handing the config over.
+        """
+        updates: dict[str, str] = {"data_dir": str(resolve_data_dir(self))}
+        for name in ("train_dir", "test_dir"):
+            value = getattr(self, name)
+            if value is not None:
+                updates[name] = str(Path(value).expanduser().resolve())
+        return self.model_copy(update=updates)
+
+
+def resolve_data_dir(cfg: DataConfig) -> Path:
+    """CIFAR root: ``cfg.data_dir``, else ``$PRNAS_DATA_DIR``, else ``./data`` (made absolute)."""
+    raw = cfg.data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+    return Path(raw).expanduser().resolve()

@@ -1,0 +1,305 @@
+"""The variable batch size of paper III-C: b = b_min + n*b_mult <= b_max, grown one b_mult at a
+time every ``grow_every`` steps while a linear model of peak memory vs batch size predicts the
+next size fits under ``threshold`` of the memory we may use.
+
+Two things the reference code lacked: the memory readings are this process's own (see
+:mod:`prnas.runtime.memory`), and an out-of-memory error backs off to a smaller size and
+remembers it as a ceiling instead of killing the search.
+
+The decisions are pure functions (:func:`predict_peak`, :func:`next_size`); the controller only
+keeps the observations and talks to the probe.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from prnas.runtime.memory import MemoryProbe, is_oom
+
+__all__ = [
+    "AdaptiveBatchSampler",
+    "BatchSizeConfig",
+    "BatchSizeController",
+    "next_size",
+    "predict_peak",
+    "run_step_with_backoff",
+]
+
+T = TypeVar("T")
+
+_STATE_VERSION = 1
+
+
+class BatchSizeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    b_min: int = Field(24, ge=1, description="starting and smallest batch size")
+    b_mult: int = Field(8, ge=1, description="step between allowed sizes: b_min + n*b_mult")
+    b_max: int = Field(128, ge=1, description="largest allowed batch size, >= b_min")
+    grow_every: int = Field(5, ge=1, description="training steps between growth decisions")
+    threshold: float = Field(
+        0.95, gt=0.0, le=1.0, description="fraction of usable memory the prediction must fit in"
+    )
+    memory_budget_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="CPU: grow against this RSS budget (None keeps b_min); CUDA: caps the total",
+    )
+
+    @field_validator("b_max")
+    @classmethod
+    def _b_max_at_least_b_min(cls, v: int, info: ValidationInfo) -> int:
+        b_min = info.data.get("b_min")
+        if b_min is not None and v < b_min:
+            raise ValueError(f"b_max must be >= b_min ({b_min}), got {v}")
+        return v
+
+    def largest_size(self) -> int:
+        """The largest grid size b_min + n*b_mult that is <= b_max."""
+        return self.b_min + (self.b_max - self.b_min) // self.b_mult * self.b_mult
+
+
+def predict_peak(points: dict[int, int], size: int) -> float | None:
+    """Peak memory predicted at ``size`` from observed {batch size: peak bytes}; None if no data.
+
+    Linear in the batch size, anchored at the largest observed size (extrapolation is what we
+    need, and the anchor is the most relevant measurement). The slope is the least-squares one
+    over all sizes. With one size, or a fit whose slope is not positive (noise, or a high-water
+    mark that did not move), the fixed part is estimated as zero, i.e. memory proportional to
+    the batch size: since real steps have a positive fixed part (weights, gradients, optimiser
+    state), that overestimates the per-sample cost, so the error is on the cautious side.
+    """
+    if not points:
+        return None
+    anchor = max(points)
+    anchor_peak = points[anchor]
+    slope = _ls_slope(points) if len(points) >= 2 else 0.0
+    if slope <= 0.0:
+        slope = anchor_peak / anchor
+    return anchor_peak + slope * (size - anchor)
+
+
+def _ls_slope(points: dict[int, int]) -> float:
+    n = len(points)
+    mx = sum(points) / n
+    my = sum(points.values()) / n
+    sxx = sum((x - mx) ** 2 for x in points)
+    sxy = sum((x - mx) * (y - my) for x, y in points.items())
+    return sxy / sxx
+
+
+def next_size(
+    cfg: BatchSizeConfig,
+    current: int,
+    points: dict[int, int],
+    total: int | None,
+    ceiling: int | None,
+) -> int:
+    """The batch size after a growth decision: ``current`` or ``current + b_mult``.
+
+    One multiple per decision, as the reference: a bad prediction then costs at most one
+    b_mult of overshoot. An unknown total (None) means no memory limit is known: growth is
+    then bounded only by b_max and the OOM ceiling.
+    """
+    candidate = current + cfg.b_mult
+    if candidate > cfg.b_max or (ceiling is not None and candidate >= ceiling):
+        return current
+    if total is None:
+        return candidate
+    predicted = predict_peak(points, candidate)
+    if predicted is None or predicted > cfg.threshold * total:
+        return current
+    return candidate
+
+
+class BatchSizeController:
+    """Owns the current batch size of one training loop.
+
+    Every observation is the probe's peak over one training step (the probe is reset after
+    each reading), stored as the maximum per batch size. :meth:`history` is the batch size of
+    every successful step since construction, kept run-length encoded so checkpoints stay
+    small; it survives :meth:`reset` because it is a record for metrics, not model state
+    (slice ``history()[start:]`` for a cycle).
+    """
+
+    def __init__(self, cfg: BatchSizeConfig, probe: MemoryProbe | None) -> None:
+        self.cfg = cfg
+        self.probe = probe
+        self.batch_size = cfg.b_min
+        self._points: dict[int, int] = {}
+        self._ceiling: int | None = None
+        self._since_decision = 0
+        self._runs: list[list[int]] = []  # [[size, count], ...]
+        self._reset_probe()
+
+    @property
+    def ceiling(self) -> int | None:
+        """Smallest batch size that ran out of memory since the last reset (never reused)."""
+        return self._ceiling
+
+    @property
+    def steps_done(self) -> int:
+        return sum(count for _, count in self._runs)
+
+    def step_done(self, batch_size: int | None = None) -> None:
+        """Record a successful step; every ``grow_every`` steps decide whether to grow.
+
+        ``batch_size`` is the number of samples the step really used when that differs from
+        :attr:`batch_size` (the short last batch of an epoch, or batches that DataLoader
+        workers drew before a change); it keeps the memory model honest.
+        """
+        used = self.batch_size if batch_size is None else int(batch_size)
+        if self._runs and self._runs[-1][0] == used:
+            self._runs[-1][1] += 1
+        else:
+            self._runs.append([used, 1])
+        if self.probe is None:
+            return
+        peak = int(self.probe.peak_bytes())
+        self._points[used] = max(peak, self._points.get(used, 0))
+        self._reset_probe()
+        self._since_decision += 1
+        if self._since_decision < self.cfg.grow_every:
+            return
+        self._since_decision = 0
+        self.batch_size = next_size(
+            self.cfg, self.batch_size, self._points, self.probe.total_bytes(), self._ceiling
+        )
+
+    def on_oom(self) -> int:
+        """The step at the current size ran out of memory: never use this size again (until
+        :meth:`reset`) and fall back one b_mult. Raises at b_min, where nothing is left to try."""
+        if self.batch_size <= self.cfg.b_min:
+            raise RuntimeError(
+                f"out of memory at the minimum batch size b_min={self.cfg.b_min}; "
+                "cannot back off further: lower b_min, shrink the network, or free memory"
+            )
+        self._ceiling = (
+            self.batch_size if self._ceiling is None else min(self._ceiling, self.batch_size)
+        )
+        self.batch_size = max(self.cfg.b_min, self.batch_size - self.cfg.b_mult)
+        self._since_decision = 0
+        self._reset_probe()
+        return self.batch_size
+
+    def reset(self) -> None:
+        """The network changed (pools replaced): what we learned about memory no longer holds."""
+        self.batch_size = self.cfg.b_min
+        self._points.clear()
+        self._ceiling = None
+        self._since_decision = 0
+        self._reset_probe()
+
+    def history(self) -> list[int]:
+        return [size for size, count in self._runs for _ in range(count)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain JSON-safe values (pairs instead of int-keyed dicts, which JSON would stringify)."""
+        return {
+            "version": _STATE_VERSION,
+            "batch_size": self.batch_size,
+            "points": [[size, peak] for size, peak in sorted(self._points.items())],
+            "ceiling": self._ceiling,
+            "since_decision": self._since_decision,
+            "history": [list(run) for run in self._runs],
+        }
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        if d.get("version") != _STATE_VERSION:
+            raise ValueError(f"unsupported batch size state version {d.get('version')!r}")
+        size = int(d["batch_size"])
+        cfg = self.cfg
+        if not (cfg.b_min <= size <= cfg.b_max and (size - cfg.b_min) % cfg.b_mult == 0):
+            raise ValueError(
+                f"checkpointed batch_size {size} is not on the configured grid "
+                f"{cfg.b_min} + n*{cfg.b_mult} <= {cfg.b_max}"
+            )
+        self.batch_size = size
+        self._points = {int(s): int(p) for s, p in d["points"]}
+        self._ceiling = None if d["ceiling"] is None else int(d["ceiling"])
+        self._since_decision = int(d["since_decision"])
+        self._runs = [[int(s), int(c)] for s, c in d["history"]]
+        self._reset_probe()
+
+    def _reset_probe(self) -> None:
+        if self.probe is not None:
+            self.probe.reset_peak()
+
+
+class AdaptiveBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches of a fresh random permutation per epoch, each as large as the controller says
+    at the moment it is drawn.
+
+    With ``DataLoader(num_workers=0)`` a batch is drawn when the loop asks for it, so a change
+    applies to the very next step. With workers the loader draws up to
+    ``num_workers * prefetch_factor`` batches ahead, so a change takes effect that many steps
+    later; pass the real size to :meth:`BatchSizeController.step_done` then.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        controller: BatchSizeController,
+        generator: torch.Generator,
+        drop_last: bool = False,
+    ) -> None:
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        self.n = n
+        self.controller = controller
+        self.generator = generator
+        self.drop_last = drop_last
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        start = 0
+        while start < self.n:
+            size = self.controller.batch_size
+            if self.drop_last and self.n - start < size:
+                return
+            yield order[start : start + size]
+            start += size
+
+    def __len__(self) -> int:
+        """Batches per epoch at the *current* size: an estimate, since the size may change."""
+        size = self.controller.batch_size
+        return self.n // size if self.drop_last else -(-self.n // size)
+
+
+def _release_cached_memory() -> None:
+    gc.collect()  # tensors of the failed step may sit in reference cycles
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run_step_with_backoff(
+    step: Callable[[int], T],
+    controller: BatchSizeController,
+    on_retry: Callable[[int], None] | None = None,
+) -> T:
+    """Run ``step(batch_size)``; on out-of-memory shrink the batch and retry until it fits.
+
+    ``step`` must be safe to repeat (zero gradients first; a step that already updated the
+    alphas before failing would update them again) and use at most the size it is given, e.g.
+    by slicing its already-drawn batch (the cut samples are skipped this epoch). Errors that are
+    not OOM propagate unchanged; OOM at b_min raises RuntimeError chained to the OOM.
+    """
+    while True:
+        try:
+            result = step(controller.batch_size)
+        except Exception as err:
+            if not is_oom(err):
+                raise
+            new_size = controller.on_oom()
+        else:
+            controller.step_done()
+            return result
+        # Outside the except block: the traceback, and the activations its frames hold, are gone.
+        _release_cached_memory()
+        if on_retry is not None:
+            on_retry(new_size)

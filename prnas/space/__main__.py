@@ -39,6 +39,21 @@ def _constraints(args: argparse.Namespace) -> Constraints:
     return Constraints.model_validate({"max_depth": None, "max_width": None, **overrides})
 
 
+def _one_line(err: ValueError) -> str:
+    """One line naming the field and the problem, not pydantic's multi-line dump."""
+    if not isinstance(err, ValidationError):
+        return " ".join(str(err).split())
+    parts = []
+    for e in err.errors(include_url=False):
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["loc"]:
+            field = ".".join(map(str, e["loc"]))
+            parts.append(f"{field}: {msg} (got {e.get('input')!r})")
+        else:
+            parts.append(msg)
+    return "invalid constraints: " + "; ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -57,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             out = {"size": search_space_size(args.ops, args.nodes), "ops": args.ops,
                    "nodes": args.nodes}
-    except (ValueError, ValidationError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except ValueError as err:  # pydantic's ValidationError is a ValueError too
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
     print(json.dumps(out))
     return 0

@@ -39,11 +39,19 @@ class Constraints(BaseModel):
             raise ValueError(
                 f"dilation_min ({self.dilation_min}) must be <= dilation_max ({self.dilation_max})"
             )
-        if not self.admits(START_OP):
-            raise ValueError(
-                f"constraints must admit the start op {START_OP} "
-                "(kernel range must contain 3, dilation range must contain 1)"
-            )
+        # Every search starts from START_OP, so the bounds must contain it; name
+        # the bound that excludes it rather than the range as a whole.
+        for name, ok, bound in (
+            ("kernel_min", self.kernel_min <= START_OP.kernel, "<="),
+            ("kernel_max", self.kernel_max >= START_OP.kernel, ">="),
+            ("dilation_min", self.dilation_min <= START_OP.dilation, "<="),
+        ):
+            if not ok:
+                want = START_OP.kernel if name.startswith("kernel") else START_OP.dilation
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) must be {bound} {want} "
+                    f"so that the start op {START_OP} is admitted"
+                )
         return self
 
     def admits(self, op: Op) -> bool:

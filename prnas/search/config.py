@@ -1,0 +1,170 @@
+"""The search configuration: YAML validated into typed objects before any compute.
+
+Defaults reproduce the paper's search (Table I schedule, DL constraints,
+CIFAR-10, DARTS proxy network), so an empty YAML file is the paper.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from prnas.data.config import DataConfig
+from prnas.runtime.batch_size import BatchSizeConfig
+from prnas.space.constraints import PRESETS, Constraints, preset
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class CycleConfig(BaseModel):
+    """One column of the paper's Table I."""
+
+    model_config = _STRICT
+    epochs: int = Field(ge=1)
+    grace_epochs: int = Field(ge=0, description="leading epochs with frozen alphas")
+    morphs: int = Field(ge=0, description="new candidates per edge after the cycle")
+    candidates: int = Field(ge=1, description="candidates per edge after the cycle")
+
+    @model_validator(mode="after")
+    def _check(self) -> CycleConfig:
+        if self.grace_epochs > self.epochs:
+            raise ValueError(
+                f"grace_epochs ({self.grace_epochs}) must be <= epochs ({self.epochs})"
+            )
+        if self.morphs >= self.candidates:
+            raise ValueError(
+                f"morphs ({self.morphs}) must be < candidates ({self.candidates}): "
+                "at least one candidate has to survive to be a parent"
+            )
+        return self
+
+
+def _table_i() -> list[CycleConfig]:
+    epochs = [15, 15, 10, 10, 10, 10, 10, 10, 10]
+    grace = [5, 5, 3, 3, 3, 3, 3, 3, 3]
+    morphs = [3, 3, 3, 3, 3, 0, 0, 0, 0]
+    cands = [6, 6, 6, 6, 6, 4, 3, 2, 1]
+    return [CycleConfig(epochs=e, grace_epochs=g, morphs=m, candidates=c)
+            for e, g, m, c in zip(epochs, grace, morphs, cands)]
+
+
+class NetworkConfig(BaseModel):
+    model_config = _STRICT
+    channels: int = Field(16, ge=2, description="C of the first cells (must be even)")
+    layers: int = Field(8, ge=1, description="number of cells")
+    nodes: int = Field(4, ge=1, description="intermediate nodes per cell")
+    stem_multiplier: int = Field(3, ge=1)
+    cell_output: Literal["concat", "mean"] = "concat"
+
+    @field_validator("channels")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"must be even (FactorizedReduce halves it), got {v}")
+        return v
+
+
+class OptimConfig(BaseModel):
+    model_config = _STRICT
+    lr: float = Field(0.025, gt=0)
+    lr_min: float = Field(0.01, ge=0, description="cosine floor within each cycle")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(3e-4, ge=0)
+    grad_clip: float = Field(5.0, gt=0)
+    alpha_lr: float = Field(6e-4, gt=0)
+    alpha_betas: tuple[float, float] = (0.5, 0.999)
+    alpha_weight_decay: float = Field(1e-3, ge=0)
+    alpha_init_scale: float = Field(1e-3, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> OptimConfig:
+        if self.lr_min > self.lr:
+            raise ValueError(f"lr_min ({self.lr_min}) must be <= lr ({self.lr})")
+        return self
+
+
+class SearchConfig(BaseModel):
+    model_config = _STRICT
+    name: str = "prdarts"
+    seed: int = 0
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    num_threads: int | None = Field(None, ge=1, description="torch intra-op threads")
+    space: str = Field("DL", description="constraint preset name (DL, DR, UR) or 'custom'")
+    constraints: Constraints | None = Field(
+        None, description="custom morph constraints; overrides the preset"
+    )
+    data: DataConfig = DataConfig()
+    network: NetworkConfig = NetworkConfig()
+    schedule: list[CycleConfig] = Field(default_factory=_table_i, min_length=1)
+    optim: OptimConfig = OptimConfig()
+    batch: BatchSizeConfig = BatchSizeConfig(b_min=24, b_mult=8, b_max=128)
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="cap on training steps per epoch (tiny runs); null = full epoch"
+    )
+    eval_batch_size: int = Field(256, ge=1)
+    evaluate_test: bool = Field(False, description="also evaluate on the test set each cycle")
+    morph_retries: int = Field(50, ge=1, description="proposals per new op before rediscovery")
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, v: str) -> str:
+        if v.upper() not in PRESETS and v != "custom":
+            raise ValueError(f"unknown space {v!r}; allowed: {', '.join(PRESETS)}, custom")
+        return v.upper() if v != "custom" else v
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchConfig:
+        if self.space == "custom" and self.constraints is None:
+            raise ValueError("space 'custom' needs a constraints section")
+        return self
+
+    def resolved_constraints(self) -> Constraints:
+        return self.constraints if self.constraints is not None else preset(self.space)
+
+
+class ConfigError(ValueError):
+    """A config that failed validation; the message names each field and what is allowed."""
+
+
+def format_validation_error(err: ValidationError, source: str = "config") -> str:
+    lines = [f"invalid {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        lines.append(f"  {loc}: {e['msg']}" + (f" (got {e['input']!r})"
+                     if e["type"] != "missing" and not isinstance(e["input"], dict) else ""))
+    return "\n".join(lines)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) \
+            else v
+    return out
+
+
+def build_config(raw: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
+                 source: str = "config") -> SearchConfig:
+    try:
+        return SearchConfig.model_validate(_deep_merge(raw or {}, overrides or {}))
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_config(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None
+                ) -> SearchConfig:
+    """Read YAML (None = the paper's defaults) and validate; ConfigError on any bad field."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        loaded = yaml.safe_load(p.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: top level must be a mapping of config fields")
+        raw = loaded or {}
+    return build_config(raw, overrides, source=str(path or "config"))

@@ -1,0 +1,396 @@
+"""The in-process PR-DARTS search: cycles of first-order DARTS, then prune and replace.
+
+``Search`` is a small state machine so that the same object serves the
+command line (``run()``: every cycle, deciding itself) and the Ray Trainable
+(``run_cycle()`` per Tune step, with the decision taken by the scheduler and
+handed back through ``apply()``). Its whole state, RNGs included, round-trips
+through ``state_dict()``, at epoch granularity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from prnas.data.datasets import search_datasets, test_dataset
+from prnas.nn.search_net import SearchNetwork
+from prnas.nn.transfer import transfer_weights
+from prnas.runtime.batch_size import (
+    AdaptiveBatchSampler,
+    BatchSizeController,
+    run_step_with_backoff,
+)
+from prnas.runtime.device import configure_threads, pick_device, seed_everything
+from prnas.runtime.memory import probe_for
+from prnas.search.config import SearchConfig
+from prnas.search.genotype import derive_genotype
+from prnas.search.policy import PolicyResult, cycle_rng, prune_and_replace, result_to_dict
+from prnas.search.pools import (
+    CELL_TYPES,
+    Pools,
+    histories_from_json,
+    histories_to_json,
+    initial_histories,
+    initial_pools,
+    pools_from_json,
+    pools_to_json,
+)
+from prnas.space.genotype import Genotype
+from prnas.space.similarity import pool_similarity
+
+STATE_VERSION = 1
+EpochHook = Callable[["Search", dict], None]
+
+
+@dataclass
+class _Split:
+    dataset: Any
+    n: int
+
+
+def cosine_lr(lr: float, lr_min: float, epoch: int, epochs: int) -> float:
+    """Cosine from ``lr`` to ``lr_min`` within a cycle: a warm restart every cycle."""
+    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs))
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def pool_statistics(pools: Pools) -> dict[str, float]:
+    """Op-type shares and mean pool similarity per cell type (paper Fig. 2, bottom rows)."""
+    out: dict[str, float] = {}
+    for t, edges in pools.items():
+        ops = [op for edge in edges for op in edge]
+        for kind in ("skip", "pool", "conv"):
+            out[f"ratio_{t}_{kind}"] = sum(op.type_name == kind for op in ops) / max(1, len(ops))
+        out[f"similarity_{t}"] = float(np.mean([pool_similarity(edge) for edge in edges]))
+        out[f"candidates_{t}"] = len(ops)
+    return out
+
+
+class Search:
+    """One PR-DARTS search. Not thread-safe; one per process or Tune trial."""
+
+    def __init__(self, cfg: SearchConfig, *, log: Callable[[str], None] | None = print) -> None:
+        self.cfg = cfg
+        self.log = log or (lambda _msg: None)
+        configure_threads(cfg.num_threads)
+        self.device = pick_device(cfg.device)
+        seed_everything(cfg.seed)
+        self.constraints = cfg.resolved_constraints()
+        w_ds, a_ds, self.info = search_datasets(cfg.data)
+        self._weights = _Split(w_ds, len(w_ds))
+        self._alphas = _Split(a_ds, len(a_ds))
+        self._test = test_dataset(cfg.data) if cfg.evaluate_test else None
+        self.controller = BatchSizeController(cfg.batch, probe_for(self.device,
+                                                                   cfg.batch.memory_budget_bytes))
+        self.cycle = 0  # 0-based index of the cycle being trained
+        self.epoch = 0  # epochs completed within that cycle
+        self.pools: Pools = initial_pools(cfg.network.nodes)
+        self.histories = initial_histories(self.pools)
+        self.net = self._build_net(self.pools)
+        self._fresh_cycle()
+        self.epoch_log: list[dict] = []  # this cycle's epochs
+        self.cycle_log: list[dict] = []  # finished cycles' metrics (flat, JSON-able)
+        self.genotype: Genotype | None = None
+        self.finished = False
+
+    # ----------------------------------------------------------------- building
+    def _build_net(self, pools: Pools) -> SearchNetwork:
+        n = self.cfg.network
+        return SearchNetwork(pools, channels=n.channels, layers=n.layers, nodes=n.nodes,
+                             num_classes=self.info.num_classes, in_channels=self.info.in_channels,
+                             stem_multiplier=n.stem_multiplier,
+                             cell_output=n.cell_output).to(self.device)
+
+    def _fresh_cycle(self) -> None:
+        """New alphas (1e-3 N(0,1)), fresh optimisers and batch size: every cycle restarts."""
+        o = self.cfg.optim
+        self.alphas = {
+            t: nn.ParameterList(
+                nn.Parameter(o.alpha_init_scale * torch.randn(len(edge), device=self.device))
+                for edge in self.pools[t])
+            for t in CELL_TYPES
+        }
+        self.w_opt = torch.optim.SGD(self.net.parameters(), lr=o.lr, momentum=o.momentum,
+                                     weight_decay=o.weight_decay)
+        self.a_opt = torch.optim.Adam([p for t in CELL_TYPES for p in self.alphas[t]],
+                                      lr=o.alpha_lr, betas=o.alpha_betas,
+                                      weight_decay=o.alpha_weight_decay)
+        self.controller.reset()
+
+    # ----------------------------------------------------------------- queries
+    @property
+    def num_cycles(self) -> int:
+        return len(self.cfg.schedule)
+
+    @property
+    def cycle_done(self) -> bool:
+        return self.epoch >= self.cfg.schedule[self.cycle].epochs
+
+    def alpha_values(self) -> dict[str, list[list[float]]]:
+        return {t: [a.detach().cpu().tolist() for a in self.alphas[t]] for t in CELL_TYPES}
+
+    # ----------------------------------------------------------------- training
+    def _loader(self, split: _Split, epoch_seed: int) -> DataLoader:
+        g = torch.Generator().manual_seed(epoch_seed)
+        sampler = AdaptiveBatchSampler(split.n, self.controller, g)
+        return DataLoader(split.dataset, batch_sampler=sampler,
+                          num_workers=self.cfg.data.num_workers,
+                          pin_memory=self.device.type == "cuda")
+
+    def _epoch_seed(self, stream: int) -> int:
+        """Data order is a function of (seed, cycle, epoch): nothing to checkpoint for it."""
+        return random.Random(f"{self.cfg.seed}-{self.cycle}-{self.epoch}-{stream}").getrandbits(62)
+
+    def train_epoch(self) -> dict:
+        """One epoch of the current cycle; returns (and logs) that epoch's metrics."""
+        if self.finished or self.cycle_done:
+            raise RuntimeError("no epoch left in this cycle; call decide()/apply() first")
+        spec, o = self.cfg.schedule[self.cycle], self.cfg.optim
+        lr = cosine_lr(o.lr, o.lr_min, self.epoch, spec.epochs)
+        for g in self.w_opt.param_groups:
+            g["lr"] = lr
+        grace = self.epoch < spec.grace_epochs
+        self.net.train()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        w_iter = iter(self._loader(self._weights, self._epoch_seed(0)))
+        a_loader = self._loader(self._alphas, self._epoch_seed(1))
+        a_iter = iter(a_loader)
+        loss_sum = correct = seen = steps = 0
+        sizes: list[int] = []
+        t0 = time.perf_counter()
+        for x, y in w_iter:
+            if self.cfg.steps_per_epoch is not None and steps >= self.cfg.steps_per_epoch:
+                break
+            xa = ya = None
+            if not grace:
+                try:
+                    xa, ya = next(a_iter)
+                except StopIteration:
+                    a_iter = iter(a_loader)
+                    xa, ya = next(a_iter)
+
+            def step(b: int, x=x, y=y, xa=xa, ya=ya) -> tuple[float, int, int]:
+                return self._train_step(x[:b], y[:b],
+                                        None if xa is None else xa[:b],
+                                        None if ya is None else ya[:b])
+
+            loss, corr, b = run_step_with_backoff(step, self.controller)
+            loss_sum += loss * b
+            correct += corr
+            seen += b
+            steps += 1
+            sizes.append(b)
+        elapsed = time.perf_counter() - t0
+        valid_loss, valid_acc = self._evaluate(self._alphas)
+        self.epoch += 1
+        m = {
+            "cycle": self.cycle + 1, "epoch": self.epoch, "lr": lr, "grace": grace,
+            "train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
+            "valid_loss": valid_loss, "valid_acc": valid_acc,
+            "epoch_time_s": elapsed, "images_per_s": seen / max(elapsed, 1e-9),
+            "steps": steps, "batch_size_mean": float(np.mean(sizes)) if sizes else 0.0,
+            "batch_size_max": max(sizes, default=0),
+            "peak_memory_mb": _peak_memory_mb(self.device),
+        }
+        self.epoch_log.append(m)
+        self.log(f"cycle {m['cycle']}/{self.num_cycles} epoch {self.epoch}/{spec.epochs}"
+                 f"{' (grace)' if grace else ''}: loss {m['train_loss']:.3f} "
+                 f"acc {m['train_acc']:.3f} valid {valid_acc:.3f} "
+                 f"bs {m['batch_size_mean']:.0f} {m['images_per_s']:.0f} img/s")
+        return m
+
+    def _train_step(self, x, y, xa, ya) -> tuple[float, int, int]:
+        dev, o = self.device, self.cfg.optim
+        if xa is not None:
+            self.a_opt.zero_grad(set_to_none=True)
+            a_loss = nn.functional.cross_entropy(self.net(xa.to(dev), self.alphas), ya.to(dev))
+            a_loss.backward()
+            self.a_opt.step()
+        self.w_opt.zero_grad(set_to_none=True)
+        x, y = x.to(dev), y.to(dev)
+        logits = self.net(x, self.alphas)
+        loss = nn.functional.cross_entropy(logits, y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.net.parameters(), o.grad_clip)
+        self.w_opt.step()
+        # Alphas only move in their own step (first-order DARTS).
+        for p in (p for t in CELL_TYPES for p in self.alphas[t]):
+            p.grad = None
+        return loss.item(), int((logits.argmax(1) == y).sum()), len(y)
+
+    @torch.no_grad()
+    def _evaluate(self, split: _Split | None, dataset=None) -> tuple[float, float]:
+        ds = dataset if dataset is not None else split.dataset
+        self.net.eval()
+        loader = DataLoader(ds, batch_size=self.cfg.eval_batch_size, shuffle=False,
+                            num_workers=self.cfg.data.num_workers)
+        loss_sum = correct = seen = 0
+        cap = self.cfg.steps_per_epoch
+        for i, (x, y) in enumerate(loader):
+            if cap is not None and i >= cap:
+                break
+            x, y = x.to(self.device), y.to(self.device)
+            logits = self.net(x, self.alphas)
+            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+        self.net.train()
+        return loss_sum / max(1, seen), correct / max(1, seen)
+
+    # ----------------------------------------------------------------- cycles
+    def run_cycle(self, on_epoch: EpochHook | None = None) -> dict:
+        """Train the rest of the current cycle; return its flat metrics (pools/alphas as JSON)."""
+        while not self.cycle_done:
+            m = self.train_epoch()
+            if on_epoch is not None:
+                on_epoch(self, m)
+        return self.cycle_metrics()
+
+    def cycle_metrics(self) -> dict:
+        spec = self.cfg.schedule[self.cycle]
+        last = self.epoch_log[-1]
+        m: dict[str, Any] = {
+            "cycle": self.cycle + 1, "num_cycles": self.num_cycles,
+            "epochs": spec.epochs, "grace_epochs": spec.grace_epochs,
+            "train_loss": last["train_loss"], "train_acc": last["train_acc"],
+            "valid_loss": last["valid_loss"], "valid_acc": last["valid_acc"],
+            "cycle_time_s": float(sum(e["epoch_time_s"] for e in self.epoch_log)),
+            "images_per_s": float(np.mean([e["images_per_s"] for e in self.epoch_log])),
+            "batch_size_mean": float(np.mean([e["batch_size_mean"] for e in self.epoch_log])),
+            "batch_size_max": int(max(e["batch_size_max"] for e in self.epoch_log)),
+            "peak_memory_mb": float(max(e["peak_memory_mb"] for e in self.epoch_log)),
+            **pool_statistics(self.pools),
+            "epoch_metrics": json.dumps(self.epoch_log),
+            "pools": pools_to_json(self.pools),
+            "alphas": json.dumps(self.alpha_values()),
+            "histories": histories_to_json(self.histories),
+        }
+        if self._test is not None:
+            m["test_loss"], m["test_acc"] = self._evaluate(None, self._test)
+        return m
+
+    def decide(self) -> PolicyResult:
+        """The prune-and-replace decision for the cycle just trained (pure, seeded by cycle)."""
+        spec = self.cfg.schedule[self.cycle]
+        return prune_and_replace(
+            self.pools, self.alpha_values(), self.histories,
+            candidates=spec.candidates, morphs=spec.morphs, constraints=self.constraints,
+            rng=cycle_rng(self.cfg.seed, self.cycle), final=self.cycle == self.num_cycles - 1,
+            retries=self.cfg.morph_retries,
+        )
+
+    def apply(self, result: PolicyResult, metrics: dict | None = None) -> None:
+        """Close the cycle: record it, then move to the next pools (or the genotype after the last).
+
+        Survivors keep their weights by module name; each new op inherits its
+        parent's weights once, through the morphism's transfer.
+        """
+        if not self.cycle_done:
+            raise RuntimeError("apply() before the cycle finished training")
+        record = dict(metrics if metrics is not None else self.cycle_metrics())
+        record["decisions"] = result_to_dict(result)["decisions"]
+        record["new_pools"] = pools_to_json(result.pools)
+        self.cycle_log.append(record)
+        if self.cycle == self.num_cycles - 1:
+            self.genotype = derive_genotype(
+                self.pools, self.alpha_values(), self.cfg.network.nodes, name=self.cfg.name,
+                source=f"prnas search, space {self.cfg.space}, seed {self.cfg.seed}")
+            self.finished = True
+            self.pools, self.histories = result.pools, result.histories
+            return
+        old = self.net
+        self.net = self._build_net(result.pools)
+        self._carry_weights(old, result)
+        self.pools, self.histories = result.pools, result.histories
+        self.cycle += 1
+        self.epoch = 0
+        self.epoch_log = []
+        self._fresh_cycle()
+
+    def _carry_weights(self, old: SearchNetwork, result: PolicyResult) -> None:
+        old_sd = old.state_dict()
+        with torch.no_grad():
+            for k, v in self.net.state_dict().items():
+                if k in old_sd and old_sd[k].shape == v.shape:
+                    v.copy_(old_sd[k])
+        for t, e, new in result.new_ops():
+            for oc, nc in zip(old.cells_of(t), self.net.cells_of(t)):
+                transfer_weights(new.parent, oc.edges[e].ops[str(new.parent)],
+                                 new.op, nc.edges[e].ops[str(new.op)], new.morphism)
+
+    def run(self, on_epoch: EpochHook | None = None,
+            on_cycle: Callable[[Search], None] | None = None,
+            stop_after_cycles: int | None = None) -> Genotype | None:
+        """Every remaining cycle in-process, deciding itself; ``on_cycle`` after each one."""
+        done = 0
+        while not self.finished:
+            if stop_after_cycles is not None and done >= stop_after_cycles:
+                return None
+            metrics = self.run_cycle(on_epoch)
+            self.apply(self.decide(), metrics)
+            done += 1
+            if on_cycle is not None:
+                on_cycle(self)
+        return self.genotype
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        state = {
+            "version": STATE_VERSION,
+            "config": self.cfg.model_dump(mode="json"),
+            "cycle": self.cycle, "epoch": self.epoch, "finished": self.finished,
+            "pools": pools_to_json(self.pools), "histories": histories_to_json(self.histories),
+            "net": self.net.state_dict(),
+            "alphas": {t: [a.detach().cpu() for a in self.alphas[t]] for t in CELL_TYPES},
+            "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
+            "controller": self.controller.state_dict(),
+            "epoch_log": self.epoch_log, "cycle_log": self.cycle_log,
+            "genotype": self.genotype.to_dict() if self.genotype else None,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate()},
+        }
+        if self.device.type == "cuda":
+            state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"checkpoint format {state.get('version')} is not {STATE_VERSION}")
+        self.cycle, self.epoch = state["cycle"], state["epoch"]
+        self.finished = state["finished"]
+        self.pools = pools_from_json(state["pools"])
+        self.histories = histories_from_json(state["histories"])
+        self.net = self._build_net(self.pools)
+        self.net.load_state_dict(state["net"])
+        self._fresh_cycle()
+        with torch.no_grad():
+            for t in CELL_TYPES:
+                for a, saved in zip(self.alphas[t], state["alphas"][t], strict=True):
+                    a.copy_(saved.to(self.device))
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.a_opt.load_state_dict(state["a_opt"])
+        self.controller.load_state_dict(state["controller"])
+        self.epoch_log, self.cycle_log = state["epoch_log"], state["cycle_log"]
+        self.genotype = Genotype.from_dict(state["genotype"]) if state["genotype"] else None
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)

@@ -1,0 +1,187 @@
+"""Prune and replace: a pure function of pools, alphas, the cycle's targets and an RNG.
+
+Keeping it free of torch and of any state makes every decision reproducible
+from (seed, cycle) alone, which is what lets a Tune scheduler own it and a
+restored driver take the very same decision again.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from prnas.search.pools import CELL_TYPES, Histories, Pools, check_alphas_match, softmax
+from prnas.space.constraints import Constraints
+from prnas.space.morphisms import Morphism, available_morphisms
+from prnas.space.ops import Op
+
+
+@dataclass(frozen=True)
+class NewOp:
+    op: Op
+    parent: Op
+    morphism: Morphism
+    rediscovered: bool  # accepted although it had been in this edge's pool before
+
+
+@dataclass(frozen=True)
+class EdgeDecision:
+    cell_type: str
+    edge: int
+    kept: tuple[tuple[Op, float], ...]
+    dropped: tuple[tuple[Op, float], ...]
+    added: tuple[NewOp, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "cell_type": self.cell_type,
+            "edge": self.edge,
+            "kept": [[str(op), w] for op, w in self.kept],
+            "dropped": [[str(op), w] for op, w in self.dropped],
+            "added": [{"op": str(n.op), "parent": str(n.parent), "morphism": str(n.morphism),
+                       "rediscovered": n.rediscovered} for n in self.added],
+        }
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    pools: Pools
+    histories: Histories
+    decisions: tuple[EdgeDecision, ...]
+
+    def new_ops(self) -> list[tuple[str, int, NewOp]]:
+        return [(d.cell_type, d.edge, n) for d in self.decisions for n in d.added]
+
+
+def cycle_rng(seed: int, cycle: int) -> random.Random:
+    """The decision RNG after ``cycle`` (0-based): a function of the seed and cycle only."""
+    return random.Random(f"prnas-policy-{seed}-{cycle}")
+
+
+def _choose_survivors(ranked: list[tuple[Op, float]], n_keep: int, keep_conv: bool
+                      ) -> list[tuple[Op, float]]:
+    keep = ranked[:n_keep]
+    if keep_conv and not any(op.is_conv for op, _ in keep):
+        best_conv = next((c for c in ranked if c[0].is_conv), None)
+        if best_conv is not None and n_keep > 0:
+            keep = ranked[: n_keep - 1] + [best_conv]
+    return keep
+
+
+def _propose(survivors: list[tuple[Op, float]], constraints: Constraints, rng: random.Random,
+             taken: set[Op], history: frozenset[Op], retries: int) -> NewOp | None:
+    """Sample parent by renormalised softmax, morph uniformly; prefer undiscovered children."""
+    parents = [(op, w) for op, w in survivors if available_morphisms(op, constraints)]
+    if not parents:
+        return None
+    fallback: NewOp | None = None
+    for _ in range(retries):
+        (parent, _w), = rng.choices(parents, weights=[w for _, w in parents], k=1)
+        morphism, child = rng.choice(available_morphisms(parent, constraints))
+        if child in taken:
+            continue
+        if child not in history:
+            return NewOp(child, parent, morphism, rediscovered=False)
+        if fallback is None:
+            fallback = NewOp(child, parent, morphism, rediscovered=True)
+    if fallback is not None:
+        return fallback
+    # Random proposals found nothing outside the pool: take any admissible child, in order.
+    for parent, _ in parents:
+        for morphism, child in available_morphisms(parent, constraints):
+            if child not in taken:
+                return NewOp(child, parent, morphism, rediscovered=child in history)
+    return None
+
+
+def prune_and_replace(
+    pools: Pools,
+    alphas: Mapping[str, Sequence[Sequence[float]]],
+    histories: Histories,
+    *,
+    candidates: int,
+    morphs: int,
+    constraints: Constraints,
+    rng: random.Random,
+    final: bool,
+    retries: int = 50,
+) -> PolicyResult:
+    """Per edge: keep the ``candidates - morphs`` most probable ops (at least one conv unless
+    ``final``), then add ``morphs`` morphed children of the survivors.
+
+    When fewer new ops can be found than asked (every child of every survivor
+    already in the pool), the best dropped ops are kept instead; only an edge
+    that had fewer ops than the target to begin with ends up smaller.
+    """
+    if not 0 <= morphs < candidates:
+        raise ValueError(f"need 0 <= morphs < candidates, got morphs={morphs}, "
+                         f"candidates={candidates}")
+    check_alphas_match(pools, alphas)
+    new_pools: dict[str, list[tuple[Op, ...]]] = {}
+    new_hist: dict[str, list[frozenset[Op]]] = {}
+    decisions = []
+    for t in CELL_TYPES:
+        if t not in pools:
+            continue
+        new_pools[t], new_hist[t] = [], []
+        for e, (edge, a) in enumerate(zip(pools[t], alphas[t])):
+            weights = softmax(a)
+            # Stable order on ties: by weight, then by position in the pool.
+            ranked = sorted(zip(edge, weights), key=lambda p: -p[1])
+            keep = _choose_survivors(ranked, candidates - morphs, keep_conv=not final)
+            kept_ops = {op for op, _ in keep}
+            dropped = tuple(p for p in ranked if p[0] not in kept_ops)
+            # Survivors keep their pool order so module order stays stable across cycles.
+            survivors = [(op, w) for op, w in zip(edge, weights) if op in kept_ops]
+            taken = set(kept_ops)
+            history = histories[t][e]
+            added: list[NewOp] = []
+            for _ in range(morphs):
+                new = _propose(survivors, constraints, rng, taken, history, retries)
+                if new is None:
+                    break
+                added.append(new)
+                taken.add(new.op)
+            # Too few new ops (a small constrained space): refill from the best dropped ones,
+            # so survivors + new still meets the target.
+            new_ops = {n.op for n in added}
+            refill = [p for p in dropped if p[0] not in new_ops]
+            refill = refill[: max(0, candidates - len(survivors) - len(added))]
+            if refill:
+                kept_ops |= {op for op, _ in refill}
+                dropped = tuple(p for p in dropped if p[0] not in kept_ops)
+                survivors = [(op, w) for op, w in zip(edge, weights) if op in kept_ops]
+            new_pools[t].append(tuple(op for op, _ in survivors) + tuple(n.op for n in added))
+            new_hist[t].append(history | {n.op for n in added})
+            decisions.append(EdgeDecision(t, e, tuple(survivors), dropped, tuple(added)))
+    return PolicyResult(
+        pools={t: tuple(v) for t, v in new_pools.items()},
+        histories={t: tuple(v) for t, v in new_hist.items()},
+        decisions=tuple(decisions),
+    )
+
+
+def result_to_dict(result: PolicyResult) -> dict:
+    from prnas.search.pools import histories_to_json, pools_to_json
+
+    return {"pools": pools_to_json(result.pools),
+            "histories": histories_to_json(result.histories),
+            "decisions": [d.to_dict() for d in result.decisions]}
+
+
+def result_from_dict(d: dict) -> PolicyResult:
+    from prnas.search.pools import histories_from_json, pools_from_json
+
+    decisions = tuple(
+        EdgeDecision(
+            x["cell_type"], int(x["edge"]),
+            tuple((Op.parse(s), float(w)) for s, w in x["kept"]),
+            tuple((Op.parse(s), float(w)) for s, w in x["dropped"]),
+            tuple(NewOp(Op.parse(n["op"]), Op.parse(n["parent"]), Morphism(n["morphism"]),
+                        bool(n["rediscovered"])) for n in x["added"]),
+        )
+        for x in d["decisions"]
+    )
+    return PolicyResult(pools_from_json(d["pools"]), histories_from_json(d["histories"]),
+                        decisions)

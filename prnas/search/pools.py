@@ -1,0 +1,77 @@
+"""Candidate pools and per-edge histories as plain values, and their JSON form.
+
+``Pools`` maps a cell type ("normal", "reduce") to one tuple of ops per edge;
+edges are numbered node by node (node j has j + 2 inputs), 14 for 4 nodes.
+Histories hold every op that was ever in an edge's pool, so the policy can
+refuse to rediscover what was already tried there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+
+from prnas.space.ops import INITIAL_POOL, Op
+
+CELL_TYPES: tuple[str, ...] = ("normal", "reduce")
+Pools = dict[str, tuple[tuple[Op, ...], ...]]
+Histories = dict[str, tuple[frozenset[Op], ...]]
+
+
+def num_edges(nodes: int) -> int:
+    return sum(j + 2 for j in range(nodes))
+
+
+def edge_inputs(nodes: int) -> list[tuple[int, int]]:
+    """(node, input) for every edge in order; input 0/1 are the cell inputs, i >= 2 node i-2."""
+    return [(j, i) for j in range(nodes) for i in range(j + 2)]
+
+
+def initial_pools(nodes: int, ops: Sequence[Op] = INITIAL_POOL) -> Pools:
+    return {t: tuple(tuple(ops) for _ in range(num_edges(nodes))) for t in CELL_TYPES}
+
+
+def initial_histories(pools: Pools) -> Histories:
+    return {t: tuple(frozenset(edge) for edge in edges) for t, edges in pools.items()}
+
+
+def softmax(xs: Sequence[float]) -> list[float]:
+    m = max(xs)
+    e = [math.exp(x - m) for x in xs]
+    s = sum(e)
+    return [v / s for v in e]
+
+
+def pools_to_json(pools: Mapping[str, Sequence[Sequence[Op]]]) -> str:
+    return json.dumps({t: [[str(op) for op in edge] for edge in edges]
+                       for t, edges in pools.items()})
+
+
+def pools_from_json(text: str | dict) -> Pools:
+    raw = json.loads(text) if isinstance(text, str) else text
+    return {t: tuple(tuple(Op.parse(s) for s in edge) for edge in edges)
+            for t, edges in raw.items()}
+
+
+def histories_to_json(hist: Histories) -> str:
+    return json.dumps({t: [sorted(str(op) for op in edge) for edge in edges]
+                       for t, edges in hist.items()})
+
+
+def histories_from_json(text: str | dict) -> Histories:
+    raw = json.loads(text) if isinstance(text, str) else text
+    return {t: tuple(frozenset(Op.parse(s) for s in edge) for edge in edges)
+            for t, edges in raw.items()}
+
+
+def check_alphas_match(pools: Pools, alphas: Mapping[str, Sequence[Sequence[float]]]) -> None:
+    """Refuse mismatched shapes instead of truncating them as zip would (a reference-code bug)."""
+    for t, edges in pools.items():
+        if t not in alphas or len(alphas[t]) != len(edges):
+            raise ValueError(f"alphas for cell type {t!r} do not have one vector per edge")
+        for e, (edge, a) in enumerate(zip(edges, alphas[t])):
+            if len(edge) != len(a):
+                raise ValueError(
+                    f"{t} edge {e}: {len(edge)} candidates but {len(a)} architecture weights"
+                )

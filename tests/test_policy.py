@@ -1,0 +1,183 @@
+"""The prune-and-replace policy and genotype derivation: pure functions, tested directly."""
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from prnas.search.genotype import derive_genotype
+from prnas.search.policy import cycle_rng, prune_and_replace, result_from_dict, result_to_dict
+from prnas.search.pools import (
+    edge_inputs,
+    histories_from_json,
+    histories_to_json,
+    initial_histories,
+    initial_pools,
+    num_edges,
+    pools_from_json,
+    pools_to_json,
+    softmax,
+)
+from prnas.space import Op, apply_morphism, preset
+
+DL = preset("DL")
+
+
+def _random_alphas(pools, rng):
+    return {t: [[rng.gauss(0, 1) for _ in edge] for edge in edges] for t, edges in pools.items()}
+
+
+def _run_cycles(seed, schedule, constraints=DL, nodes=4):
+    pools = initial_pools(nodes)
+    hist = initial_histories(pools)
+    rng = random.Random(seed)
+    trail = [pools]
+    results = []
+    for i, (cands, morphs) in enumerate(schedule):
+        res = prune_and_replace(pools, _random_alphas(pools, rng), hist, candidates=cands,
+                                morphs=morphs, constraints=constraints, rng=cycle_rng(seed, i),
+                                final=i == len(schedule) - 1)
+        pools, hist = res.pools, res.histories
+        trail.append(pools)
+        results.append(res)
+    return trail, results
+
+
+def test_pool_sizes_follow_schedule_and_new_ops_are_morphs_of_survivors():
+    schedule = [(6, 3), (6, 3), (6, 3), (4, 0), (2, 0), (1, 0)]
+    trail, results = _run_cycles(1, schedule)
+    for (cands, _), pools in zip(schedule, trail[1:]):
+        for edges in pools.values():
+            assert len(edges) == 14
+            assert all(len(edge) == cands for edge in edges)
+            assert all(len(set(edge)) == len(edge) for edge in edges)
+    for res in results:
+        for d in res.decisions:
+            kept = {op for op, _ in d.kept}
+            for new in d.added:
+                assert new.parent in kept
+                assert apply_morphism(new.parent, new.morphism) == new.op
+                assert DL.admits(new.op)
+
+
+def test_dropped_are_the_lowest_weights():
+    pools = initial_pools(2)
+    hist = initial_histories(pools)
+    alphas = {t: [[0.1, 0.2, 3.0, 1.0] for _ in edges] for t, edges in pools.items()}
+    res = prune_and_replace(pools, alphas, hist, candidates=3, morphs=1, constraints=DL,
+                            rng=random.Random(0), final=False)
+    for d in res.decisions:
+        assert [str(op) for op, _ in d.dropped] == ["avg_pool_3x3", "max_pool_3x3"]
+        assert {str(op) for op, _ in d.kept} == {"skip", "conv_k3_d1"}
+        assert len(d.added) == 1
+
+
+def test_at_least_one_conv_survives_outside_final_cycle():
+    pools = initial_pools(2)
+    hist = initial_histories(pools)
+    # The conv has by far the lowest weight; it must survive anyway, except in the final cycle.
+    alphas = {t: [[5.0, 4.0, 3.0, -9.0] for _ in edges] for t, edges in pools.items()}
+    for final, expect_conv in ((False, True), (True, False)):
+        res = prune_and_replace(pools, alphas, hist, candidates=2, morphs=0, constraints=DL,
+                                rng=random.Random(0), final=final)
+        for edges in res.pools.values():
+            for edge in edges:
+                assert any(op.is_conv for op in edge) is expect_conv
+                assert len(edge) == 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000))
+def test_histories_prevent_rediscovery_until_exhausted(seed):
+    trail, results = _run_cycles(seed, [(6, 3)] * 4)
+    for res in results:
+        for d in res.decisions:
+            for new in d.added:
+                assert new.op not in {op for op, _ in d.kept}
+    # An op that left an edge comes back only flagged as rediscovered.
+    seen: dict = {}
+    for pools, res in zip(trail, results):
+        for d in res.decisions:
+            key = (d.cell_type, d.edge)
+            history = seen.setdefault(key, set(pools[d.cell_type][d.edge]))
+            for new in d.added:
+                assert new.rediscovered == (new.op in history)
+                history.add(new.op)
+
+
+def test_rediscovery_only_when_space_is_exhausted():
+    # Kernel fixed at 3, dilation 1..2, no expansions: the only convs are k3d1 and k3d2.
+    tiny = DL.with_overrides(kernel_min=3, kernel_max=3, max_depth=0)
+    trail, results = _run_cycles(0, [(3, 1), (3, 1), (3, 1)], constraints=tiny, nodes=1)
+    added = [n for res in results for d in res.decisions for n in d.added]
+    assert added, "some child must be proposed"
+    first = [n for n in added if not n.rediscovered]
+    assert {str(n.op) for n in first} <= {"conv_k3_d2", "conv_k3_d1"}
+
+
+def test_same_seed_same_decision_and_json_round_trip():
+    a, ra = _run_cycles(7, [(6, 3), (6, 3)])
+    b, rb = _run_cycles(7, [(6, 3), (6, 3)])
+    c, _ = _run_cycles(8, [(6, 3), (6, 3)])
+    assert a == b
+    assert a != c
+    for res in ra:
+        back = result_from_dict(result_to_dict(res))
+        assert back == res
+    assert pools_from_json(pools_to_json(a[-1])) == a[-1]
+    hist = rb[-1].histories
+    assert histories_from_json(histories_to_json(hist)) == hist
+
+
+def test_ragged_pools_and_mismatched_alphas():
+    pools = initial_pools(2)
+    ragged = {t: tuple(edge[: 1 + i % 4] if i % 2 else edge for i, edge in enumerate(edges))
+              for t, edges in pools.items()}
+    hist = initial_histories(ragged)
+    rng = random.Random(3)
+    alphas = _random_alphas(ragged, rng)
+    res = prune_and_replace(ragged, alphas, hist, candidates=4, morphs=2, constraints=DL,
+                            rng=random.Random(0), final=False)
+    for t, edges in res.pools.items():
+        for before, after in zip(ragged[t], edges):
+            if any(op.is_conv for op in before):
+                assert len(after) == 4
+            else:  # nothing to morph: the pools stay as they were
+                assert after == before
+    bad = {t: [a[:-1] if len(a) > 1 else a for a in v] for t, v in alphas.items()}
+    with pytest.raises(ValueError, match="architecture weights"):
+        prune_and_replace(ragged, bad, hist, candidates=4, morphs=2, constraints=DL,
+                          rng=random.Random(0), final=False)
+
+
+def test_invalid_targets_rejected():
+    pools = initial_pools(1)
+    with pytest.raises(ValueError, match="morphs"):
+        prune_and_replace(pools, _random_alphas(pools, random.Random(0)),
+                          initial_histories(pools), candidates=2, morphs=2, constraints=DL,
+                          rng=random.Random(0), final=False)
+
+
+def test_genotype_picks_top_op_and_top_two_edges():
+    nodes = 4
+    pools = initial_pools(nodes)
+    rng = random.Random(5)
+    alphas = _random_alphas(pools, rng)
+    g = derive_genotype(pools, alphas, nodes, name="t")
+    inputs = edge_inputs(nodes)
+    assert len(g.normal) == len(g.reduce) == 2 * nodes
+    for t, cell in (("normal", g.normal), ("reduce", g.reduce)):
+        for j in range(nodes):
+            edges = [e for e, (node, _) in enumerate(inputs) if node == j]
+            strength = {inputs[e][1]: max(softmax(alphas[t][e])) for e in edges}
+            chosen = [src for _, src in cell[2 * j: 2 * j + 2]]
+            best = sorted(strength, key=lambda s: -strength[s])[:2]
+            assert sorted(chosen) == sorted(best)
+            for op, src in cell[2 * j: 2 * j + 2]:
+                e = inputs.index((j, src))
+                w = softmax(alphas[t][e])
+                assert op == pools[t][e][w.index(max(w))]
+    assert num_edges(nodes) == 14
+    assert g.to_dict()["format"] == "prnas-genotype/1"
+    assert isinstance(g.normal[0][0], Op)

@@ -34,8 +34,9 @@ from prnas.runtime.batch_size import (
 from prnas.runtime.device import configure_threads, pick_device, seed_everything
 from prnas.runtime.memory import probe_for
 from prnas.search.config import SearchConfig
+from prnas.search.decision import decide_cycle
 from prnas.search.genotype import derive_genotype
-from prnas.search.policy import PolicyResult, cycle_rng, prune_and_replace, result_to_dict
+from prnas.search.policy import PolicyResult, result_to_dict
 from prnas.search.pools import (
     CELL_TYPES,
     Pools,
@@ -288,13 +289,7 @@ class Search:
 
     def decide(self) -> PolicyResult:
         """The prune-and-replace decision for the cycle just trained (pure, seeded by cycle)."""
-        spec = self.cfg.schedule[self.cycle]
-        return prune_and_replace(
-            self.pools, self.alpha_values(), self.histories,
-            candidates=spec.candidates, morphs=spec.morphs, constraints=self.constraints,
-            rng=cycle_rng(self.cfg.seed, self.cycle), final=self.cycle == self.num_cycles - 1,
-            retries=self.cfg.morph_retries,
-        )
+        return decide_cycle(self.cfg, self.cycle, self.pools, self.alpha_values(), self.histories)
 
     def apply(self, result: PolicyResult, metrics: dict | None = None) -> None:
         """Close the cycle: record it, then move to the next pools (or the genotype after the last).

@@ -1,0 +1,27 @@
+"""The decision after one cycle, as a function of the config and plain values only.
+
+Both the in-process engine and the Ray scheduler call this, so the pools a
+Tune trial gets are exactly those the engine would have chosen for itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from prnas.search.config import SearchConfig
+from prnas.search.policy import PolicyResult, cycle_rng, prune_and_replace
+from prnas.search.pools import Histories, Pools
+
+
+def decide_cycle(cfg: SearchConfig, cycle: int, pools: Pools,
+                 alphas: Mapping[str, Sequence[Sequence[float]]], histories: Histories
+                 ) -> PolicyResult:
+    """Prune and replace after ``cycle`` (0-based), seeded by (cfg.seed, cycle)."""
+    if not 0 <= cycle < len(cfg.schedule):
+        raise ValueError(f"cycle {cycle} outside the schedule of {len(cfg.schedule)} cycles")
+    spec = cfg.schedule[cycle]
+    return prune_and_replace(
+        pools, alphas, histories, candidates=spec.candidates, morphs=spec.morphs,
+        constraints=cfg.resolved_constraints(), rng=cycle_rng(cfg.seed, cycle),
+        final=cycle == len(cfg.schedule) - 1, retries=cfg.morph_retries,
+    )

@@ -1,0 +1,130 @@
+"""``python -m prnas.retrain``: retrain one genotype in-process, resumable, without Ray.
+
+The output folder holds everything needed to continue or inspect the run:
+``config.yaml`` and ``genotype.json`` (as started), ``checkpoint.pt`` (after
+every epoch), ``metrics.jsonl`` (one JSON object per finished epoch, rewritten
+atomically from the checkpointed history so it never disagrees with it) and,
+at the end, ``result.json``. An existing folder is refused without ``--resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prnas._io import atomic_write_text
+from prnas.presets import load_genotype
+from prnas.retrain.config import ConfigError, RetrainConfig, dump_config, load_config
+from prnas.retrain.trainer import Retrainer, log_line
+from prnas.runtime.device import configure_threads
+from prnas.space.genotype import Genotype
+
+CONFIG, GENOTYPE, CHECKPOINT, METRICS, RESULT = (
+    "config.yaml", "genotype.json", "checkpoint.pt", "metrics.jsonl", "result.json")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m prnas.retrain", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="retrain YAML (default: the paper's protocol)")
+    p.add_argument("--genotype", help="preset name (e.g. prdarts-dl2) or genotype JSON path")
+    p.add_argument("--out", required=True, help="output folder (refused if it exists)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint")
+    p.add_argument("--epochs", type=int, help="override epochs (the cosine schedule follows)")
+    p.add_argument("--seed", type=int, help="override seed")
+    p.add_argument("--device", help="override device: auto, cpu, cuda, cuda:N")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any field by dotted name, value parsed as YAML "
+                        "(e.g. --set data.dataset=demo --set channels=16)")
+    p.add_argument("--no-progress", action="store_true", help="no per-batch progress bar")
+    return p
+
+
+def parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    for key in ("epochs", "seed", "device"):
+        if getattr(args, key) is not None:
+            out[key] = getattr(args, key)
+    return out
+
+
+def _prepare(args: argparse.Namespace) -> tuple[RetrainConfig, Genotype, Path | None]:
+    """(config, genotype, checkpoint to restore or None), refusing unsafe combinations."""
+    out = Path(args.out)
+    overrides = parse_overrides(args)
+    if args.resume:
+        if not (out / CONFIG).is_file() or not (out / GENOTYPE).is_file():
+            raise ConfigError(f"--resume: {out} holds no retrain ({CONFIG}, {GENOTYPE} missing)")
+        # The stored files define the run; a --config/--genotype given anyway must agree,
+        # which Retrainer.load_state_dict checks field by field.
+        cfg = load_config(args.config or out / CONFIG, overrides)
+        genotype = load_genotype(args.genotype) if args.genotype else Genotype.load(
+            out / GENOTYPE)
+        ckpt = out / CHECKPOINT
+        return cfg, genotype, ckpt if ckpt.is_file() else None
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} already exists; pass --resume to continue it, or choose "
+                          "another --out (results are never overwritten)")
+    if not args.genotype:
+        raise ConfigError("--genotype is required (a preset name or a genotype JSON path)")
+    return load_config(args.config, overrides), load_genotype(args.genotype), None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg, genotype, ckpt = _prepare(args)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if ckpt is None:
+        atomic_write_text(out / CONFIG, dump_config(cfg))
+        genotype.save(out / GENOTYPE)
+    configure_threads()
+    trainer = Retrainer(cfg, genotype, progress=not args.no_progress)
+    trainer.setup()
+    if ckpt is not None:
+        try:
+            trainer.restore(ckpt)
+        except ValueError as err:
+            print(f"error: cannot resume {out}: {err}", file=sys.stderr)
+            return 2
+        print(f"resumed {out} after epoch {trainer.epoch}", file=sys.stderr)
+    print(f"retraining {genotype.name}: {trainer.params:,} params, {trainer.info.name}, "
+          f"{cfg.epochs} epochs, device {trainer.device}", file=sys.stderr)
+    try:
+        while not trainer.done:
+            row = trainer.train_epoch()
+            trainer.save(out / CHECKPOINT)
+            atomic_write_text(out / METRICS,
+                              "".join(json.dumps(r) + "\n" for r in trainer.history))
+            print(json.dumps(row), flush=True)
+            print(log_line(row), file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print(f"interrupted after epoch {trainer.epoch}; continue with --resume",
+              file=sys.stderr)
+        return 130
+    result = {"genotype": genotype.name, "params": trainer.params, "epochs": trainer.epoch,
+              "dataset": trainer.info.name, "seed": cfg.seed,
+              "final_test_error": trainer.final_test_error(), "report_last": cfg.report_last}
+    atomic_write_text(out / RESULT, json.dumps(result, indent=1) + "\n")
+    print(f"final test error (mean of last {cfg.report_last} epochs): "
+          f"{result['final_test_error']:.2f}%", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

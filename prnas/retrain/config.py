@@ -1,0 +1,155 @@
+"""The retraining protocol as a validated value; the defaults are the paper's (= DARTS').
+
+Loaded from YAML and validated before anything is built, so a typo or an
+out-of-range value fails with the field's dotted name and what is allowed.
+Overrides (CLI flags, Tune fan-out) are applied to the raw mapping *before*
+validation, so they are checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from prnas.data.config import DataConfig
+from prnas.runtime.batch_size import BatchSizeConfig
+
+
+class RetrainBatchSizeConfig(BatchSizeConfig):
+    """The reference code's retrain range, 32..128 (the search uses 24..128).
+
+    A subclass rather than a default instance so that a config setting only
+    ``batch_size.b_max`` still starts at 32.
+    """
+
+    b_min: int = Field(32, ge=1, description="starting and smallest batch size")
+
+
+class RetrainConfig(BaseModel):
+    """Everything that decides a retrain's outcome except the genotype."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    channels: int = Field(36, ge=2, description="initial channels C (even)")
+    layers: int = Field(20, ge=3, description="cells; reductions at layers//3 and 2*layers//3")
+    auxiliary: bool = Field(True, description="auxiliary head after the 2/3 cell")
+    auxiliary_weight: float = Field(0.4, ge=0.0, description="weight of the auxiliary loss")
+    drop_path_prob: float = Field(
+        0.3, ge=0.0, lt=1.0, description="drop-path probability reached (linearly) at the end"
+    )
+    epochs: int = Field(600, ge=1)
+    lr: float = Field(0.025, gt=0.0, description="initial SGD learning rate")
+    lr_min: float = Field(0.0, ge=0.0, description="cosine annealing floor")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(3e-4, ge=0.0)
+    grad_clip: float | None = Field(5.0, gt=0.0, description="gradient-norm clip; null = off")
+    cutout: int = Field(16, ge=0, description="Cutout square side in pixels; 0 = off")
+    batch_size: RetrainBatchSizeConfig = Field(default_factory=RetrainBatchSizeConfig)
+    test_batch_size: int = Field(128, ge=1, description="fixed batch size for evaluation")
+    report_last: int = Field(5, ge=1, description="reported error = mean over the last N epochs")
+    seed: int = Field(0, ge=0, description="weights, drop-path, augmentation and batch order")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+
+    @field_validator("channels")
+    @classmethod
+    def _even_channels(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"channels must be even (FactorizedReduce halves it), got {v}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        head, _, index = v.partition(":")
+        if head not in ("auto", "cpu", "cuda") or (index and not index.isdigit()) or (
+            index and head != "cuda"
+        ):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+        return v
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """``raw["a"]["b"] = value`` for ``key="a.b"``, creating the intermediate mappings."""
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ValueError(f"cannot set {key!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def build_config(raw: Mapping[str, Any] | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> RetrainConfig:
+    """Validate ``raw`` (a YAML mapping) with dotted-key ``overrides`` applied first."""
+    merged = _deep_copy(dict(raw or {}))
+    for key, value in (overrides or {}).items():
+        set_dotted(merged, key, value)
+    try:
+        return RetrainConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def load_config(path: str | os.PathLike | None = None,
+                overrides: Mapping[str, Any] | None = None) -> RetrainConfig:
+    """The config in the YAML file ``path`` (None: the paper's defaults) plus ``overrides``."""
+    raw: Any = {}
+    if path is not None:
+        text = Path(path).read_text()
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of config fields at the top level")
+    try:
+        return build_config(raw, overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{path or 'retrain config'}: {err}") from None
+
+
+def dump_config(cfg: RetrainConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+class ConfigError(ValueError):
+    """An invalid retrain config; the message names every offending field."""
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            allowed = _fields_at(e["loc"][:-1])
+            msg = "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        elif e["type"] == "literal_error":
+            msg = f"{msg}, got {e.get('input')!r}"
+        lines.append(f"{loc}: {msg}")
+    return "invalid config: " + "; ".join(lines)
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Field names of the (sub)model at ``loc``, for "unknown field" messages."""
+    model: Any = RetrainConfig
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
+
+
+def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}

@@ -1,0 +1,278 @@
+"""One retrain of one genotype, an epoch at a time, with its complete resumable state.
+
+The loop owns nothing global that it does not also save: model, optimiser,
+scheduler, batch-size controller, every RNG stream (Python, NumPy, torch CPU
+and CUDA, the batch-order generator) and the metric history. So a run killed
+after epoch k and restored from its checkpoint continues exactly as if it had
+never stopped, which ``tests/test_retrain.py`` checks to the bit on CPU.
+
+No Ray here: the CLI (``python -m prnas.retrain``) and the Tune Trainable both
+drive this same object.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from prnas.data.datasets import DataInfo, retrain_datasets
+from prnas.nn.eval_net import EvalNetwork, count_parameters
+from prnas.retrain.config import RetrainConfig
+from prnas.retrain.schedule import drop_path_at, final_error
+from prnas.runtime import checkpoint
+from prnas.runtime.batch_size import (
+    AdaptiveBatchSampler,
+    BatchSizeController,
+    run_step_with_backoff,
+)
+from prnas.runtime.device import pick_device, seed_everything
+from prnas.runtime.memory import probe_for
+from prnas.space.genotype import Genotype
+
+STATE_VERSION = 1
+
+# Fields that may differ between a checkpoint and the run restoring it: where
+# the data lives and how it is loaded never change what is computed.
+_RESTORE_MAY_DIFFER = {"device", "data.data_dir", "data.download", "data.num_workers"}
+
+
+class Retrainer:
+    """Retrain ``genotype`` under ``cfg``: :meth:`setup`, then :meth:`train_epoch` until
+    :attr:`done`; :meth:`save`/:meth:`restore` at any epoch boundary.
+
+    ``progress`` shows a tqdm bar per epoch; keep it off inside Ray trials and tests.
+    """
+
+    def __init__(self, cfg: RetrainConfig, genotype: Genotype, *, progress: bool = False) -> None:
+        self.cfg = cfg
+        self.genotype = genotype
+        self.progress = progress
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self._ready = False
+
+    # ------------------------------------------------------------------ building
+
+    def setup(self, datasets: tuple[Dataset, Dataset, DataInfo] | None = None) -> None:
+        """Load the data and build model, optimiser and schedule; seeds everything first.
+
+        ``datasets`` skips loading (tests, or several retrains on one dataset).
+        """
+        cfg = self.cfg
+        self.device = pick_device(cfg.device)
+        seed_everything(cfg.seed)
+        self.train_set, self.test_set, self.info = datasets or retrain_datasets(
+            cfg.data, cutout=cfg.cutout)
+        self.model = EvalNetwork(
+            self.genotype, channels=cfg.channels, layers=cfg.layers,
+            num_classes=self.info.num_classes, auxiliary=cfg.auxiliary,
+            in_channels=self.info.in_channels,
+        ).to(self.device)
+        self.params = count_parameters(self.model)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
+                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=cfg.epochs, eta_min=cfg.lr_min)
+        self.controller = BatchSizeController(
+            cfg.batch_size, probe_for(self.device, cfg.batch_size.memory_budget_bytes))
+        # Batch order (and worker seeds) from their own stream, so changing how the
+        # model consumes the global RNG (e.g. drop-path) does not reshuffle the data.
+        self.generator = torch.Generator().manual_seed(
+            int(np.random.SeedSequence([cfg.seed, 1]).generate_state(1)[0]))
+        self.criterion = nn.CrossEntropyLoss()
+        self._ready = True
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.cfg.epochs
+
+    def final_test_error(self) -> float | None:
+        """The reported result: mean test error (%) of the last ``report_last`` epochs."""
+        return final_error(self.history, self.cfg.report_last)
+
+    # ------------------------------------------------------------------ one epoch
+
+    def train_epoch(self) -> dict[str, Any]:
+        """Train one epoch, evaluate on the test set, step the schedule; the epoch's metrics."""
+        if not self._ready:
+            raise RuntimeError("call setup() before train_epoch()")
+        if self.done:
+            raise RuntimeError(f"retrain already finished its {self.cfg.epochs} epochs")
+        cfg = self.cfg
+        start = time.perf_counter()
+        drop_prob = drop_path_at(self.epoch, cfg.epochs, cfg.drop_path_prob)
+        self.model.drop_path_prob = drop_prob
+        lr = self.optimizer.param_groups[0]["lr"]
+        train_loss, train_acc, sizes = self._train_pass()
+        test_loss, test_acc = self.evaluate()
+        self.scheduler.step()
+        self.epoch += 1
+        row: dict[str, Any] = {
+            "epoch": self.epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "test_error": 100.0 - test_acc,
+            "lr": lr,
+            "drop_path_prob": drop_prob,
+            "epoch_time_s": time.perf_counter() - start,
+            "batch_size": sum(sizes) / len(sizes),
+            "batch_size_last": sizes[-1],
+            "params": self.params,
+        }
+        self.history.append(row)
+        row = {**row, "final_test_error": self.final_test_error()}
+        self.history[-1] = row
+        return dict(row)
+
+    def _train_pass(self) -> tuple[float, float, list[int]]:
+        from tqdm import tqdm
+
+        self.model.train()
+        loader = self._loader(self.train_set, AdaptiveBatchSampler(
+            len(self.train_set), self.controller, self.generator))
+        total_loss, correct, seen, sizes = 0.0, 0, 0, []
+        bar = tqdm(total=len(self.train_set), unit="img", leave=False, disable=not self.progress,
+                   desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}")
+        with bar:
+            for x, y in loader:
+                x = x.to(self.device, non_blocking=True)
+                y = y.to(self.device, non_blocking=True)
+                loss, hits, used = run_step_with_backoff(
+                    lambda bs, x=x, y=y: self._step(x[:bs], y[:bs]), self.controller)
+                total_loss += loss * used
+                correct += hits
+                seen += used
+                sizes.append(used)
+                bar.update(used)
+                bar.set_postfix(loss=f"{total_loss / seen:.3f}", bs=used)
+        return total_loss / seen, 100.0 * correct / seen, sizes
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
+        """One SGD step; repeatable after an OOM because it zeroes the gradients first."""
+        self.optimizer.zero_grad(set_to_none=True)
+        logits, aux = self.model(x)
+        # The objective DARTS optimises and reports: main loss + weighted auxiliary loss.
+        loss = self.criterion(logits, y)
+        if aux is not None and self.cfg.auxiliary_weight > 0:
+            loss = loss + self.cfg.auxiliary_weight * self.criterion(aux, y)
+        loss.backward()
+        if self.cfg.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        hits = int((logits.argmax(1) == y).sum())
+        return float(loss.detach()), hits, len(y)
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """(mean cross-entropy, accuracy in %) on the test set, without drop-path or aux head."""
+        self.model.eval()
+        loader = self._loader(self.test_set, None, batch_size=self.cfg.test_batch_size)
+        total_loss, correct, seen = 0.0, 0, 0
+        for x, y in loader:
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+            logits, _ = self.model(x)
+            total_loss += float(self.criterion(logits, y)) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+        return total_loss / seen, 100.0 * correct / seen
+
+    def _loader(self, dataset: Dataset, batch_sampler: AdaptiveBatchSampler | None,
+                batch_size: int = 1) -> DataLoader:
+        kwargs: dict[str, Any] = {"batch_sampler": batch_sampler} if batch_sampler else {
+            "batch_size": batch_size, "shuffle": False}
+        workers = self.cfg.data.num_workers
+        return DataLoader(dataset, num_workers=workers, generator=self.generator,
+                          pin_memory=self.device.type == "cuda", **kwargs)
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        if not self._ready:
+            raise RuntimeError("call setup() before state_dict()")
+        return {
+            "version": STATE_VERSION,
+            "config": self.cfg.model_dump(mode="json"),
+            "genotype": self.genotype.to_dict(),
+            "epoch": self.epoch,
+            "history": [dict(r) for r in self.history],
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "controller": self.controller.state_dict(),
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "generator": self.generator.get_state(),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state``; refuses one from another genotype or protocol."""
+        if not self._ready:
+            raise RuntimeError("call setup() before load_state_dict()")
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported retrain checkpoint version {state.get('version')!r}")
+        saved = Genotype.from_dict(state["genotype"])
+        if saved != self.genotype:
+            raise ValueError(f"checkpoint is of genotype {saved.name!r}, not "
+                             f"{self.genotype.name!r}: the cells differ")
+        diff = config_differences(state["config"], self.cfg.model_dump(mode="json"))
+        if diff:
+            raise ValueError("checkpoint was written under another config: " + "; ".join(diff))
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.controller.load_state_dict(state["controller"])
+        self.epoch = int(state["epoch"])
+        self.history = [dict(r) for r in state["history"]]
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.generator.set_state(rng["generator"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Atomically: a reader (or a crash) never sees half a checkpoint."""
+        checkpoint.save_atomic(self.state_dict(), path)
+
+    def restore(self, path: str | os.PathLike) -> None:
+        # CPU first: RNG states must stay CPU tensors; optimiser and model state
+        # follow their parameters to the device when loaded.
+        self.load_state_dict(checkpoint.load(path, map_location="cpu"))
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any],
+                       prefix: str = "") -> list[str]:
+    """``field: saved -> current`` for every field that changes what a retrain computes."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        name = prefix + key
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, name + ".")
+        elif a != b and name not in _RESTORE_MAY_DIFFER:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out
+
+
+def log_line(row: dict[str, Any]) -> str:
+    """One human-readable line per epoch for terminals and logs."""
+    return (f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}% "
+            f"| test loss {row['test_loss']:.4f} err {row['test_error']:.2f}% "
+            f"| lr {row['lr']:.5f} drop-path {row['drop_path_prob']:.3f} "
+            f"bs {row['batch_size']:.0f} | {row['epoch_time_s']:.1f}s")
+

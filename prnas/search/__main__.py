@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after-cycles", type=int, metavar="N",
                    help="stop cleanly after N more cycles (checkpoint kept)")
     p.add_argument("--data-dir", help="dataset folder (overrides data.data_dir)")
+    p.add_argument("--download", action="store_true",
+                   help="download CIFAR into the data folder if missing (needs internet)")
     p.add_argument("--seed", type=int, help="overrides seed")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides device)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
@@ -40,8 +42,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict:
     o: dict = {}
-    if args.data_dir:
-        o["data"] = {"data_dir": args.data_dir}
+    if args.data_dir or args.download:
+        o["data"] = {k: v for k, v in (("data_dir", args.data_dir),
+                                       ("download", args.download or None)) if v}
     if args.seed is not None:
         o["seed"] = args.seed
     if args.device:

@@ -230,3 +230,21 @@ def test_ragged_pools_build_and_run():
     bad = {t: [a[:-1] if len(a) > 1 else a for a in v] for t, v in alphas.items()}
     with pytest.raises(ValueError, match="weights"):
         net(torch.randn(2, 1, 8, 8), bad)
+
+
+def test_cifar_folder_search_and_missing_data_error(tmp_path, capsys):
+    from prnas.data.testing import write_cifar_folder
+
+    root = write_cifar_folder(tmp_path / "cifar", num_classes=10, n_train=64, n_test=16)
+    one_cycle = [{"epochs": 1, "grace_epochs": 0, "morphs": 0, "candidates": 1}]
+    s = Search(build_config(TINY, {"data": {"dataset": "cifar10", "data_dir": str(root),
+                                            "input_size": None, "subset": None},
+                                   "schedule": one_cycle}), log=None)
+    assert s.info.in_channels == 3 and s.info.num_classes == 10
+    assert s.run() is not None
+    missing = tmp_path / "nothing"
+    code = cli.main(["--out", str(tmp_path / "out"), "--data-dir", str(missing), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert str(missing) in err and "download" in err
+    assert not (tmp_path / "out").exists()

@@ -168,12 +168,11 @@ class Search:
             g["lr"] = lr
         grace = self.epoch < spec.grace_epochs
         self.net.train()
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
         w_iter = iter(self._loader(self._weights, self._epoch_seed(0)))
         a_loader = self._loader(self._alphas, self._epoch_seed(1))
         a_iter = iter(a_loader)
         loss_sum = correct = seen = steps = 0
+        peak_mb = 0.0
         sizes: list[int] = []
         t0 = time.perf_counter()
         for x, y in w_iter:
@@ -187,12 +186,14 @@ class Search:
                     a_iter = iter(a_loader)
                     xa, ya = next(a_iter)
 
-            def step(b: int, x=x, y=y, xa=xa, ya=ya) -> tuple[float, int, int]:
-                return self._train_step(x[:b], y[:b],
-                                        None if xa is None else xa[:b],
-                                        None if ya is None else ya[:b])
+            def step(b: int, x=x, y=y, xa=xa, ya=ya) -> tuple[float, int, int, float]:
+                out = self._train_step(x[:b], y[:b], None if xa is None else xa[:b],
+                                       None if ya is None else ya[:b])
+                # Read before the controller's probe resets the peak counter.
+                return (*out, _peak_memory_mb(self.device))
 
-            loss, corr, b = run_step_with_backoff(step, self.controller)
+            loss, corr, b, peak = run_step_with_backoff(step, self.controller)
+            peak_mb = max(peak_mb, peak)
             loss_sum += loss * b
             correct += corr
             seen += b
@@ -208,7 +209,7 @@ class Search:
             "epoch_time_s": elapsed, "images_per_s": seen / max(elapsed, 1e-9),
             "steps": steps, "batch_size_mean": float(np.mean(sizes)) if sizes else 0.0,
             "batch_size_max": max(sizes, default=0),
-            "peak_memory_mb": _peak_memory_mb(self.device),
+            "peak_memory_mb": peak_mb,
         }
         self.epoch_log.append(m)
         self.log(f"cycle {m['cycle']}/{self.num_cycles} epoch {self.epoch}/{spec.epochs}"

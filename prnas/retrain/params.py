@@ -1,0 +1,33 @@
+"""Parameter counts of evaluation networks without data or training (``--params-only``).
+
+Counting needs the class count and input channels of the dataset; for CIFAR
+those are constants, so comparing cells against Table III needs no download.
+"""
+
+from __future__ import annotations
+
+from prnas.data.config import DataConfig
+from prnas.nn.eval_net import EvalNetwork, count_parameters
+from prnas.retrain.config import RetrainConfig
+from prnas.space.genotype import Genotype
+
+_KNOWN_SHAPES = {"cifar10": (10, 3), "cifar100": (100, 3)}
+
+
+def dataset_shape(data: DataConfig) -> tuple[int, int]:
+    """(classes, input channels); reads the data only for the demo and image folders."""
+    if data.dataset in _KNOWN_SHAPES:
+        return _KNOWN_SHAPES[data.dataset]
+    from prnas.data.datasets import retrain_datasets
+
+    _, _, info = retrain_datasets(data, cutout=0)
+    return info.num_classes, info.in_channels
+
+
+def network_params(cfg: RetrainConfig, genotype: Genotype,
+                   shape: tuple[int, int] | None = None) -> int:
+    """DARTS-style count (no auxiliary head) of the evaluation network ``cfg`` would train."""
+    classes, channels = shape or dataset_shape(cfg.data)
+    net = EvalNetwork(genotype, channels=cfg.channels, layers=cfg.layers, num_classes=classes,
+                      auxiliary=False, in_channels=channels)
+    return count_parameters(net)

@@ -1,0 +1,89 @@
+"""Starting or joining a Ray cluster, and refusing trials that could never be placed.
+
+Shared by the search and retrain fan-outs. Two failure modes motivate it: a
+trial asking for a GPU on a GPU-less cluster stays PENDING forever instead of
+failing, and Ray 2.5x+ refuses to start without an auth token unless told
+otherwise, which on a laptop is only noise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+STORAGE_ENV = "PRNAS_STORAGE"
+
+
+class ClusterResourceError(RuntimeError):
+    """The cluster cannot run a single trial of the requested shape."""
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None,
+             dashboard: bool = False) -> str | None:
+    """Start a local Ray (``address=None``) or join one (``"auto"``, ``"ray://host:port"``).
+
+    Returns the dashboard URL when there is one. ``num_cpus`` caps a local
+    instance only; a joined cluster brings its own resources. Idempotent: an
+    already initialised Ray is reused as it is.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    if not ray.is_initialized():
+        kwargs: dict = {"logging_level": logging.WARNING, "configure_logging": True}
+        if address is None:
+            kwargs.update(num_cpus=num_cpus, include_dashboard=dashboard)
+        ctx = ray.init(address=address, **kwargs)
+        url = getattr(ctx, "dashboard_url", None)
+    else:
+        url = ray.get_dashboard_url() if hasattr(ray, "get_dashboard_url") else None
+    if not url:
+        return None
+    return url if "://" in url else f"http://{url}"
+
+
+def _node_capacities() -> list[dict[str, float]]:
+    import ray
+
+    return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
+
+
+def check_resources(gpus_per_trial: float, cpus_per_trial: float) -> None:
+    """Raise :class:`ClusterResourceError` unless one node can host one trial.
+
+    Ray places a trial on a single node, so the largest node decides, not the
+    cluster total. Call after :func:`init_ray`, before building the Tuner.
+    """
+    if gpus_per_trial < 0 or cpus_per_trial < 0:
+        raise ValueError(f"resources per trial must be >= 0, got gpus={gpus_per_trial}, "
+                         f"cpus={cpus_per_trial}")
+    nodes = _node_capacities()
+    max_gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    max_cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    if gpus_per_trial > 0 and max_gpus == 0:
+        raise ClusterResourceError(
+            f"each trial asks for {gpus_per_trial:g} GPU(s) but the Ray cluster has no GPU; "
+            "its trials would wait forever. Run with --gpus-per-trial 0 (CPU), or start/join "
+            "a cluster with GPUs (--address)")
+    if gpus_per_trial > max_gpus:
+        raise ClusterResourceError(
+            f"each trial asks for {gpus_per_trial:g} GPU(s) but the largest node has "
+            f"{max_gpus:g}; lower --gpus-per-trial")
+    if cpus_per_trial > max_cpus:
+        raise ClusterResourceError(
+            f"each trial asks for {cpus_per_trial:g} CPU(s) but the largest node has "
+            f"{max_cpus:g}; lower --cpus-per-trial")
+
+
+def cluster_gpus() -> float:
+    """GPUs of the largest node (0 on a CPU-only cluster); picks the default per-trial GPU."""
+    return max((n.get("GPU", 0.0) for n in _node_capacities()), default=0.0)
+
+
+def default_storage() -> Path:
+    """Where experiments go unless told: ``$PRNAS_STORAGE`` or ``./runs``, made absolute.
+
+    Absolute because Ray runs trials in their own working directories.
+    """
+    return Path(os.environ.get(STORAGE_ENV) or "runs").expanduser().resolve()

@@ -1,0 +1,142 @@
+"""Retraining as Ray Tune trials: one trial per (genotype, seed), one ``step()`` per epoch.
+
+The Trainable is a thin shell around :class:`prnas.retrain.Retrainer`: its
+checkpoint is the Retrainer's complete state, so a trial that dies (or a whole
+experiment that is killed and restored with ``--resume``) continues from its
+last epoch exactly as the in-process CLI does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+from prnas.retrain.config import RetrainConfig, build_config
+from prnas.retrain.genotypes import GenotypeRef
+from prnas.retrain.results import rows_to_frame
+from prnas.retrain.trainer import Retrainer
+from prnas.runtime.device import configure_threads
+
+CHECKPOINT_FILE = "retrain.pt"
+
+
+class RetrainTrainable(tune.Trainable):
+    """config: ``retrain`` (RetrainConfig dump), ``genotype`` (a label), ``genotypes`` (label ->
+    GenotypeRef dict), ``seed``, ``threads`` (torch intra-op threads, = CPUs per trial)."""
+
+    def setup(self, config: dict[str, Any]) -> None:
+        configure_threads(int(config.get("threads") or 1))
+        self._build(config)
+
+    def _build(self, config: dict[str, Any]) -> None:
+        self.ref = GenotypeRef.from_dict(config["genotypes"][config["genotype"]])
+        cfg = build_config(config["retrain"], {"seed": int(config["seed"])})
+        self.retrainer = Retrainer(cfg, self.ref.load())
+        self.retrainer.setup()
+        self.labels = {"genotype": self.ref.label, "genotype_path": self.ref.path,
+                       "seed": cfg.seed, "dataset": self.retrainer.info.name}
+
+    def step(self) -> dict[str, Any]:
+        row = self.retrainer.train_epoch()
+        return {**row, **self.labels, "done": self.retrainer.done}
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        self.retrainer.save(Path(checkpoint_dir) / CHECKPOINT_FILE)
+
+    def load_checkpoint(self, checkpoint: str | dict | None) -> None:
+        if not isinstance(checkpoint, str):
+            raise TypeError(f"expected a checkpoint directory, got {type(checkpoint).__name__}")
+        self.retrainer.restore(Path(checkpoint) / CHECKPOINT_FILE)
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """Reuse the actor for the next (genotype, seed): rebuild everything from scratch."""
+        self._build(new_config)
+        self.config = new_config
+        return True
+
+
+def param_space(cfg: RetrainConfig, refs: Sequence[GenotypeRef], seeds: Sequence[int],
+                threads: int) -> dict[str, Any]:
+    """Grid over genotypes x seeds; everything else is the same validated protocol.
+
+    The grid runs over labels (what Tune's progress table shows), each trial
+    looks its reference up in ``genotypes``.
+    """
+    return {
+        "retrain": cfg.model_dump(mode="json"),
+        "genotypes": {r.label: r.to_dict() for r in refs},
+        "genotype": tune.grid_search([r.label for r in refs]),
+        "seed": tune.grid_search(list(seeds)),
+        "threads": threads,
+    }
+
+
+def trainable_with_resources(gpus_per_trial: float, cpus_per_trial: float) -> Any:
+    return tune.with_resources(RetrainTrainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+
+
+def _trial_dirname(trial: Any) -> str:
+    label = str(trial.config["genotype"])
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)[:60]
+    return f"{safe}-seed{trial.config['seed']}-{trial.trial_id}"
+
+
+def run_config(storage: Path, name: str, max_failures: int = 1, verbose: int = 1) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=name,
+        storage_path=str(storage),
+        failure_config=tune.FailureConfig(max_failures=max_failures),
+        # Every epoch: an epoch is the unit of work and of loss on failure.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1,
+                                                checkpoint_at_end=True),
+        verbose=verbose,
+    )
+
+
+def build_tuner(cfg: RetrainConfig, refs: Sequence[GenotypeRef], seeds: Sequence[int], *,
+                storage: Path, name: str, gpus_per_trial: float, cpus_per_trial: float,
+                max_failures: int = 1, max_concurrent: int | None = None,
+                verbose: int = 1) -> tune.Tuner:
+    """A fresh Tuner for genotypes x seeds; ``cfg`` must already hold absolute data paths."""
+    threads = max(1, int(cpus_per_trial))
+    return tune.Tuner(
+        trainable_with_resources(gpus_per_trial, cpus_per_trial),
+        param_space=param_space(cfg, refs, seeds, threads),
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=False,
+                                    trial_dirname_creator=_trial_dirname,
+                                    trial_name_creator=_trial_dirname),
+        run_config=run_config(storage, name, max_failures, verbose),
+    )
+
+
+def restore_tuner(path: Path, gpus_per_trial: float, cpus_per_trial: float) -> tune.Tuner:
+    """Continue a killed experiment: unfinished and errored trials resume from checkpoints."""
+    return tune.Tuner.restore(str(path), trainable_with_resources(gpus_per_trial, cpus_per_trial),
+                              resume_unfinished=True, resume_errored=True)
+
+
+def result_rows(results: tune.ResultGrid) -> pd.DataFrame:
+    """Every reported epoch of every trial, in the documented parquet schema."""
+    frames = []
+    for result in results:
+        df = result.metrics_dataframe
+        if df is None or df.empty or "epoch" not in df.columns:
+            continue
+        frames.append(df)
+    if not frames:
+        return rows_to_frame([])
+    df = pd.concat(frames, ignore_index=True)
+    # Ray's bookkeeping columns (config/*, timestamps, ...) are not part of the schema.
+    keep = [c for c in df.columns if not c.startswith("config/") and c not in _RAY_NOISE]
+    return rows_to_frame(df[keep].to_dict("records"))
+
+
+_RAY_NOISE = {
+    "done", "timestamp", "date", "time_this_iter_s", "time_total_s", "pid", "hostname",
+    "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
+    "should_checkpoint", "training_iteration", "logdir",
+}

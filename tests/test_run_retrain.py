@@ -1,0 +1,161 @@
+"""tune_jobs/run_retrain.py end to end: parameter counts, and a real (CPU) Ray Tune fan-out
+that is killed mid-run, refused without --resume, resumed, and matches an in-process run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from prnas.presets import load_genotype
+from prnas.retrain import Retrainer, build_config
+from prnas.retrain.results import COLUMNS
+from prnas.tune import cluster
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tune_jobs" / "run_retrain.py"
+DEMO = ROOT / "tune_jobs" / "configs" / "retrain_demo.yaml"
+TINY = ["--set", "channels=4", "--set", "layers=3", "--set", "data.subset=300",
+        "--set", "data.test_subset=60"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PRNAS_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled",
+            "PYTHONUNBUFFERED": "1"}
+
+
+def _main(*args: str) -> int:
+    """The script's ``main`` in this process: no interpreter start for the Ray-free paths."""
+    spec = importlib.util.spec_from_file_location("run_retrain", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(list(args))
+
+
+def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------- no Ray
+
+
+def test_params_only_prints_one_json_line_per_genotype():
+    out = _run("--genotype", "darts-v2,prdarts-dl1", "--params-only")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["genotype"] for r in rows] == ["darts-v2", "prdarts-dl1"]
+    assert rows[0]["params"] == 3_349_342
+    c100 = _run("--genotype", "prdarts-dl1", "--params-only", "--dataset", "cifar100")
+    row100 = json.loads(c100.stdout)
+    assert row100["num_classes"] == 100
+    # Only the classifier grows: 90 more classes x (576 features + bias) at C=36.
+    assert row100["params"] - rows[1]["params"] == 90 * (4 * 4 * 36 + 1)
+
+
+def test_params_only_from_search_folder(tmp_path, capsys):
+    dl1, dl2 = load_genotype("prdarts-dl1"), load_genotype("prdarts-dl2")
+    for sub, g in [("a/trial_0", dl1), ("a/trial_1", dl2), ("b/checkpoint", dl1)]:
+        (tmp_path / sub).mkdir(parents=True)
+        g.save(tmp_path / sub / "genotype.json")
+    assert _main("--from-search", str(tmp_path), "--params-only") == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # Found recursively, labelled by folder, the duplicate cell retrained once.
+    assert [r["genotype"] for r in rows] == ["a/trial_0", "a/trial_1"]
+    assert rows[0]["genotype_path"] == str((tmp_path / "a/trial_0/genotype.json").resolve())
+    assert _main("--from-search", str(tmp_path / "a" / "nothing"), "--params-only") == 2
+    assert "not a directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert _main("--from-search", str(tmp_path / "empty"), "--params-only") == 2
+    assert "no genotype.json" in capsys.readouterr().err
+
+
+def test_invalid_config_fails_before_any_compute(tmp_path, capsys):
+    assert _main("--genotype", "darts-v2", "--set", "layers=1", "--storage", str(tmp_path)) == 2
+    assert "layers:" in capsys.readouterr().err
+    assert _main("--genotype", "darts-v2", "--dataset", "cifar10", "--storage", str(tmp_path),
+                 "--data-dir", str(tmp_path / "nowhere")) == 2
+    assert "CIFAR-10 not found" in capsys.readouterr().err
+    assert _main("--name", "x", "--resume", "--storage", str(tmp_path)) == 2
+    assert "no experiment" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_resources_refuses_gpu_trials_on_cpu_cluster(monkeypatch):
+    nodes = [{"CPU": 4.0}, {"CPU": 8.0}]
+    monkeypatch.setattr(cluster, "_node_capacities", lambda: nodes)
+    cluster.check_resources(0, 8)
+    with pytest.raises(cluster.ClusterResourceError, match="no GPU"):
+        cluster.check_resources(1, 1)
+    with pytest.raises(cluster.ClusterResourceError, match="largest node has 8"):
+        cluster.check_resources(0, 12)  # 12 CPUs in total, but a trial runs on one node
+    nodes.append({"CPU": 8.0, "GPU": 2.0})
+    cluster.check_resources(2, 8)
+    with pytest.raises(cluster.ClusterResourceError, match="largest node has 2"):
+        cluster.check_resources(4, 1)
+
+
+# ---------------------------------------------------------------- real Ray
+
+
+@pytest.mark.ray
+def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
+    args = ["--genotype", "darts-v2", "--num-samples", "2", "--config", str(DEMO), *TINY,
+            "--epochs", "3", "--storage", str(tmp_path), "--name", "exp", "--num-cpus", "2",
+            "--cpus-per-trial", "1", "--verbose", "0"]
+    exp = tmp_path / "exp"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not list(exp.glob("*/checkpoint_000000")) and proc.poll() is None:
+            assert time.monotonic() < deadline, "no trial checkpointed in time"
+            time.sleep(0.05)
+    finally:
+        # Kill driver, Ray and trials together, as a lost node or Ctrl-\ would.
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (exp / "retrain.parquet").exists()
+
+    refused = _run(*args)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+
+    resumed = _run("--storage", str(tmp_path), "--name", "exp", "--resume", "--num-cpus", "2",
+                   "--cpus-per-trial", "1", "--verbose", "0")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "darts-v2" in resumed.stdout and "+-" in resumed.stdout
+
+    df = pd.read_parquet(exp / "retrain.parquet")
+    assert list(df.columns[:len(COLUMNS)]) == list(COLUMNS)
+    assert len(df) == 2 * 3 and df["trial_id"].nunique() == 2
+    assert sorted(df.groupby("trial_id")["epoch"].apply(list).tolist()) == [[1, 2, 3]] * 2
+    assert set(df["seed"]) == {0, 1} and set(df["genotype"]) == {"darts-v2"}
+    assert set(df["dataset"]) == {"demo"} and df["genotype_path"].isna().all()
+    assert df["params"].nunique() == 1
+
+    # The killed-and-resumed trials computed exactly what one uninterrupted
+    # in-process run of the same protocol computes.
+    cfg = build_config(overrides={"data.dataset": "demo", "data.subset": 300,
+                                  "data.test_subset": 60, "channels": 4, "layers": 3,
+                                  "epochs": 3, "batch_size.b_max": 64, "device": "cpu"})
+    torch.set_num_threads(1)
+    for seed in (0, 1):
+        trainer = Retrainer(cfg.model_copy(update={"seed": seed}), load_genotype("darts-v2"))
+        trainer.setup()
+        expected = [trainer.train_epoch() for _ in range(3)]
+        got = df[df["seed"] == seed].sort_values("epoch")
+        assert got["train_loss"].tolist() == [r["train_loss"] for r in expected]
+        assert got["test_error"].tolist() == [r["test_error"] for r in expected]
+        assert got["params"].iloc[0] == trainer.params

@@ -1,0 +1,212 @@
+#!/usr/bin/env python
+"""Retrain genotypes x seeds as Ray Tune trials; results in ``<experiment>/retrain.parquet``.
+
+Examples (from the repository root):
+
+  python tune_jobs/run_retrain.py --genotype prdarts-dl1,prdarts-dl2 --num-samples 3
+  python tune_jobs/run_retrain.py --genotype darts-v2 --num-samples 2 \\
+      --config tune_jobs/configs/retrain_demo.yaml --name demo
+  python tune_jobs/run_retrain.py --from-search runs/search-dl --num-samples 3 --dataset cifar100
+  python tune_jobs/run_retrain.py --genotype prdarts-dl2 --params-only --dataset cifar100
+  python tune_jobs/run_retrain.py --name demo --resume          # continue a killed experiment
+
+Seeds are 0..N-1 for ``--num-samples N``. The config defaults to the paper's
+protocol (tune_jobs/configs/retrain.yaml); see docs/retrain.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prnas.retrain.config import ConfigError, RetrainConfig, load_config
+from prnas.retrain.genotypes import GenotypeRef, parse_genotype_list, resolve
+from prnas.retrain.params import dataset_shape, network_params
+
+PARQUET = "retrain.parquet"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_retrain.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--genotype", action="append", default=[], metavar="NAME_OR_PATH[,...]",
+                   help="preset names and/or genotype JSON files, comma-separated (repeatable)")
+    p.add_argument("--from-search", action="append", default=[], metavar="EXPERIMENT_DIR",
+                   help="retrain every genotype.json found below an earlier search folder")
+    p.add_argument("--num-samples", type=int, default=1, help="seeds per genotype: 0..N-1")
+    p.add_argument("--config", help="retrain YAML (default: the paper's protocol)")
+    p.add_argument("--dataset", choices=["cifar10", "cifar100", "demo", "imagefolder"],
+                   help="override data.dataset")
+    p.add_argument("--data-dir", help="override data.data_dir (CIFAR root)")
+    p.add_argument("--epochs", type=int, help="override epochs (the cosine schedule follows)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field by dotted name (value parsed as YAML)")
+    p.add_argument("--storage", help="experiments folder (default: $PRNAS_STORAGE or ./runs)")
+    p.add_argument("--name", help="experiment name (default: retrain-<dataset>-<time>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the experiment --name from its checkpoints")
+    p.add_argument("--gpus-per-trial", type=float,
+                   help="default: 1 if the cluster has GPUs, else 0")
+    p.add_argument("--cpus-per-trial", type=float,
+                   help="default: 1 + data.num_workers; also torch's thread count")
+    p.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
+    p.add_argument("--max-failures", type=int, default=1,
+                   help="retries of a failed trial from its last checkpoint")
+    p.add_argument("--address", help="join a Ray cluster (e.g. auto); default: start locally")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a locally started Ray")
+    p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Tune verbosity")
+    p.add_argument("--params-only", action="store_true",
+                   help="print each genotype's parameter count as JSON lines; no Ray, no training")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    if args.dataset:
+        out["data.dataset"] = args.dataset
+    if args.data_dir:
+        out["data.data_dir"] = args.data_dir
+    if args.epochs is not None:
+        out["epochs"] = args.epochs
+    return out
+
+
+def _refs(args: argparse.Namespace) -> list[GenotypeRef]:
+    names = [n for item in args.genotype for n in parse_genotype_list(item)]
+    return resolve(names, args.from_search)
+
+
+def params_only(cfg: RetrainConfig, refs: list[GenotypeRef]) -> int:
+    shape = dataset_shape(cfg.data)
+    for ref in refs:
+        params = network_params(cfg, ref.load(), shape)
+        print(json.dumps({"genotype": ref.label, "params": params,
+                          "params_m": round(params / 1e6, 2), "dataset": cfg.data.dataset,
+                          "num_classes": shape[0], "channels": cfg.channels,
+                          "layers": cfg.layers, "genotype_path": ref.path}), flush=True)
+    return 0
+
+
+def _fail(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.num_samples < 1:
+        return _fail(f"--num-samples must be >= 1, got {args.num_samples}")
+    try:
+        cfg = load_config(args.config, _overrides(args))
+        refs = [] if args.resume and not (args.genotype or args.from_search) else _refs(args)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        return _fail(str(err))
+    if args.params_only:
+        if not refs:
+            return _fail("--params-only needs --genotype or --from-search")
+        return params_only(cfg, refs)
+
+    from prnas.tune.cluster import default_storage
+
+    storage = Path(args.storage).expanduser().resolve() if args.storage else default_storage()
+    if args.resume:
+        if not args.name:
+            return _fail("--resume needs the --name of the experiment to continue")
+        name = args.name
+    else:
+        name = args.name or f"retrain-{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    experiment = storage / name
+    if args.resume and not experiment.is_dir():
+        return _fail(f"--resume: no experiment at {experiment}")
+    if not args.resume and experiment.exists():
+        return _fail(f"experiment {experiment} already exists; continue it with --resume, or "
+                     "choose another --name (results are never overwritten)")
+    if not args.resume:
+        # Fail on missing data here, once, rather than in every trial; and download once.
+        from prnas.data.datasets import DatasetNotFoundError, retrain_datasets
+
+        data = cfg.data.with_absolute_paths()
+        try:
+            retrain_datasets(data, cutout=cfg.cutout)
+        except (DatasetNotFoundError, ValueError) as err:
+            return _fail(str(err))
+        cfg = cfg.model_copy(update={"data": data.model_copy(update={"download": False})})
+    return _run(args, cfg, refs, storage, name)
+
+
+def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
+         storage: Path, name: str) -> int:
+    from prnas.retrain.results import format_summary, summarize, write_parquet
+    from prnas.tune.cluster import ClusterResourceError, check_resources, cluster_gpus, init_ray
+    from prnas.tune.retrain import build_tuner, restore_tuner, result_rows
+
+    # Tiny demo epochs checkpoint faster than Tune likes to snapshot; that is fine here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    url = init_ray(args.address, args.num_cpus, args.dashboard)
+    if url:
+        print(f"Ray dashboard: {url}", file=sys.stderr)
+    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (
+        1.0 if cluster_gpus() > 0 else 0.0)
+    cpus = args.cpus_per_trial if args.cpus_per_trial is not None else (
+        1.0 + cfg.data.num_workers)
+    try:
+        check_resources(gpus, cpus)
+    except ClusterResourceError as err:
+        return _fail(str(err))
+    experiment = storage / name
+    if args.resume:
+        from ray import tune
+
+        if not tune.Tuner.can_restore(str(experiment)):
+            return _fail(f"--resume: {experiment} holds no restorable Tune experiment")
+        if refs:
+            print("note: --resume continues the stored trials; --genotype/--from-search and "
+                  "config flags are ignored", file=sys.stderr)
+        tuner = restore_tuner(experiment, gpus, cpus)
+    else:
+        if gpus == 0 and cfg.device == "auto":
+            # A zero-GPU trial on a GPU node must not quietly take a GPU it did not reserve.
+            cfg = cfg.model_copy(update={"device": "cpu"})
+        print(f"retraining {len(refs)} genotype(s) x {args.num_samples} seed(s) "
+              f"({', '.join(r.label for r in refs)}) into {experiment}", file=sys.stderr)
+        tuner = build_tuner(cfg, refs, range(args.num_samples), storage=storage, name=name,
+                            gpus_per_trial=gpus, cpus_per_trial=cpus,
+                            max_failures=args.max_failures,
+                            max_concurrent=args.max_concurrent, verbose=args.verbose)
+    results = tuner.fit()
+    df = result_rows(results)
+    write_parquet(df, experiment / PARQUET)
+    report_last = _report_last(results, cfg)
+    print(f"\n{len(df)} rows -> {experiment / PARQUET}")
+    print(f"final test error = mean of the last {report_last} epochs, mean +- std over seeds:")
+    print(format_summary(summarize(df, report_last)))
+    if results.errors:
+        print(f"{len(results.errors)} trial(s) failed; fix the cause and rerun with "
+              f"--name {name} --resume", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report_last(results: Any, cfg: RetrainConfig) -> int:
+    for result in results:
+        stored = (result.config or {}).get("retrain", {}).get("report_last")
+        if stored:
+            return int(stored)
+    return cfg.report_last
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from prnas.presets import load_genotype
-from prnas.retrain import Retrainer, build_config
+from prnas.retrain import Retrainer, load_config
 from prnas.retrain.results import COLUMNS
 from prnas.tune import cluster
 
@@ -49,14 +49,14 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 # ---------------------------------------------------------------- no Ray
 
 
-def test_params_only_prints_one_json_line_per_genotype():
+def test_params_only_prints_one_json_line_per_genotype(capsys):
     out = _run("--genotype", "darts-v2,prdarts-dl1", "--params-only")
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["genotype"] for r in rows] == ["darts-v2", "prdarts-dl1"]
     assert rows[0]["params"] == 3_349_342
-    c100 = _run("--genotype", "prdarts-dl1", "--params-only", "--dataset", "cifar100")
-    row100 = json.loads(c100.stdout)
+    assert _main("--genotype", "prdarts-dl1", "--params-only", "--dataset", "cifar100") == 0
+    row100 = json.loads(capsys.readouterr().out)
     assert row100["num_classes"] == 100
     # Only the classifier grows: 90 more classes x (576 features + bias) at C=36.
     assert row100["params"] - rows[1]["params"] == 90 * (4 * 4 * 36 + 1)
@@ -104,6 +104,38 @@ def test_check_resources_refuses_gpu_trials_on_cpu_cluster(monkeypatch):
         cluster.check_resources(4, 1)
 
 
+def test_trainable_steps_checkpoints_and_resets(tmp_path):
+    """The Trainable without a cluster: one step per epoch, exact restore, actor reuse."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from prnas.retrain.genotypes import resolve
+    from prnas.tune.retrain import RetrainTrainable, param_space
+
+    cfg = load_config(DEMO, {"data.subset": 64, "data.test_subset": 20, "channels": 4,
+                             "layers": 3, "epochs": 2, "device": "cpu"})
+    space = param_space(cfg, resolve(["darts-v2", "prdarts-dl1"]), [0, 1], threads=1)
+    assert space["genotype"] == {"grid_search": ["darts-v2", "prdarts-dl1"]}
+    conf = {**space, "genotype": "darts-v2", "seed": 0}
+    threads = torch.get_num_threads()
+    try:
+        trial = RetrainTrainable(config=conf)
+        first = trial.step()
+        assert (first["epoch"], first["done"], first["genotype"], first["seed"]) == (
+            1, False, "darts-v2", 0)
+        trial.save_checkpoint(str(tmp_path))
+        second = trial.step()
+        assert second["done"] is True
+        again = RetrainTrainable(config=conf)
+        again.load_checkpoint(str(tmp_path))
+        assert again.step()["train_loss"] == second["train_loss"]
+        assert again.reset_config({**conf, "genotype": "prdarts-dl1", "seed": 1})
+        row = again.step()
+        assert (row["epoch"], row["genotype"], row["seed"]) == (1, "prdarts-dl1", 1)
+        trial.stop()
+        again.stop()
+    finally:
+        torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------- real Ray
 
 
@@ -147,10 +179,10 @@ def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
 
     # The killed-and-resumed trials computed exactly what one uninterrupted
     # in-process run of the same protocol computes.
-    cfg = build_config(overrides={"data.dataset": "demo", "data.subset": 300,
-                                  "data.test_subset": 60, "channels": 4, "layers": 3,
-                                  "epochs": 3, "batch_size.b_max": 64, "device": "cpu"})
-    torch.set_num_threads(1)
+    cfg = load_config(DEMO, {"data.subset": 300, "data.test_subset": 60, "channels": 4,
+                             "layers": 3, "epochs": 3, "device": "cpu"})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the trials (--cpus-per-trial 1)
     for seed in (0, 1):
         trainer = Retrainer(cfg.model_copy(update={"seed": seed}), load_genotype("darts-v2"))
         trainer.setup()
@@ -159,3 +191,4 @@ def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
         assert got["train_loss"].tolist() == [r["train_loss"] for r in expected]
         assert got["test_error"].tolist() == [r["test_error"] for r in expected]
         assert got["params"].iloc[0] == trainer.params
+    torch.set_num_threads(threads)

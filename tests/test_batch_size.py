@@ -168,6 +168,16 @@ def test_run_step_with_backoff_retries_smaller(oom):
     assert ctl.ceiling == 24
 
 
+def test_run_step_with_backoff_records_the_size_really_used():
+    cfg = BatchSizeConfig(b_min=8, b_mult=8, b_max=64, grow_every=100)
+    ctl = BatchSizeController(cfg, None)
+    ctl.batch_size = 32
+    # A short last batch: the step was offered 32 samples but only 5 were left.
+    assert run_step_with_backoff(lambda b: (b, 5), ctl, used_size=lambda r: r[1]) == (32, 5)
+    run_step_with_backoff(lambda b: (b, b), ctl, used_size=lambda r: r[1])
+    assert ctl.history() == [5, 32]
+
+
 def test_run_step_with_backoff_passes_other_errors_and_oom_at_b_min():
     ctl = BatchSizeController(BatchSizeConfig(), None)
 

@@ -147,7 +147,8 @@ class Retrainer:
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True)
                 loss, hits, used = run_step_with_backoff(
-                    lambda bs, x=x, y=y: self._step(x[:bs], y[:bs]), self.controller)
+                    lambda bs, x=x, y=y: self._step(x[:bs], y[:bs]), self.controller,
+                    used_size=lambda r: r[2])
                 total_loss += loss * used
                 correct += hits
                 seen += used

@@ -281,6 +281,7 @@ def run_step_with_backoff(
     step: Callable[[int], T],
     controller: BatchSizeController,
     on_retry: Callable[[int], None] | None = None,
+    used_size: Callable[[T], int] | None = None,
 ) -> T:
     """Run ``step(batch_size)``; on out-of-memory shrink the batch and retry until it fits.
 
@@ -288,6 +289,8 @@ def run_step_with_backoff(
     alphas before failing would update them again) and use at most the size it is given, e.g.
     by slicing its already-drawn batch (the cut samples are skipped this epoch). Errors that are
     not OOM propagate unchanged; OOM at b_min raises RuntimeError chained to the OOM.
+    ``used_size(result)`` tells how many samples the step really used (a short last batch),
+    so the memory model records the peak under the right size.
     """
     while True:
         try:
@@ -297,7 +300,7 @@ def run_step_with_backoff(
                 raise
             new_size = controller.on_oom()
         else:
-            controller.step_done()
+            controller.step_done(None if used_size is None else used_size(result))
             return result
         # Outside the except block: the traceback, and the activations its frames hold, are gone.
         _release_cached_memory()

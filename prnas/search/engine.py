@@ -192,7 +192,8 @@ class Search:
                 # Read before the controller's probe resets the peak counter.
                 return (*out, _peak_memory_mb(self.device))
 
-            loss, corr, b, peak = run_step_with_backoff(step, self.controller)
+            loss, corr, b, peak = run_step_with_backoff(step, self.controller,
+                                                        used_size=lambda r: r[2])
             peak_mb = max(peak_mb, peak)
             loss_sum += loss * b
             correct += corr

@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from prnas.config_io import parse_set_args
 from prnas.retrain.config import ConfigError, RetrainConfig, load_config
 from prnas.retrain.genotypes import GenotypeRef, parse_genotype_list, resolve
 from prnas.retrain.params import dataset_shape, network_params
@@ -69,12 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+    out = parse_set_args(args.set)
     if args.dataset:
         out["data.dataset"] = args.dataset
     if args.data_dir:

@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from prnas._io import atomic_write_text
+from prnas.config_io import parse_set_args
 from prnas.presets import load_genotype
 from prnas.retrain.config import ConfigError, RetrainConfig, dump_config, load_config
 from prnas.retrain.trainer import Retrainer, log_line
@@ -47,12 +46,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+    out = parse_set_args(args.set)
     for key in ("epochs", "seed", "device"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)

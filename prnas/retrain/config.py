@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from prnas import config_io
+from prnas.config_io import ConfigError as ConfigError  # re-exported for callers
 from prnas.data.config import DataConfig
 from prnas.runtime.batch_size import BatchSizeConfig
 
@@ -74,82 +74,17 @@ class RetrainConfig(BaseModel):
         return v
 
 
-def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    """``raw["a"]["b"] = value`` for ``key="a.b"``, creating the intermediate mappings."""
-    parts = key.split(".")
-    node = raw
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif not isinstance(child, dict):
-            raise ValueError(f"cannot set {key!r}: {part!r} is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
 def build_config(raw: Mapping[str, Any] | None = None,
                  overrides: Mapping[str, Any] | None = None) -> RetrainConfig:
     """Validate ``raw`` (a YAML mapping) with dotted-key ``overrides`` applied first."""
-    merged = _deep_copy(dict(raw or {}))
-    for key, value in (overrides or {}).items():
-        set_dotted(merged, key, value)
-    try:
-        return RetrainConfig.model_validate(merged)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err)) from None
+    return config_io.validate(RetrainConfig, raw, overrides)
 
 
 def load_config(path: str | os.PathLike | None = None,
                 overrides: Mapping[str, Any] | None = None) -> RetrainConfig:
     """The config in the YAML file ``path`` (None: the paper's defaults) plus ``overrides``."""
-    raw: Any = {}
-    if path is not None:
-        text = Path(path).read_text()
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of config fields at the top level")
-    try:
-        return build_config(raw, overrides)
-    except ConfigError as err:
-        raise ConfigError(f"{path or 'retrain config'}: {err}") from None
+    return config_io.load(RetrainConfig, path, overrides)
 
 
 def dump_config(cfg: RetrainConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-
-
-class ConfigError(ValueError):
-    """An invalid retrain config; the message names every offending field."""
-
-
-def format_validation_error(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            allowed = _fields_at(e["loc"][:-1])
-            msg = "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
-        elif e["type"] == "literal_error":
-            msg = f"{msg}, got {e.get('input')!r}"
-        lines.append(f"{loc}: {msg}")
-    return "invalid config: " + "; ".join(lines)
-
-
-def _fields_at(loc: tuple) -> list[str]:
-    """Field names of the (sub)model at ``loc``, for "unknown field" messages."""
-    model: Any = RetrainConfig
-    for part in loc:
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None or not isinstance(field.annotation, type):
-            return []
-        model = field.annotation
-    return list(getattr(model, "model_fields", {}))
-
-
-def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+    return config_io.dump(cfg)

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from prnas._io import atomic_write_text
+from prnas.config_io import parse_set_args
 from prnas.runtime import checkpoint
 from prnas.search.config import ConfigError, SearchConfig, load_config
 
@@ -36,12 +37,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="download CIFAR into the data folder if missing (needs internet)")
     p.add_argument("--seed", type=int, help="overrides seed")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides device)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field by dotted name, value parsed as YAML "
+                        "(e.g. --set network.channels=8 --set steps_per_epoch=10)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     return p
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    o: dict = {}
+    o: dict = parse_set_args(args.set)
     if args.data_dir or args.download:
         o["data"] = {k: v for k, v in (("data_dir", args.data_dir),
                                        ("download", args.download or None)) if v}
@@ -65,19 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     ckpt = out / CHECKPOINT
     try:
+        overrides = _overrides(args)
         if args.resume:
             if not ckpt.is_file():
                 raise ConfigError(f"--resume: no checkpoint at {ckpt}; start without --resume")
             state = checkpoint.load(ckpt)
             cfg = SearchConfig.model_validate(state["config"])
-            if args.config or _overrides(args):
+            if args.config or overrides:
                 print("note: --resume continues with the config stored in the checkpoint",
                       file=sys.stderr)
         else:
             if out.exists() and any(out.iterdir()):
                 raise ConfigError(f"{out} exists and is not empty; pass --resume to continue "
                                   "it or choose another --out (nothing is overwritten)")
-            cfg = load_config(args.config, _overrides(args))
+            cfg = load_config(args.config, overrides)
             state = None
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

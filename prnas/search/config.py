@@ -7,12 +7,12 @@ CIFAR-10, DARTS proxy network), so an empty YAML file is the paper.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from prnas import config_io
+from prnas.config_io import ConfigError as ConfigError  # re-exported for callers
 from prnas.data.config import DataConfig
 from prnas.runtime.batch_size import BatchSizeConfig
 from prnas.space.constraints import PRESETS, Constraints, preset
@@ -126,45 +126,12 @@ class SearchConfig(BaseModel):
         return self.constraints if self.constraints is not None else preset(self.space)
 
 
-class ConfigError(ValueError):
-    """A config that failed validation; the message names each field and what is allowed."""
-
-
-def format_validation_error(err: ValidationError, source: str = "config") -> str:
-    lines = [f"invalid {source}:"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
-        lines.append(f"  {loc}: {e['msg']}" + (f" (got {e['input']!r})"
-                     if e["type"] != "missing" and not isinstance(e["input"], dict) else ""))
-    return "\n".join(lines)
-
-
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) \
-            else v
-    return out
-
-
 def build_config(raw: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
-                 source: str = "config") -> SearchConfig:
-    try:
-        return SearchConfig.model_validate(_deep_merge(raw or {}, overrides or {}))
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+                 source: str | None = None) -> SearchConfig:
+    return config_io.validate(SearchConfig, raw, overrides, source)
 
 
 def load_config(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None
                 ) -> SearchConfig:
     """Read YAML (None = the paper's defaults) and validate; ConfigError on any bad field."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        loaded = yaml.safe_load(p.read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping of config fields")
-        raw = loaded or {}
-    return build_config(raw, overrides, source=str(path or "config"))
+    return config_io.load(SearchConfig, path, overrides)

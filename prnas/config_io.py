@@ -89,6 +89,8 @@ def format_validation_error(err: ValidationError, model: type[BaseModel]) -> str
         if e["type"] == "extra_forbidden":
             allowed = _fields_at(model, e["loc"][:-1])
             msg = "unknown field" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        elif e["type"] == "value_error":  # our own validators already quote the value
+            msg = msg.removeprefix("Value error, ")
         elif e["type"] != "missing" and not isinstance(e.get("input"), dict | list):
             msg = f"{msg} (got {e.get('input')!r})"
         lines.append(f"{loc}: {msg}")

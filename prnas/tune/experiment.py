@@ -1,0 +1,223 @@
+"""A search experiment: seeds x search spaces as Tune trials, then parquet results.
+
+``run_search`` is what ``tune_jobs/run_search.py`` calls after it validated its
+arguments and started (or joined) Ray; tests call it too, on a shared Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+
+from prnas.search.config import SearchConfig
+from prnas.tune.results import summary, write_results
+from prnas.tune.scheduler import PruneAndReplaceScheduler
+from prnas.tune.search_trainable import FAULT_KEY, SEARCH_KEY, SearchTrainable
+
+
+@dataclass(frozen=True)
+class SearchExperiment:
+    """What to run: one validated base config fanned out over spaces and seeds."""
+
+    cfg: SearchConfig  # data paths already absolute: trials run in other directories
+    storage: Path
+    name: str
+    spaces: Sequence[str] = ("DL",)
+    seeds: Sequence[int] = (0,)
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 0
+    log_epochs: bool = False
+    # Tests and debugging only: die once mid-cycle ({"cycle", "marker"}) / stop the
+    # driver as Ctrl+C would once every trial has a checkpoint after N cycles.
+    fault: dict[str, Any] | None = None
+    stop_after_cycles: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.storage / self.name
+
+
+@dataclass
+class SearchOutcome:
+    """Where the experiment and its parquet files are, and how its trials ended."""
+
+    path: Path
+    results_path: Path
+    candidates_path: Path
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    errors: dict[str, str]
+    grid: tune.ResultGrid
+
+    @property
+    def complete(self) -> bool:
+        return (not self.errors and bool(len(self.summary))
+                and bool((self.summary["status"] == "done").all()))
+
+
+def param_space(exp: SearchExperiment) -> dict[str, Any]:
+    cfg = exp.cfg
+    if exp.gpus_per_trial == 0 and cfg.device == "auto":
+        # A zero-GPU trial on a GPU node must not quietly use a GPU it did not reserve.
+        cfg = cfg.model_copy(update={"device": "cpu"})
+    space: dict[str, Any] = {
+        SEARCH_KEY: cfg.model_dump(mode="json"),
+        "space": tune.grid_search(list(exp.spaces)),
+        "seed": tune.grid_search(list(exp.seeds)),
+        "resources": {"cpu": exp.cpus_per_trial, "gpu": exp.gpus_per_trial},
+        "log_epochs": exp.log_epochs,
+    }
+    if exp.fault:
+        space[FAULT_KEY] = dict(exp.fault)
+    return space
+
+
+def trial_dirname(trial: Any) -> str:
+    return f"{trial.config['space']}-seed{trial.config['seed']}-{trial.trial_id}"
+
+
+def _label(trial: Any) -> str:
+    return f"{trial.config.get('space')} seed {trial.config.get('seed')} ({trial.trial_id})"
+
+
+class ProgressPrinter(tune.Callback):
+    """One readable line per cycle, finished trial and error (Tune's tables would show JSON).
+
+    Prints to stdout: Tune pickles callbacks with the experiment, so no stream is kept.
+    """
+
+    def out(self, line: str) -> None:
+        print(line, flush=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if "cycle" not in result:
+            return
+        again = " (reported again for a decision)" if result.get("redecide") else ""
+        counts = {s: sum(t.status == s for t in trials)
+                  for s in ("RUNNING", "PAUSED", "PENDING", "TERMINATED", "ERROR")}
+        self.out(f"[{_label(trial)}] cycle {result['cycle']}/{result['num_cycles']}{again}: "
+                 f"valid acc {result['valid_acc']:.3f}, train acc {result['train_acc']:.3f}, "
+                 f"{result['candidates_normal']}+{result['candidates_reduce']} candidates, "
+                 f"{result['cycle_time_s']:.1f}s  | trials: "
+                 + ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        path = (trial.last_result or {}).get("genotype_path")
+        if path:
+            self.out(f"[{_label(trial)}] finished: {path}")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.out(f"[{_label(trial)}] FAILED: see {trial.path}/error.txt")
+
+
+class InterruptAfterCycles(tune.Callback):
+    """Stop the driver the way Ctrl+C does, once every trial has a checkpoint after N cycles.
+
+    For tests and demos of ``--resume``: Tune saves the experiment and leaves the
+    trials unfinished. Disarmed when unpickled, i.e. in the resumed run (Tune
+    restores a run's callbacks from its ``tuner.pkl``).
+    """
+
+    def __init__(self, cycles: int, num_trials: int) -> None:
+        self.cycles, self.num_trials = cycles, num_trials
+        self.armed = True
+        self._ready: set[str] = set()
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, armed=False)
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        if not self.armed or int((trial.last_result or {}).get("cycle", 0)) < self.cycles:
+            return
+        self._ready.add(trial.trial_id)
+        if len(self._ready) >= self.num_trials:
+            self.armed = False
+            handler = signal.getsignal(signal.SIGUSR1)
+            if handler in (signal.SIG_DFL, signal.SIG_IGN, None):
+                raise RuntimeError("Tune's interrupt handler is not installed (not the main "
+                                   "thread?); cannot interrupt the experiment")
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def _callbacks(exp: SearchExperiment) -> list[Any]:
+    cbs: list[Any] = [ProgressPrinter()]
+    if exp.stop_after_cycles:
+        cbs.append(InterruptAfterCycles(exp.stop_after_cycles,
+                                        len(exp.spaces) * len(exp.seeds)))
+    return cbs
+
+
+def build_tuner(exp: SearchExperiment) -> tune.Tuner:
+    return tune.Tuner(
+        SearchTrainable,
+        param_space=param_space(exp),
+        tune_config=tune.TuneConfig(
+            scheduler=PruneAndReplaceScheduler(), num_samples=1,
+            # A paused trial's actor is handed to the next trial via reset_config().
+            reuse_actors=True,
+            trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=exp.name, storage_path=str(exp.storage),
+            failure_config=tune.FailureConfig(max_failures=exp.max_failures),
+            # One checkpoint per cycle (taken when the scheduler pauses the trial), all
+            # kept: a cycle is the unit of resumption and each holds the weights that
+            # were carried into the next pools.
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True),
+            callbacks=_callbacks(exp),
+            verbose=0,
+        ),
+    )
+
+
+def restore_tuner(path: Path) -> tune.Tuner:
+    """Continue an interrupted experiment; errored trials resume from their checkpoints too."""
+    return tune.Tuner.restore(str(path), SearchTrainable, resume_unfinished=True,
+                              resume_errored=True)
+
+
+def run_search(exp: SearchExperiment | None = None, *,
+               resume_path: Path | None = None) -> SearchOutcome:
+    """Run (or, given ``resume_path``, continue) an experiment and write its parquet files.
+
+    Ray must be initialised already (``prnas.tune.cluster.init_ray``).
+    """
+    if (exp is None) == (resume_path is None):
+        raise ValueError("pass either an experiment or a resume_path")
+    # Tiny demo cycles checkpoint faster than Tune likes to snapshot; that is fine here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Every resumed pause warns that storage has no result.json yet (the driver syncs it
+    # later). Expected here, and the parquet files do not read result.json.
+    logging.getLogger("ray.tune.logger.logger").setLevel(logging.ERROR)
+    if resume_path is not None:
+        path = Path(resume_path)
+        tuner = restore_tuner(path)
+    else:
+        path = exp.path
+        if path.exists():
+            raise FileExistsError(f"experiment {path} already exists; continue it with "
+                                  "--resume or choose another --name (nothing is overwritten)")
+        tuner = build_tuner(exp)
+    grid = tuner.fit()
+    errors: dict[str, str] = {}
+    for r in grid:
+        if r.error is not None:
+            tid = (r.metrics or {}).get("trial_id") or Path(r.path).name.rsplit("-", 1)[-1]
+            errors[tid] = f"{type(r.error).__name__}: {r.error}"
+    res_path, cand_path, frame = write_results(path, overwrite=resume_path is not None)
+    return SearchOutcome(path, res_path, cand_path, frame, summary(frame, errors), errors, grid)
+
+
+def load_trial_config(trial_dir: Path) -> dict[str, Any]:
+    """A trial's config as Tune last wrote it (``params.json``, rewritten at each resume,
+    so it holds the latest decision too)."""
+    return json.loads((Path(trial_dir) / "params.json").read_text())

@@ -1,0 +1,258 @@
+"""One PR-DARTS search as a Ray Tune trial: ``step()`` trains exactly one cycle.
+
+The trial never decides its own pools. After each cycle (but the last) it
+reports the cycle's pools, alphas and histories; the
+:class:`~prnas.tune.scheduler.PruneAndReplaceScheduler` computes the decision
+from that result, writes it into the trial's config under :data:`DECISION_KEY`
+and pauses the trial. Tune checkpoints it, and resumes it (on a fresh or a
+reused actor) from that checkpoint with the new config; the next ``step()``
+applies the decision first, so survivors keep their weights and new candidates
+inherit their parent's. Keeping the decision in the trial config, next to the
+checkpoint Tune already tracks, is what makes a driver restart safe: there is
+no scheduler state to lose.
+
+After the last cycle there is nothing left to train, so the trial applies the
+final decision itself (same pure ``decide_cycle``; it only keeps the top
+candidate per edge and does not change the derived genotype), writes
+``genotype.json`` into its trial folder and reports ``done=True``.
+
+Each step also rewrites ``cycles.jsonl`` in the trial folder from the engine's
+own cycle log: per cycle its metrics, the decision applied after it and the
+pools that followed. Built from checkpointed state, it never holds a cycle a
+retry threw away; ``prnas.tune.results`` turns these files into parquet.
+
+Trial config keys: ``search`` (a SearchConfig dump), ``seed`` and ``space``
+(set by the fan-out, override ``search``), ``resources`` ({"cpu", "gpu"} per
+trial; ``cpu`` also sets torch's thread count), plus the keys the scheduler
+and the fault injection for tests add.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from prnas._io import atomic_write_text
+from prnas.runtime import checkpoint
+from prnas.search.config import SearchConfig, build_config
+from prnas.search.engine import Search
+from prnas.search.policy import result_from_dict, result_to_dict
+from prnas.tune.results import CYCLES_FILE, GENOTYPE_FILE
+
+SEARCH_KEY = "search"
+DECISION_KEY = "prnas_decision"
+FAULT_KEY = "prnas_fault"
+CHECKPOINT_FILE = "search.pt"
+CHECKPOINT_VERSION = 1
+
+
+class DecisionError(RuntimeError):
+    """The scheduler could not compute this trial's prune-and-replace decision."""
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose (tests): a trial dying mid-cycle."""
+
+
+def trial_search_config(config: dict[str, Any]) -> SearchConfig:
+    """The SearchConfig of one trial: the shared ``search`` dict plus its fan-out values.
+
+    Shared by the Trainable and the scheduler, so both see the same seed and
+    constraints and the scheduler's decision is the one the engine would take.
+    """
+    overrides: dict[str, Any] = {}
+    for key in ("seed", "space"):
+        if config.get(key) is not None:
+            overrides[key] = config[key]
+    cpus = (config.get("resources") or {}).get("cpu")
+    if cpus:
+        overrides["num_threads"] = max(1, int(cpus))
+    cfg = build_config(config[SEARCH_KEY], overrides, source="trial config")
+    # A name per trial, so the genotypes of a fan-out can be told apart downstream.
+    return cfg.model_copy(update={"name": f"{cfg.name}-{cfg.space}-seed{cfg.seed}"})
+
+
+class SearchTrainable(tune.Trainable):
+    """A :class:`~prnas.search.engine.Search` driven one cycle per Tune step."""
+
+    @classmethod
+    def default_resource_request(cls, config: dict[str, Any]):
+        res = config.get("resources") or {}
+        return tune.PlacementGroupFactory(
+            [{"CPU": float(res.get("cpu", 1)), "GPU": float(res.get("gpu", 0))}])
+
+    # ----------------------------------------------------------------- lifecycle
+    def setup(self, config: dict[str, Any]) -> None:
+        self._build(config)
+
+    def _build(self, config: dict[str, Any]) -> None:
+        self.cfg = trial_search_config(config)
+        log = print if config.get("log_epochs") else None
+        if log is None:
+            # Ray logs two INFO lines per checkpoint and restore, i.e. per cycle; the
+            # driver prints its own line per cycle.
+            for name in ("ray.tune.trainable.trainable", "ray.train._internal.storage"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+        self.search = Search(self.cfg, log=log)
+        # Metrics of the cycle trained but not yet decided on: a restored trial can
+        # report them again instead of retraining the cycle.
+        self._pending: dict[str, Any] | None = None
+        self._final: dict[str, Any] | None = None
+        self._walls: dict[int, tuple[float, float]] = {}  # cycle -> (step s, total s)
+
+    def reset_config(self, new_config: dict[str, Any]) -> bool:
+        """A reused actor starts over: new engine, datasets and RNGs from the new config.
+
+        Tune restores the trial's checkpoint right after, if it has one.
+        """
+        self._build(new_config)
+        self.config = new_config
+        return True
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        state = {"version": CHECKPOINT_VERSION, "search": self.search.state_dict(),
+                 "pending": self._pending, "final": self._final, "walls": self._walls}
+        checkpoint.save_atomic(state, Path(checkpoint_dir) / CHECKPOINT_FILE)
+
+    def load_checkpoint(self, checkpoint_dir: str | dict | None) -> None:
+        if not isinstance(checkpoint_dir, str):
+            raise TypeError(f"expected a checkpoint directory, got {type(checkpoint_dir)}")
+        state = checkpoint.load(Path(checkpoint_dir) / CHECKPOINT_FILE)
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"checkpoint format {state.get('version')} is not "
+                             f"{CHECKPOINT_VERSION}")
+        self.search.load_state_dict(state["search"])
+        self._pending, self._final = state["pending"], state["final"]
+        self._walls = dict(state["walls"])
+
+    # ----------------------------------------------------------------- one cycle
+    def step(self) -> dict[str, Any]:
+        s = self.search
+        if s.finished:
+            # Restored after the last cycle (the driver died before the trial was
+            # marked done): report the final result again.
+            return dict(self._final or {}, done=True)
+        t0 = time.perf_counter()
+        if s.cycle_done and not self.apply_decision():
+            # No decision for this cycle in the config (a restored driver whose
+            # experiment snapshot predates it): report the cycle again so the
+            # scheduler decides; the decision is a pure function of this result.
+            return self._result(self._pending or s.cycle_metrics(), redecide=True)
+        metrics = s.run_cycle(on_epoch=self._fault_hook())
+        cycle = int(metrics["cycle"])
+        wall = time.perf_counter() - t0
+        self._walls[cycle] = (wall, wall + self._walls.get(cycle - 1, (0.0, 0.0))[1])
+        if cycle < s.num_cycles:
+            self._pending = metrics
+            self._write_cycles()
+            return self._result(metrics)
+        # The last cycle: nothing to train after it, so the trial closes it itself.
+        final = s.decide()
+        s.apply(final, metrics)
+        self._pending = None
+        path = self._write(GENOTYPE_FILE, s.genotype.to_json() + "\n")
+        self._write_cycles()
+        decided = result_to_dict(final)
+        self._final = self._result(metrics, decisions=json.dumps(decided["decisions"]),
+                                   pools_next=decided["pools"], genotype_path=path, done=True)
+        return self._final
+
+    def apply_decision(self) -> bool:
+        """Apply the scheduler's decision for the cycle just trained, if the config holds it.
+
+        Returns False when the config has no decision for this cycle.
+        """
+        s = self.search
+        d = self.config.get(DECISION_KEY)
+        if not d or int(d.get("cycle", -1)) != s.cycle:
+            return False
+        if d.get("error"):
+            raise DecisionError(f"prune-and-replace after cycle {s.cycle + 1} failed: "
+                                f"{d['error']}")
+        s.apply(result_from_dict(d), self._pending)
+        self._pending = None
+        return True
+
+    def _identity(self) -> dict[str, Any]:
+        return {"seed": self.cfg.seed, "space": self.cfg.space, "name": self.cfg.name}
+
+    def _result(self, metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return {**metrics, **self._identity(), "redecide": False, "genotype_path": None,
+                **extra}
+
+    # ----------------------------------------------------------------- outputs
+    def cycle_rows(self) -> list[dict[str, Any]]:
+        """Every cycle of this trial so far, as applied: metrics, the decision, pools after it.
+
+        Rebuilt from the (checkpointed) engine state each time, so the file never
+        holds a cycle that a retry from an older checkpoint discarded.
+        """
+        rows = []
+        records = list(self.search.cycle_log)
+        if self._pending is not None:
+            records.append(self._pending)
+        for rec in records:
+            row = {k: v for k, v in rec.items() if k not in ("decisions", "new_pools")}
+            row["decisions"] = json.dumps(rec["decisions"]) if "decisions" in rec else None
+            row["pools_next"] = rec.get("new_pools")
+            wall, total = self._walls.get(int(rec["cycle"]), (None, None))
+            rows.append({"trial_id": self.trial_id, **self._identity(), **row,
+                         "wall_time_s": wall, "wall_time_total_s": total})
+        return rows
+
+    def _write_cycles(self) -> None:
+        self._write(CYCLES_FILE, "".join(json.dumps(r) + "\n" for r in self.cycle_rows()))
+
+    def trial_folder(self) -> str:
+        """The trial's folder in the experiment storage (where Tune's result.json lives).
+
+        Not ``self.logdir``: since Ray 2.7 that is a scratch working directory on
+        the worker, which is not synced to storage by default.
+        """
+        storage = getattr(self, "_storage", None)
+        if storage is not None and storage.trial_dir_name:
+            return storage.trial_fs_path
+        return self.logdir
+
+    def _write(self, name: str, text: str) -> str:
+        """Write a file into the trial folder, atomically where the filesystem allows."""
+        import pyarrow.fs as pafs
+
+        folder = self.trial_folder()
+        fs = getattr(getattr(self, "_storage", None), "storage_filesystem", None)
+        if fs is None or isinstance(fs, pafs.LocalFileSystem):
+            path = Path(folder) / name
+            atomic_write_text(path, text)
+            return str(path)
+        path = f"{folder}/{name}"  # remote storage (e.g. s3://): objects replace whole
+        fs.create_dir(folder, recursive=True)
+        with fs.open_output_stream(path) as f:
+            f.write(text.encode())
+        return path
+
+    # ----------------------------------------------------------------- tests
+    def _fault_hook(self):
+        """``config[FAULT_KEY] = {"cycle": c, "marker": path}``: die once, mid-cycle c.
+
+        The marker file makes it once: a retried trial finds it and trains on.
+        """
+        fault = self.config.get(FAULT_KEY)
+        if not fault or int(fault["cycle"]) != self.search.cycle + 1:
+            return None
+        marker = Path(fault["marker"])
+
+        def hook(_search: Search, _m: dict) -> None:
+            if marker.exists():
+                return
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"pid {os.getpid()}\n")
+            raise InjectedFailure(f"injected failure in cycle {fault['cycle']} "
+                                  f"(marker {marker})")
+
+        return hook

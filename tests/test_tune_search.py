@@ -1,0 +1,321 @@
+"""Searches as real Ray Tune trials (CPU, one Ray for the module): the scheduler's decisions,
+weight carrying through checkpoints, retry after a failure, interrupt and --resume."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from prnas.runtime import checkpoint
+from prnas.search.config import build_config
+from prnas.search.decision import decide_cycle
+from prnas.search.engine import Search
+from prnas.search.policy import result_to_dict
+from prnas.search.pools import histories_from_json, pools_from_json
+
+ray = pytest.importorskip("ray")
+
+pytestmark = pytest.mark.ray
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "name": "tiny",
+    "device": "cpu",
+    "data": {"dataset": "demo", "subset": 120, "test_subset": 40},
+    "network": {"channels": 4, "layers": 3},
+    "schedule": [
+        {"epochs": 1, "grace_epochs": 0, "morphs": 2, "candidates": 4},
+        {"epochs": 1, "grace_epochs": 0, "morphs": 1, "candidates": 3},
+        {"epochs": 1, "grace_epochs": 0, "morphs": 0, "candidates": 1},
+    ],
+    "batch": {"b_min": 16, "b_mult": 8, "b_max": 32},
+    "steps_per_epoch": 2,
+    "eval_batch_size": 64,
+}
+
+
+@pytest.fixture(scope="module")
+def ray_cpu():
+    from prnas.tune.cluster import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+def _experiment(storage: Path, name: str, seeds=(0, 1), **kw):
+    from prnas.tune.experiment import SearchExperiment
+
+    return SearchExperiment(cfg=build_config(TINY), storage=storage, name=name, seeds=seeds,
+                            **kw)
+
+
+@pytest.fixture(scope="module")
+def baseline(ray_cpu, storage):
+    """Two seeds, three cycles, nothing going wrong: the reference for the other tests."""
+    from prnas.tune.experiment import run_search
+
+    outcome = run_search(_experiment(storage, "baseline"))
+    assert not outcome.errors and outcome.complete
+    return outcome
+
+
+def _trial_cfg(trial_dir: Path):
+    from prnas.tune.experiment import load_trial_config
+    from prnas.tune.search_trainable import trial_search_config
+
+    return trial_search_config(load_trial_config(trial_dir))
+
+
+def _by_seed(frame: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    return {int(s): g.sort_values("cycle").reset_index(drop=True)
+            for s, g in frame.groupby("seed")}
+
+
+def test_pools_change_exactly_as_decide_cycle_says(baseline):
+    runs = _by_seed(baseline.results)
+    assert sorted(runs) == [0, 1]
+    for rows in runs.values():
+        assert list(rows["cycle"]) == [1, 2, 3]
+        cfg = _trial_cfg(Path(rows["trial_dir"][0]))
+        for i, r in rows.iterrows():
+            expected = result_to_dict(decide_cycle(
+                cfg, i, pools_from_json(r["pools"]), json.loads(r["alphas"]),
+                histories_from_json(r["histories"])))
+            assert json.loads(r["pools_next"]) == json.loads(expected["pools"])
+            assert json.loads(r["decisions"]) == expected["decisions"]
+            if i + 1 < len(rows):
+                nxt = rows.iloc[i + 1]
+                assert nxt["pools"] == r["pools_next"]
+                assert json.loads(nxt["histories"]) == json.loads(expected["histories"])
+                assert r["pools_next"] != r["pools"]  # morphs replaced the weakest
+        sizes = [{len(e) for e in json.loads(p)["normal"]} for p in rows["pools"]]
+        assert sizes == [{4}, {4}, {3}]
+    # The two seeds took different decisions (their RNG and alphas differ).
+    assert runs[0]["pools_next"][0] != runs[1]["pools_next"][0]
+
+
+def test_scheduler_left_its_decision_in_the_trial_config(baseline):
+    from prnas.tune.search_trainable import DECISION_KEY
+
+    for result in baseline.grid:
+        decision = result.config[DECISION_KEY]
+        rows = baseline.results[baseline.results["trial_id"] == result.metrics["trial_id"]]
+        second = rows[rows["cycle"] == 2].iloc[0]
+        assert decision["cycle"] == 1 and "error" not in decision
+        assert decision["pools"] == second["pools_next"]
+        assert result.metrics["done"] is True
+        assert result.metrics["genotype_path"] == rows["genotype_path"].iloc[0]
+
+
+def test_tune_trials_equal_the_in_process_search(baseline):
+    """Pauses, checkpoints, actor reuse and restores change nothing, bit for bit."""
+    for seed, rows in _by_seed(baseline.results).items():
+        cfg = _trial_cfg(Path(rows["trial_dir"][0]))
+        assert cfg.seed == seed and cfg.num_threads == 1
+        before = torch.get_num_threads()
+        try:
+            search = Search(cfg, log=None)
+            genotype = search.run()
+        finally:
+            torch.set_num_threads(before)
+        assert [c["alphas"] for c in search.cycle_log] == list(rows["alphas"])
+        assert [c["valid_acc"] for c in search.cycle_log] == list(rows["valid_acc"])
+        saved = json.loads(Path(rows["genotype_path"][0]).read_text())
+        assert saved["normal"] == genotype.to_dict()["normal"]
+        assert saved["reduce"] == genotype.to_dict()["reduce"]
+
+
+def test_survivors_keep_their_weights_when_the_decision_is_applied(baseline, tmp_path,
+                                                                   monkeypatch):
+    import ray.tune.trainable.trainable as trainable_mod
+
+    from prnas.tune.experiment import load_trial_config
+    from prnas.tune.search_trainable import CHECKPOINT_FILE, DECISION_KEY, SearchTrainable
+
+    monkeypatch.setattr(trainable_mod, "DEFAULT_STORAGE_PATH", str(tmp_path))
+    result = baseline.grid[0]
+    trial_dir = Path(result.path)
+    ckpt = trial_dir / "checkpoint_000000"  # taken when the scheduler paused it after cycle 1
+    before = checkpoint.load(ckpt / CHECKPOINT_FILE)["search"]
+    assert before["cycle"] == 0 and before["epoch"] == 1  # trained, not yet decided
+    rows = baseline.results[baseline.results["trial_id"] == result.metrics["trial_id"]]
+    first = rows[rows["cycle"] == 1].iloc[0]
+    config = load_trial_config(trial_dir)
+    config[DECISION_KEY] = {"cycle": 0, **result_to_dict(decide_cycle(
+        _trial_cfg(trial_dir), 0, pools_from_json(first["pools"]), json.loads(first["alphas"]),
+        histories_from_json(first["histories"])))}
+    threads = torch.get_num_threads()
+    try:
+        trainable = SearchTrainable(config=config)
+        trainable.load_checkpoint(str(ckpt))
+        assert trainable.apply_decision()
+    finally:
+        torch.set_num_threads(threads)
+    after = trainable.search.net.state_dict()
+    assert trainable.search.cycle == 1
+    assert json.loads(first["pools_next"]) == {
+        t: [[str(op) for op in edge] for edge in edges]
+        for t, edges in trainable.search.pools.items()}
+    kept = {(d["cell_type"], d["edge"], op) for d in json.loads(first["decisions"])
+            for op, _w in d["kept"]}
+    net = trainable.search.net
+    checked = 0
+    for i, cell in enumerate(net.cells):
+        t = "reduce" if cell.reduction else "normal"
+        for e in range(len(cell.edges)):
+            for op in cell.edges[e].ops:
+                prefix = f"cells.{i}.edges.{e}.ops.{op}."
+                keys = [k for k in after if k.startswith(prefix)]
+                if (t, e, op) in kept:
+                    for k in keys:
+                        assert torch.equal(after[k], before["net"][k]), k
+                        checked += 1
+    assert checked > 50
+    # Trained weights, not a fresh init: they moved during cycle 1.
+    fresh = Search(_trial_cfg(trial_dir), log=None).net.state_dict()
+    torch.set_num_threads(threads)
+    moved = [k for k in before["net"] if k.endswith("weight") and k in fresh
+             and not torch.equal(before["net"][k], fresh[k])]
+    assert moved
+
+
+def test_failures_stay_in_their_trial_and_retries_resume_from_checkpoints(
+        baseline, storage, monkeypatch):
+    """Seed 0 dies once mid-cycle 2 and is retried from its checkpoint (max_failures=1);
+    the scheduler cannot decide for seed 1, which fails alone."""
+    from prnas.tune import scheduler
+    from prnas.tune.experiment import run_search
+
+    def broken_for_seed_1(cfg, *args):
+        if cfg.seed == 1:
+            raise ValueError("no decision for seed 1")
+        return decide_cycle(cfg, *args)
+
+    # The scheduler runs in this (driver) process; the trials do not see the patch.
+    monkeypatch.setattr(scheduler, "decide_cycle", broken_for_seed_1)
+    marker = storage / "fail-once.marker"
+    outcome = run_search(_experiment(storage, "faults", max_failures=1,
+                                     fault={"cycle": 2, "marker": str(marker)}))
+    assert marker.read_text().startswith("pid")  # a trial did die mid-cycle 2
+    status = dict(zip(outcome.summary["seed"], outcome.summary["status"]))
+    assert status == {0: "done", 1: "error"}
+    (error,) = outcome.errors.values()
+    assert "prune-and-replace after cycle 1 failed" in error and "seed 1" in error
+    ref = _by_seed(baseline.results)[0]
+    got = _by_seed(outcome.results)[0]
+    assert list(got["alphas"]) == list(ref["alphas"])
+    assert Path(got["genotype_path"][0]).read_text() == Path(ref["genotype_path"][0]).read_text()
+    assert _by_seed(outcome.results)[1]["cycle"].tolist() == [1]
+
+
+def test_restored_trial_without_its_decision_reports_the_cycle_again(tmp_path, monkeypatch):
+    """A driver snapshot older than the decision: the trial asks again instead of training."""
+    import ray.tune.trainable.trainable as trainable_mod
+
+    from prnas.tune.scheduler import decision_for
+    from prnas.tune.search_trainable import DECISION_KEY, SearchTrainable
+
+    monkeypatch.setattr(trainable_mod, "DEFAULT_STORAGE_PATH", str(tmp_path))
+    threads = torch.get_num_threads()
+    config = {"search": build_config(TINY).model_dump(mode="json"), "seed": 4, "space": "DR",
+              "resources": {"cpu": 1}}
+    try:
+        first = SearchTrainable(config=dict(config))
+        r1 = first.train()
+        saved = first.save()
+        again = SearchTrainable(config=dict(config))  # no decision in this config
+        again.restore(saved)
+        r2 = again.train()
+        assert r2["redecide"] and r2["cycle"] == 1 and r2["alphas"] == r1["alphas"]
+        assert again.search.cycle == 0 and again.search.cycle_done  # nothing trained
+        decided = {**config, DECISION_KEY: decision_for(config, r2)}
+        assert decided[DECISION_KEY] == decision_for(config, r1)  # the same decision
+        resumed = SearchTrainable(config=decided)
+        resumed.restore(saved)
+        r3 = resumed.train()
+        assert r3["cycle"] == 2 and not r3["redecide"] and r3["space"] == "DR"
+        assert r3["pools"] == decided[DECISION_KEY]["pools"]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _cli():
+    spec = importlib.util.spec_from_file_location("run_search", ROOT / "tune_jobs" /
+                                                  "run_search.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_cli_interrupted_experiment_resumes_and_completes(baseline, storage, tmp_path,
+                                                          capsys):
+    """``--stop-after-cycles 1`` stops the driver as Ctrl+C would; ``--resume`` finishes."""
+    from prnas.tune.results import CANDIDATES_FILE, RESULTS_FILE
+
+    main = _cli()
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    args = ["--storage", str(storage), "--name", "interrupted", "--cpus-per-trial", "1"]
+    assert main(["--config", str(config), "--num-samples", "2", "--stop-after-cycles", "1",
+                 *args]) == 3
+    out = capsys.readouterr()
+    assert "--name interrupted --resume" in out.err
+    first = pd.read_parquet(storage / "interrupted" / RESULTS_FILE)
+    assert sorted(first["cycle"]) == [1, 1]
+    # Without --resume an existing experiment is refused, before any trial runs.
+    assert main(["--config", str(config), *args]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["--resume", *args]) == 0
+    out = capsys.readouterr().out
+    assert "experiment: " + str(storage / "interrupted") in out
+    assert out.count("done") >= 2 and "genotype.json" in out
+    frame = pd.read_parquet(storage / "interrupted" / RESULTS_FILE)
+    assert len(frame) == 6 and sorted(frame.groupby("seed").size()) == [3, 3]
+    assert len(pd.read_parquet(storage / "interrupted" / CANDIDATES_FILE)) > 0
+    for seed, rows in _by_seed(frame).items():
+        ref = _by_seed(baseline.results)[seed]
+        assert list(rows["alphas"]) == list(ref["alphas"])
+        assert list(rows["pools_next"]) == list(ref["pools_next"])
+
+
+def test_cli_asking_for_a_gpu_on_a_cpu_cluster_fails_at_once(ray_cpu, tmp_path, capsys):
+    main = _cli()
+    code = main(["--config", str(ROOT / "tune_jobs/configs/demo.yaml"), "--storage",
+                 str(tmp_path), "--name", "gpu", "--gpus-per-trial", "0.5"])
+    assert code == 2
+    assert "no GPU" in capsys.readouterr().err
+    assert not (tmp_path / "gpu").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--config", "{bad}"], "network.channels"),
+    (["--config", "{demo}", "--spaces", "DL,XX"], "unknown preset(s) XX"),
+    (["--config", "{demo}", "--num-samples", "0"], "--num-samples"),
+    (["--resume", "--name", "nothing-here"], "no Tune experiment"),
+    (["--resume"], "needs the --name"),
+])
+def test_cli_rejects_bad_input_before_ray_starts(tmp_path, monkeypatch, capsys, argv, message):
+    from prnas.tune import cluster
+
+    def no_ray(*_a, **_k):
+        raise AssertionError("Ray must not start on invalid input")
+
+    monkeypatch.setattr(cluster, "init_ray", no_ray)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("network: {channels: 15}\n")
+    argv = [a.format(bad=bad, demo=ROOT / "tune_jobs/configs/demo.yaml") for a in argv]
+    assert _cli()([*argv, "--storage", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,200 @@
+#!/usr/bin/env python
+"""PR-DARTS searches as Ray Tune trials: seeds x search spaces, one Tune step per cycle.
+
+Examples (from the repository root):
+
+  python tune_jobs/run_search.py --config tune_jobs/configs/demo.yaml --num-samples 3
+  python tune_jobs/run_search.py --num-samples 2 --spaces DL,DR,UR --data-dir ~/data
+  python tune_jobs/run_search.py --name NAME --resume       # continue an interrupted run
+
+Between cycles a Tune scheduler prunes and replaces each trial's candidates;
+the trial resumes from its checkpoint with the new pools. Each trial folder
+gets genotype.json; the experiment folder gets results.parquet and
+candidates.parquet (schema: docs/search.md). Seeds are seed..seed+N-1 for
+--num-samples N (seed from the config, 0 by default).
+
+Exit status: 0 all trials finished, 1 some failed, 2 bad arguments or config,
+3 interrupted (continue with --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prnas.search.config import ConfigError, SearchConfig, load_config
+from prnas.space.constraints import PRESETS
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "search_dl.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_search.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="search YAML (default: tune_jobs/configs/search_dl.yaml, "
+                   "the paper's DL search on CIFAR-10)")
+    p.add_argument("--num-samples", type=int, default=1, help="seeds per search space")
+    p.add_argument("--spaces", help="comma-separated constraint presets to fan out over, "
+                   f"from {','.join(PRESETS)} (default: the config's space)")
+    p.add_argument("--data-dir", help="dataset folder (overrides data.data_dir)")
+    p.add_argument("--download", action="store_true",
+                   help="download CIFAR once before the trials start (needs internet)")
+    p.add_argument("--storage", help="experiments folder (default: $PRNAS_STORAGE or ./runs)")
+    p.add_argument("--name", help="experiment name (default: search-<config name>-<time>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the experiment --name: unfinished and failed trials "
+                   "resume from their last checkpoints")
+    p.add_argument("--address", help="join a Ray cluster (e.g. auto); default: start locally")
+    p.add_argument("--num-cpus", type=int, help="CPUs of a locally started Ray")
+    p.add_argument("--max-failures", type=int, default=1,
+                   help="retries of a failed trial from its last checkpoint")
+    p.add_argument("--gpus-per-trial", type=float,
+                   help="may be fractional; default: 1 if the cluster has GPUs, else 0")
+    p.add_argument("--cpus-per-trial", type=float,
+                   help="default: 1 + data.num_workers; also torch's thread count")
+    p.add_argument("--dashboard", action="store_true",
+                   help="start Ray's dashboard and print its URL")
+    p.add_argument("--log-epochs", action="store_true", help="trials print every epoch")
+    # Testing and demonstrating recovery; not part of the interface.
+    p.add_argument("--inject-failure", metavar="CYCLE:MARKER", help=argparse.SUPPRESS)
+    p.add_argument("--stop-after-cycles", type=int, metavar="N", help=argparse.SUPPRESS)
+    return p
+
+
+def _fail(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _spaces(args: argparse.Namespace, cfg: SearchConfig) -> list[str]:
+    if not args.spaces:
+        return [cfg.space]
+    spaces = [s.strip().upper() for s in args.spaces.split(",") if s.strip()]
+    bad = [s for s in spaces if s not in PRESETS]
+    if bad or not spaces:
+        raise ConfigError(f"--spaces: unknown preset(s) {', '.join(bad) or '(none)'}; "
+                          f"allowed: {', '.join(PRESETS)}")
+    if len(set(spaces)) != len(spaces):
+        raise ConfigError(f"--spaces lists a preset twice: {args.spaces}")
+    if cfg.constraints is not None:
+        raise ConfigError("--spaces fans out over presets, but the config sets custom "
+                          "constraints, which override any preset")
+    return spaces
+
+
+def _fault(spec: str | None) -> dict[str, Any] | None:
+    if not spec:
+        return None
+    cycle, sep, marker = spec.partition(":")
+    if not sep or not cycle.isdigit() or not marker:
+        raise ConfigError(f"--inject-failure expects CYCLE:MARKER_FILE, got {spec!r}")
+    return {"cycle": int(cycle), "marker": str(Path(marker).resolve())}
+
+
+def _prepare_data(cfg: SearchConfig) -> SearchConfig:
+    """Absolute data paths; missing data fails here, once, and a download happens once."""
+    from prnas.data.datasets import DatasetNotFoundError, search_datasets
+
+    data = cfg.data.with_absolute_paths()
+    try:
+        search_datasets(data)
+    except (DatasetNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+    return cfg.model_copy(update={"data": data.model_copy(update={"download": False})})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from prnas.tune.cluster import default_storage
+
+    storage = Path(args.storage).expanduser().resolve() if args.storage else default_storage()
+    try:
+        if args.num_samples < 1:
+            raise ConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
+        if args.max_failures < 0:
+            raise ConfigError(f"--max-failures must be >= 0, got {args.max_failures}")
+        if args.resume:
+            if not args.name:
+                raise ConfigError("--resume needs the --name of the experiment to continue")
+            experiment = storage / args.name
+            if not (experiment / "tuner.pkl").is_file():
+                raise ConfigError(f"--resume: no Tune experiment at {experiment}")
+            if args.config or args.spaces or args.data_dir:
+                print("note: --resume continues the stored trials with their stored config; "
+                      "--config/--spaces/--data-dir are ignored", file=sys.stderr)
+            cfg = spaces = None
+        else:
+            overrides: dict[str, Any] = {}
+            if args.data_dir:
+                overrides["data"] = {"data_dir": args.data_dir}
+            if args.download:
+                overrides.setdefault("data", {})["download"] = True
+            cfg = load_config(args.config or DEFAULT_CONFIG, overrides)
+            spaces = _spaces(args, cfg)
+            name = args.name or f"search-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            experiment = storage / name
+            if experiment.exists():
+                raise ConfigError(f"experiment {experiment} already exists; continue it with "
+                                  f"--name {name} --resume, or choose another --name "
+                                  "(nothing is overwritten)")
+            fault = _fault(args.inject_failure)
+            cfg = _prepare_data(cfg)
+    except ConfigError as err:
+        return _fail(str(err))
+    return _run(args, cfg, spaces, experiment, None if args.resume else fault)
+
+
+def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] | None,
+         experiment: Path, fault: dict | None) -> int:
+    from prnas.tune.cluster import ClusterResourceError, check_resources, cluster_gpus, init_ray
+    from prnas.tune.experiment import SearchExperiment, run_search
+
+    url = init_ray(args.address, args.num_cpus, args.dashboard)
+    if url:
+        print(f"Ray dashboard: {url}", flush=True)
+    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (
+        1.0 if cluster_gpus() > 0 else 0.0)
+    cpus = args.cpus_per_trial if args.cpus_per_trial is not None else (
+        1.0 + (cfg.data.num_workers if cfg else 0))
+    try:
+        check_resources(gpus, cpus)
+    except (ClusterResourceError, ValueError) as err:
+        return _fail(str(err))
+    if args.resume:
+        print(f"resuming {experiment}", flush=True)
+        outcome = run_search(resume_path=experiment)
+    else:
+        seeds = [cfg.seed + i for i in range(args.num_samples)]
+        print(f"searching {len(spaces)} space(s) x {len(seeds)} seed(s) "
+              f"({', '.join(spaces)}; seeds {seeds[0]}..{seeds[-1]}), {len(cfg.schedule)} "
+              f"cycles each, {cpus:g} CPU / {gpus:g} GPU per trial, into {experiment}",
+              flush=True)
+        exp = SearchExperiment(cfg=cfg, storage=experiment.parent, name=experiment.name,
+                               spaces=spaces, seeds=seeds, cpus_per_trial=cpus,
+                               gpus_per_trial=gpus, max_failures=args.max_failures,
+                               log_epochs=args.log_epochs, fault=fault,
+                               stop_after_cycles=args.stop_after_cycles)
+        outcome = run_search(exp)
+    print(f"\nexperiment: {outcome.path}")
+    print(f"results:    {outcome.results_path} ({len(outcome.results)} rows)")
+    print(f"candidates: {outcome.candidates_path}")
+    if len(outcome.summary):
+        print(outcome.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if outcome.errors:
+        for tid, err in outcome.errors.items():
+            print(f"trial {tid} failed: {err}", file=sys.stderr)
+        print(f"fix the cause and continue with --name {outcome.path.name} --resume",
+              file=sys.stderr)
+        return 1
+    if not outcome.complete:
+        print(f"interrupted; continue with --name {outcome.path.name} --resume"
+              + (f" --storage {outcome.path.parent}" if args.storage else ""), file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -304,6 +304,7 @@ def test_cli_asking_for_a_gpu_on_a_cpu_cluster_fails_at_once(ray_cpu, tmp_path, 
     (["--config", "{bad}"], "network.channels"),
     (["--config", "{demo}", "--spaces", "DL,XX"], "unknown preset(s) XX"),
     (["--config", "{demo}", "--num-samples", "0"], "--num-samples"),
+    (["--config", "{demo}", "--set", "network.chanels=8"], "network.chanels"),
     (["--resume", "--name", "nothing-here"], "no Tune experiment"),
     (["--resume"], "needs the --name"),
 ])

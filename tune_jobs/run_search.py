@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prnas.config_io import parse_set_args
 from prnas.search.config import ConfigError, SearchConfig, load_config
 from prnas.space.constraints import PRESETS
 
@@ -39,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=1, help="seeds per search space")
     p.add_argument("--spaces", help="comma-separated constraint presets to fan out over, "
                    f"from {','.join(PRESETS)} (default: the config's space)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field by dotted name, e.g. network.channels=8 "
+                   "(value parsed as YAML; repeatable)")
     p.add_argument("--data-dir", help="dataset folder (overrides data.data_dir)")
     p.add_argument("--download", action="store_true",
                    help="download CIFAR once before the trials start (needs internet)")
@@ -122,16 +126,16 @@ def main(argv: list[str] | None = None) -> int:
             experiment = storage / args.name
             if not (experiment / "tuner.pkl").is_file():
                 raise ConfigError(f"--resume: no Tune experiment at {experiment}")
-            if args.config or args.spaces or args.data_dir:
+            if args.config or args.spaces or args.data_dir or args.set:
                 print("note: --resume continues the stored trials with their stored config; "
-                      "--config/--spaces/--data-dir are ignored", file=sys.stderr)
+                      "--config/--set/--spaces/--data-dir are ignored", file=sys.stderr)
             cfg = spaces = None
         else:
-            overrides: dict[str, Any] = {}
+            overrides = parse_set_args(args.set)
             if args.data_dir:
-                overrides["data"] = {"data_dir": args.data_dir}
+                overrides["data.data_dir"] = args.data_dir
             if args.download:
-                overrides.setdefault("data", {})["download"] = True
+                overrides["data.download"] = True
             cfg = load_config(args.config or DEFAULT_CONFIG, overrides)
             spaces = _spaces(args, cfg)
             name = args.name or f"search-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"

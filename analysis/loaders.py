@@ -1,0 +1,419 @@
+"""Experiment folders -> tidy pandas frames with documented columns and dtypes.
+
+The search and retrain drivers write parquet files that other parts of the
+project own and may extend; this module is the one place that knows their
+shape. It checks what it needs is there (naming the file and the column when
+not), decodes the JSON columns once, fills the statistics it can derive from
+the pools, and tags each row with the folder it came from, so several
+experiments can be analysed together. Nothing here needs Ray or torch.
+
+Trials are identified by ``(experiment, trial_id)`` (:data:`TRIAL_KEY`): Tune
+trial ids are unique within one experiment only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.pools import pool_stats
+
+RESULTS_FILE = "results.parquet"
+CANDIDATES_FILE = "candidates.parquet"
+RETRAIN_FILE = "retrain.parquet"
+TRIAL_KEY = ["experiment", "trial_id"]
+
+# results.parquet ------------------------------------------------------------------------------
+RESULTS_REQUIRED = ("trial_id", "seed", "space", "cycle", "train_acc", "valid_acc",
+                    "epoch_metrics", "pools", "alphas", "decisions")
+JSON_COLUMNS = ("epoch_metrics", "pools", "pools_next", "alphas", "decisions")
+_RESULTS_FLOAT = (
+    "train_loss", "train_acc", "valid_loss", "valid_acc", "test_loss", "test_acc",
+    "cycle_time_s", "images_per_s", "batch_size_mean", "batch_size_max", "peak_memory_mb",
+    "time_total_s",
+    *(f"ratio_{t}_{k}" for t in ("normal", "reduce") for k in ("skip", "pool", "conv")),
+    "similarity_normal", "similarity_reduce",
+)
+_RESULTS_INT = ("num_cycles", "epochs", "grace_epochs", "candidates_normal", "candidates_reduce")
+# Columns holding a trial's cumulative wall seconds: Tune's name, then prnas.tune.results' name.
+_WALL_TIME_COLUMNS = ("time_total_s", "wall_time_total_s")
+# A Tune trial folder's params.json: {"resources": {"gpu": ...}, "search": {search config}}.
+PARAMS_FILE = "params.json"
+
+# candidates.parquet ---------------------------------------------------------------------------
+CANDIDATES_REQUIRED = ("trial_id", "cycle", "cell_type", "edge", "op", "weight", "status")
+_CANDIDATES_OPTIONAL: dict[str, str] = {
+    "seed": "Int64", "space": "string", "alpha": "float64", "new": "boolean",
+    "parent": "string", "morphism": "string",
+}
+
+# retrain.parquet ------------------------------------------------------------------------------
+RETRAIN_REQUIRED = ("trial_id", "genotype", "epoch", "test_error")
+_RETRAIN_OPTIONAL: dict[str, str] = {
+    "genotype_path": "string", "seed": "Int64", "dataset": "string", "params": "Int64",
+    **{c: "float64" for c in ("train_loss", "train_acc", "test_loss", "test_acc", "lr",
+                              "drop_path_prob", "epoch_time_s", "batch_size")},
+}
+
+EPOCH_COLUMNS = (
+    "experiment", "trial_id", "seed", "space", "cycle", "epoch", "global_epoch", "lr", "grace",
+    "train_loss", "train_acc", "valid_loss", "valid_acc", "epoch_time_s", "elapsed_s",
+    "images_per_s", "steps", "batch_size_mean", "batch_size_max", "peak_memory_mb",
+)
+
+
+class ExperimentError(ValueError):
+    """A folder or parquet file that is not what the analysis expects; the message says why."""
+
+
+# ----------------------------------------------------------------------------- folders
+
+
+def _folder(path: str | os.PathLike, filename: str, kind: str) -> Path:
+    """The parquet file of an experiment folder, or an error that tells the user what to pass."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise ExperimentError(f"{root}: no such folder")
+    if root.is_file():
+        if root.name == filename:
+            return root
+        raise ExperimentError(f"{root} is a file; pass the {kind} experiment folder that "
+                              f"holds {filename}")
+    target = root / filename
+    if target.is_file():
+        return target
+    hint = ""
+    kinds = {RESULTS_FILE: "search", CANDIDATES_FILE: "search", RETRAIN_FILE: "retrain"}
+    for other, what in kinds.items():
+        if other != filename and (root / other).is_file():
+            if what == kind:
+                raise ExperimentError(f"{root}: no {filename} next to {other} (written by an "
+                                      "older or interrupted driver?)")
+            hint = f"; it holds {other}, so it is a {what} experiment"
+    nested = sorted(p.parent for p in root.glob(f"*/{filename}"))
+    if nested and not hint:
+        hint = "; did you mean " + ", ".join(str(p) for p in nested[:3]) + "?"
+    raise ExperimentError(f"{root} is not a {kind} experiment folder: no {filename}{hint}")
+
+
+def _read(path: Path, required: Sequence[str]) -> pd.DataFrame:
+    try:
+        df = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise ExperimentError(f"{path}: cannot read parquet ({err})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ExperimentError(
+            f"{path}: missing column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(c) for c in missing)} (has: {', '.join(map(str, df.columns))})")
+    return df
+
+
+def _tag(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    root = path.parent.resolve()
+    df = df.copy()
+    df.insert(0, "experiment", pd.array([root.name] * len(df), dtype="string"))
+    df["experiment_dir"] = pd.array([str(root)] * len(df), dtype="string")
+    return df
+
+
+def _concat(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    frames = list(frames)
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _need_dirs(dirs: Sequence[Any], what: str) -> None:
+    if not dirs:
+        raise ExperimentError(f"{what}: pass at least one experiment folder")
+
+
+# ----------------------------------------------------------------------------- JSON cells
+
+
+def decode(value: Any) -> Any:
+    """A JSON column cell -> plain Python: JSON strings parsed, arrow arrays made lists.
+
+    Writers may store the nested columns as JSON text (the documented form) or
+    as native parquet lists/structs; both read back the same.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return json.loads(value) if value else None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, np.ndarray):
+        return [decode(v) for v in value.tolist()]
+    if isinstance(value, list | tuple):
+        return [decode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: decode(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def load_results(*dirs: str | os.PathLike) -> pd.DataFrame:
+    """One row per (experiment, trial, cycle) from each folder's ``results.parquet``.
+
+    Columns (see docs/analysis.md): ``experiment`` (folder name), ``trial_id``,
+    ``seed`` (Int64), ``space``, ``cycle`` (int64, 1-based), the float metrics
+    (NaN where a writer did not report them), ``time_total_s`` (the trial's
+    cumulative seconds; from the file, else the running sum of ``cycle_time_s``),
+    ``ratio_*``/``similarity_*``/``candidates_*`` (recomputed from ``pools`` when
+    absent), the decoded JSON columns (Python objects), ``genotype_path``
+    (absolute, or None), ``experiment_dir``, and from a Tune trial folder's
+    ``params.json`` (when ``trial_dir`` points to one) ``gpus_per_trial``
+    (float64) and the cycle's scheduled ``morphs`` (Int64). A cycle reported
+    twice (a restored trial) keeps its last row.
+    """
+    _need_dirs(dirs, "load_results")
+    return _concat(_results_one(_folder(d, RESULTS_FILE, "search")) for d in dirs)
+
+
+def _results_one(path: Path) -> pd.DataFrame:
+    df = _tag(_read(path, RESULTS_REQUIRED), path)
+    for col in JSON_COLUMNS:
+        if col in df.columns:
+            df[col] = [decode(v) for v in df[col]]
+        else:
+            df[col] = None
+    if len(df):
+        df = df.drop_duplicates(["trial_id", "cycle"], keep="last")
+        df = df.sort_values(["trial_id", "cycle"], kind="stable").reset_index(drop=True)
+    df = df.astype({"trial_id": "string", "space": "string", "seed": "Int64", "cycle": "int64"})
+    _fill_pool_stats(df)
+    for col in _RESULTS_FLOAT:
+        if col not in df.columns:
+            df[col] = np.nan
+    for col in _RESULTS_INT:
+        if col not in df.columns:
+            df[col] = pd.NA
+    wall = next((c for c in _WALL_TIME_COLUMNS if c in df.columns and df[c].notna().any()), None)
+    if wall is None:
+        df["time_total_s"] = df.groupby("trial_id")["cycle_time_s"].cumsum(skipna=True)
+    elif wall != "time_total_s":
+        df["time_total_s"] = df[wall]
+    _fill_from_trial_params(df)
+    if df["num_cycles"].isna().all() and len(df):
+        df["num_cycles"] = df.groupby("trial_id")["cycle"].transform("max")
+    df = df.astype({c: "float64" for c in _RESULTS_FLOAT} | {c: "Int64" for c in _RESULTS_INT})
+    _fill_pools_next(df)
+    df["genotype_path"] = pd.array(
+        [_resolve(p, path.parent) for p in df.get("genotype_path", [None] * len(df))],
+        dtype="string")
+    return df
+
+
+def _fill_pool_stats(df: pd.DataFrame) -> None:
+    """Op-type shares, similarity and pool size from ``pools``, where a writer left them out."""
+    stats = pd.DataFrame([pool_stats(p) if p else {} for p in df["pools"]], index=df.index)
+    for col in stats.columns:
+        if col not in df.columns:
+            df[col] = stats[col]
+        else:
+            df[col] = df[col].where(df[col].notna(), stats[col])
+
+
+def _fill_from_trial_params(df: pd.DataFrame) -> None:
+    """``gpus_per_trial`` and the cycle's ``morphs`` from a Tune trial's ``params.json``.
+
+    The results rows do not repeat the resources a trial held or the schedule
+    it followed, but its folder (``trial_dir``) keeps both; GPU-hours and the
+    morph budget behind #ops need them. Columns a writer did fill are kept.
+    """
+    if "trial_dir" not in df.columns:
+        for col, dtype in (("gpus_per_trial", "float64"), ("morphs", "Int64")):
+            df[col] = df[col].astype(dtype) if col in df.columns else pd.Series(
+                [None] * len(df), index=df.index, dtype=dtype)
+        return
+    gpus, morphs = [], []
+    cache: dict[str, dict] = {}
+    for trial_dir, cycle in zip(df["trial_dir"], df["cycle"]):
+        params = cache.get(trial_dir)
+        if params is None:
+            path = Path(str(trial_dir)) / PARAMS_FILE
+            try:
+                params = json.loads(path.read_text()) if isinstance(trial_dir, str) else {}
+            except (OSError, ValueError):
+                params = {}
+            cache[trial_dir] = params if isinstance(params, dict) else {}
+            params = cache[trial_dir]
+        gpu = (params.get("resources") or {}).get("gpu")
+        gpus.append(float(gpu) if isinstance(gpu, int | float) else np.nan)
+        schedule = (params.get("search") or {}).get("schedule") or []
+        spec = schedule[cycle - 1] if 0 < cycle <= len(schedule) else {}
+        m = spec.get("morphs") if isinstance(spec, dict) else None
+        morphs.append(m if isinstance(m, int) else pd.NA)
+    for col, values, dtype in (("gpus_per_trial", gpus, "float64"), ("morphs", morphs, "Int64")):
+        filled = pd.Series(values, index=df.index, dtype=dtype)
+        df[col] = filled if col not in df.columns else df[col].where(df[col].notna(), filled)
+
+
+def _fill_pools_next(df: pd.DataFrame) -> None:
+    """``pools_next`` of a cycle is the next cycle's ``pools`` when the writer did not store it."""
+    for _, idx in df.groupby("trial_id", sort=False).groups.items():
+        rows = list(idx)
+        for i, r in enumerate(rows):
+            if df.at[r, "pools_next"] is None and i + 1 < len(rows):
+                df.at[r, "pools_next"] = df.at[rows[i + 1], "pools"]
+
+
+def _resolve(value: Any, root: Path) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return None
+    p = Path(str(value)).expanduser()
+    return str(p if p.is_absolute() else (root / p).resolve())
+
+
+def epoch_frame(results: pd.DataFrame) -> pd.DataFrame:
+    """Explode ``epoch_metrics``: one row per trial and epoch, numbered across cycles.
+
+    ``epoch`` is 1-based within its cycle (as written), ``global_epoch`` 1-based
+    across the trial, ``elapsed_s`` the running sum of ``epoch_time_s``; the
+    paper's Fig. 2 plots against ``global_epoch``.
+    """
+    records = []
+    for (exp, trial), g in results.groupby(TRIAL_KEY, sort=False):
+        n = 0
+        elapsed = 0.0
+        for row in g.sort_values("cycle").itertuples(index=False):
+            for m in row.epoch_metrics or []:
+                n += 1
+                t = float(m.get("epoch_time_s", np.nan))
+                elapsed += 0.0 if math.isnan(t) else t
+                records.append({
+                    **{c: m.get(c) for c in EPOCH_COLUMNS},
+                    "experiment": exp, "trial_id": trial, "seed": row.seed,
+                    "space": row.space, "cycle": int(m.get("cycle", row.cycle)),
+                    "epoch": int(m.get("epoch", n)), "global_epoch": n, "elapsed_s": elapsed,
+                })
+    df = pd.DataFrame.from_records(records, columns=list(EPOCH_COLUMNS))
+    return df.astype({
+        "experiment": "string", "trial_id": "string", "seed": "Int64", "space": "string",
+        "cycle": "int64", "epoch": "int64", "global_epoch": "int64", "grace": "boolean",
+        "steps": "Int64",
+        **{c: "float64" for c in ("lr", "train_loss", "train_acc", "valid_loss", "valid_acc",
+                                  "epoch_time_s", "elapsed_s", "images_per_s", "batch_size_mean",
+                                  "batch_size_max", "peak_memory_mb")},
+    })
+
+
+# ----------------------------------------------------------------------------- candidates
+
+
+def load_candidates(*dirs: str | os.PathLike) -> pd.DataFrame:
+    """One row per (experiment, trial, cycle, cell_type, edge, op) from ``candidates.parquet``.
+
+    Columns: ``experiment``, ``trial_id``, ``seed`` (Int64), ``space``, ``cycle``,
+    ``cell_type``, ``edge`` (int64), ``op``, ``alpha``, ``weight`` (float64,
+    softmax within the edge), ``status`` ("survived"/"dropped"), ``new``
+    (boolean: entered the pool at the start of this cycle), ``parent``,
+    ``morphism`` (strings, NA unless new), ``experiment_dir``.
+    """
+    _need_dirs(dirs, "load_candidates")
+    frames = []
+    for d in dirs:
+        path = _folder(d, CANDIDATES_FILE, "search")
+        df = _tag(_read(path, CANDIDATES_REQUIRED), path)
+        for col, dtype in _CANDIDATES_OPTIONAL.items():
+            if col not in df.columns:
+                df[col] = pd.NA
+            df[col] = df[col].astype(dtype)
+        df = df.astype({"trial_id": "string", "cycle": "int64", "cell_type": "string",
+                        "edge": "int64", "op": "string", "weight": "float64",
+                        "status": "string"})
+        frames.append(df)
+    return _concat(frames)
+
+
+# ----------------------------------------------------------------------------- retrain
+
+
+def load_retrain(*dirs: str | os.PathLike) -> pd.DataFrame:
+    """One row per (experiment, trial, epoch) from each folder's ``retrain.parquet``.
+
+    Columns: ``experiment``, ``trial_id``, ``genotype`` (label), ``genotype_path``
+    (absolute or NA), ``seed``, ``dataset``, ``params`` (Int64), ``epoch`` (int64),
+    ``test_error`` (float64, percent) and the other float metrics (``test_acc``
+    in percent, as the retrainer writes it), ``experiment_dir``.
+    """
+    _need_dirs(dirs, "load_retrain")
+    frames = []
+    for d in dirs:
+        path = _folder(d, RETRAIN_FILE, "retrain")
+        df = _tag(_read(path, RETRAIN_REQUIRED), path)
+        for col, dtype in _RETRAIN_OPTIONAL.items():
+            if col not in df.columns:
+                df[col] = pd.NA
+            df[col] = df[col].astype(dtype)
+        df = df.astype({"trial_id": "string", "genotype": "string", "epoch": "int64",
+                        "test_error": "float64"})
+        df["genotype_path"] = pd.array([_resolve(p, path.parent) for p in df["genotype_path"]],
+                                       dtype="string")
+        if len(df):
+            df = df.drop_duplicates(["trial_id", "epoch"], keep="last")
+            df = df.sort_values(["genotype", "seed", "trial_id", "epoch"], kind="stable")
+        frames.append(df.reset_index(drop=True))
+    return _concat(frames)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def trial_keys(results: pd.DataFrame) -> list[tuple[str, str]]:
+    """(experiment, trial_id) of every trial, in file order."""
+    return list(dict.fromkeys(zip(results["experiment"], results["trial_id"])))
+
+
+def select_trial(results: pd.DataFrame, trial: str | tuple[str, str]) -> pd.DataFrame:
+    """The rows of one trial, by ``trial_id``, ``"experiment/trial_id"`` or a key tuple.
+
+    A bare trial id that exists in two loaded experiments is refused, not guessed.
+    """
+    if isinstance(trial, tuple):
+        exp, tid = trial
+        mask = (results["experiment"] == exp) & (results["trial_id"] == tid)
+    else:
+        mask = results["trial_id"] == trial
+        if not mask.any() and "/" in trial:
+            exp, tid = trial.rsplit("/", 1)
+            mask = (results["experiment"] == exp) & (results["trial_id"] == tid)
+    rows = results[mask.fillna(False).astype(bool)]
+    if rows.empty:
+        known = ", ".join(f"{e}/{t}" for e, t in trial_keys(results))
+        raise ExperimentError(f"no trial {trial!r}; known trials: {known}")
+    if rows["experiment"].nunique() > 1:
+        raise ExperimentError(f"trial {trial!r} exists in several experiments "
+                              f"({', '.join(rows['experiment'].unique())}); "
+                              "name it as experiment/trial_id")
+    return rows.sort_values("cycle")
+
+
+def trial_genotype_path(rows: pd.DataFrame) -> str | None:
+    """The trial's ``genotype.json``: the last path it reported, else one in a folder named for it.
+
+    Ray names trial folders ``<trainable>_<trial_id>_...``, so a genotype that
+    the results do not point to is still found by the trial id.
+    """
+    paths = [str(p) for p in rows["genotype_path"] if pd.notna(p) and p]
+    if paths and Path(paths[-1]).is_file():
+        return paths[-1]
+    root = Path(rows["experiment_dir"].iloc[0])
+    tid = str(rows["trial_id"].iloc[0])
+    for candidate in sorted(root.rglob("genotype.json")):
+        if any(tid in part for part in candidate.relative_to(root).parts[:-1]):
+            return str(candidate)
+    return paths[-1] if paths else None

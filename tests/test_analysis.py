@@ -376,15 +376,12 @@ def test_edge_lineage_matches_candidates(results, trials, experiment, tmp_path):
                 hit = lin[(lin["op"] == r.op) & (lin["entered_cycle"] == r.cycle)]
                 assert len(hit) == 1
                 assert (hit["parent"].iloc[0], hit["morphism"].iloc[0]) == (r.parent, r.morphism)
-            # Dropped in the candidates table => a stint ends with that cycle's decision. The
-            # lineage also ends a stint where the decision dropped an op and re-added it at
-            # once (a rediscovery: it restarts from its parent), which the candidates table
-            # counts as survived; then the op is new in the next cycle.
+            # Dropped in the candidates table <=> a stint ends with that cycle's decision
+            # (an op dropped and re-added at once counts as dropped, then new).
             dropped = {(r.op, r.cycle) for r in c[c["status"] == "dropped"].itertuples()}
             ended = {(r.op, r.dropped_after) for r in lin.itertuples()
                      if pd.notna(r.dropped_after)}
-            readded = {(r.op, r.cycle - 1) for r in c[c["new"]].itertuples()}
-            assert dropped <= ended and ended - dropped <= readded
+            assert dropped == ended
             # One op survives the final (1-candidate) decision, and it is in the last pool.
             assert lin["final"].sum() == 1
             assert lin.loc[lin["final"], "last_cycle"].iloc[0] == CYCLES

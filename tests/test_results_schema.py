@@ -141,8 +141,11 @@ def test_candidate_rows_agree_with_pools_and_decisions(experiment):
             if nxt is None:
                 assert g["status"].isna().all()
             else:
-                assert set(g.loc[g["status"] == "survived", "op"]) == set(pools[t][e]) & set(
-                    nxt[t][e])
+                dropped = {op for d in json.loads(r.decisions)
+                           if (d["cell_type"], d["edge"]) == (t, e) for op, _ in d["dropped"]}
+                assert set(g.loc[g["status"] == "dropped", "op"]) == dropped
+                assert set(g.loc[g["status"] == "survived", "op"]) == set(pools[t][e]) - dropped
+                assert set(pools[t][e]) - dropped <= set(nxt[t][e])
     # New candidates of cycle c+1 are exactly the ops added by cycle c's decision.
     for tid, trial in res.groupby("trial_id"):
         trial = trial.sort_values("cycle")

@@ -157,6 +157,11 @@ def candidate_rows(results: pd.DataFrame) -> list[dict[str, Any]]:
             alphas = json.loads(r.alphas)
             nxt = json.loads(r.pools_next) if isinstance(r.pools_next, str) else None
             fresh = added_before if prev_cycle == r.cycle - 1 else {}
+            decided = json.loads(r.decisions) if isinstance(r.decisions, str) else []
+            # The decision's own dropped list, not membership in the next pools: an op dropped
+            # and re-added as a (rediscovered) child in the same step was dropped, then new.
+            dropped = {(d["cell_type"], int(d["edge"])): {op for op, _ in d["dropped"]}
+                       for d in decided}
             for t, edges in pools.items():
                 for e, edge in enumerate(edges):
                     weights = _softmax(alphas[t][e])
@@ -166,18 +171,24 @@ def candidate_rows(results: pd.DataFrame) -> list[dict[str, Any]]:
                             "trial_id": r.trial_id, "space": r.space, "seed": r.seed,
                             "cycle": r.cycle, "cell_type": t, "edge": e, "position": i,
                             "op": op, "alpha": float(alphas[t][e][i]), "weight": weights[i],
-                            "status": None if nxt is None else
-                            ("survived" if op in nxt[t][e] else "dropped"),
+                            "status": _status(op, nxt, dropped, t, e),
                             "new": a is not None,
                             "parent": a["parent"] if a else None,
                             "morphism": a["morphism"] if a else None,
                             "rediscovered": bool(a and a["rediscovered"]),
                         })
-            decided = json.loads(r.decisions) if isinstance(r.decisions, str) else []
             added_before = {(d["cell_type"], int(d["edge"])): {n["op"]: n for n in d["added"]}
                             for d in decided}
             prev_cycle = r.cycle
     return out
+
+
+def _status(op: str, nxt: dict | None, dropped: dict, t: str, e: int) -> str | None:
+    if (t, e) in dropped:
+        return "dropped" if op in dropped[(t, e)] else "survived"
+    if nxt is None:
+        return None
+    return "survived" if op in nxt[t][e] else "dropped"
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:

@@ -20,6 +20,7 @@ Exit status: 0 all trials finished, 1 some failed, 2 bad arguments or config,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -60,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=float,
                    help="default: 1 + data.num_workers; also torch's thread count")
     p.add_argument("--dashboard", action="store_true",
-                   help="start Ray's dashboard and print its URL")
+                   help="start Ray's dashboard, print its URL, and (on a terminal) keep it up "
+                        "after the search until Enter is pressed")
     p.add_argument("--log-epochs", action="store_true", help="trials print every epoch")
     # Testing and demonstrating recovery; not part of the interface.
     p.add_argument("--inject-failure", metavar="CYCLE:MARKER", help=argparse.SUPPRESS)
@@ -197,7 +199,19 @@ def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] |
         print(f"interrupted; continue with --name {outcome.path.name} --resume"
               + (f" --storage {outcome.path.parent}" if args.storage else ""), file=sys.stderr)
         return 3
+    if url and args.address is None:
+        _keep_dashboard_up(url)
     return 0
+
+
+def _keep_dashboard_up(url: str) -> None:
+    """A local Ray (and its dashboard) dies with this process: hold it open for browsing."""
+    if not sys.stdin.isatty():
+        return
+    print(f"\nthe Ray dashboard stays up at {url}; press Enter or Ctrl+C to shut it down",
+          flush=True)
+    with contextlib.suppress(KeyboardInterrupt, EOFError):
+        input()
 
 
 if __name__ == "__main__":

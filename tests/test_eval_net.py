@@ -14,15 +14,6 @@ from prnas.space import Op, preset, reachable
 from prnas.space.genotype import Genotype
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny nets on shared cores: more threads only add spin-waiting.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _tiny(genotype: Genotype, **kw) -> EvalNetwork:
     torch.manual_seed(0)
     return EvalNetwork(genotype, channels=8, layers=5, **kw)

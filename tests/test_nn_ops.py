@@ -14,13 +14,6 @@ from prnas.space.ops import Op
 C = 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: thread hand-offs cost far more than they save on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 REACHABLE = sorted({s for name in ("DR", "UR") for s in reachable(preset(name), 5)})
 ALL_OPS = [Op.skip(), Op.max_pool(), Op.avg_pool(), *map(Op.parse, REACHABLE)]
 

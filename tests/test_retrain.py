@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 
 import numpy as np
@@ -19,21 +18,6 @@ from prnas.retrain.schedule import cosine_lr, final_error
 
 TINY = {"channels": 4, "layers": 3, "device": "cpu", "batch_size.b_min": 16,
         "batch_size.b_max": 32, "test_batch_size": 64}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny nets on shared cores: more threads only add spin-waiting. The CLI sets
-    # its thread count from PRNAS_NUM_THREADS, so pin that too.
-    before, env = torch.get_num_threads(), os.environ.get("PRNAS_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["PRNAS_NUM_THREADS"] = "1"
-    yield
-    torch.set_num_threads(before)
-    if env is None:
-        os.environ.pop("PRNAS_NUM_THREADS", None)
-    else:
-        os.environ["PRNAS_NUM_THREADS"] = env
 
 
 def _demo_cfg(**extra):

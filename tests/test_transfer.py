@@ -27,15 +27,6 @@ C = 4
 TOL = 1e-9
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: thread hand-offs cost far more than they save on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _pairs() -> dict[Morphism, list[tuple[Op, Op]]]:
     found = set()
     for name in ("DR", "UR"):

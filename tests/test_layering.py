@@ -1,0 +1,39 @@
+"""The layering of DESIGN.md §3, checked on the source: each layer imports only those above."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Layer -> top-level names it must never import.
+FORBIDDEN = {
+    "prnas/space": {"torch", "torchvision", "ray", "prnas.nn", "prnas.data", "prnas.runtime",
+                    "prnas.search", "prnas.retrain", "prnas.tune", "analysis"},
+    "prnas/nn": {"ray", "prnas.data", "prnas.search", "prnas.retrain", "prnas.tune", "analysis"},
+    "prnas/data": {"ray", "prnas.nn", "prnas.search", "prnas.retrain", "prnas.tune", "analysis"},
+    "prnas/runtime": {"ray", "prnas.search", "prnas.retrain", "prnas.tune", "analysis"},
+    "prnas/search": {"ray", "prnas.retrain", "prnas.tune", "analysis"},
+    "prnas/retrain": {"ray", "prnas.search", "prnas.tune", "analysis"},
+    "analysis": {"ray", "prnas.tune"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_layer_imports_nothing_below_it(layer):
+    files = sorted((ROOT / layer).rglob("*.py"))
+    assert files
+    for path in files:
+        for name in _imports(path):
+            bad = [f for f in FORBIDDEN[layer] if name == f or name.startswith(f + ".")]
+            assert not bad, f"{path.relative_to(ROOT)} imports {name} ({layer} must not)"

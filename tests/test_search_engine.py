@@ -248,3 +248,44 @@ def test_cifar_folder_search_and_missing_data_error(tmp_path, capsys):
     assert code == 2
     assert str(missing) in err and "download" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_finished_search_state_loads_again(tmp_path, capsys):
+    s = _search()
+    s.run()
+    s2 = _search()
+    s2.load_state_dict(s.state_dict())
+    assert s2.finished and s2.genotype == s.genotype
+    assert s2.run() == s.genotype  # nothing left to train
+    # And through the CLI: --resume on a finished folder reports it and rewrites nothing new.
+    import yaml
+
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "done"
+    assert cli.main(["--config", str(cfg_path), "--out", str(out), "--quiet"]) == 0
+    before = (out / "genotype.json").read_text()
+    assert cli.main(["--out", str(out), "--resume", "--quiet"]) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert (out / "genotype.json").read_text() == before
+
+
+def test_out_of_memory_retry_does_not_repeat_the_alpha_step(monkeypatch):
+    no_grace = [{"epochs": 1, "grace_epochs": 0, "morphs": 0, "candidates": 1}]
+    s = _search(schedule=no_grace, batch={"b_min": 8, "b_mult": 8, "b_max": 16})
+    s.controller.batch_size = 16
+    real = s._weight_step
+    calls = []
+
+    def flaky(x, y):
+        calls.append(len(x))
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(x, y)
+
+    monkeypatch.setattr(s, "_weight_step", flaky)
+    m = s.train_epoch()
+    assert calls[:2] == [16, 8]  # backed off and retried smaller
+    steps = m["steps"]
+    for p in (p for t in s.alphas for p in s.alphas[t]):
+        assert int(s.a_opt.state[p]["step"]) == steps  # one Adam step per training step

@@ -282,6 +282,7 @@ def run_step_with_backoff(
     controller: BatchSizeController,
     on_retry: Callable[[int], None] | None = None,
     used_size: Callable[[T], int] | None = None,
+    record: bool = True,
 ) -> T:
     """Run ``step(batch_size)``; on out-of-memory shrink the batch and retry until it fits.
 
@@ -290,7 +291,9 @@ def run_step_with_backoff(
     by slicing its already-drawn batch (the cut samples are skipped this epoch). Errors that are
     not OOM propagate unchanged; OOM at b_min raises RuntimeError chained to the OOM.
     ``used_size(result)`` tells how many samples the step really used (a short last batch),
-    so the memory model records the peak under the right size.
+    so the memory model records the peak under the right size. ``record=False`` is for a
+    sub-step of a training step (the alpha half of a DARTS step): it backs off the same
+    way but leaves counting the step, and reading its peak, to the sub-step that follows.
     """
     while True:
         try:
@@ -300,7 +303,8 @@ def run_step_with_backoff(
                 raise
             new_size = controller.on_oom()
         else:
-            controller.step_done(None if used_size is None else used_size(result))
+            if record:
+                controller.step_done(None if used_size is None else used_size(result))
             return result
         # Outside the except block: the traceback, and the activations its frames hold, are gone.
         _release_cached_memory()

@@ -186,13 +186,18 @@ class Search:
                     a_iter = iter(a_loader)
                     xa, ya = next(a_iter)
 
-            def step(b: int, x=x, y=y, xa=xa, ya=ya) -> tuple[float, int, int, float]:
-                out = self._train_step(x[:b], y[:b], None if xa is None else xa[:b],
-                                       None if ya is None else ya[:b])
+            # The two halves back off separately, so an out-of-memory retry never repeats
+            # an optimiser step that already happened (one Adam step per training step).
+            if xa is not None:
+                run_step_with_backoff(lambda b, xa=xa, ya=ya: self._alpha_step(xa[:b], ya[:b]),
+                                      self.controller, record=False)
+
+            def weight_step(b: int, x=x, y=y) -> tuple[float, int, int, float]:
+                out = self._weight_step(x[:b], y[:b])
                 # Read before the controller's probe resets the peak counter.
                 return (*out, _peak_memory_mb(self.device))
 
-            loss, corr, b, peak = run_step_with_backoff(step, self.controller,
+            loss, corr, b, peak = run_step_with_backoff(weight_step, self.controller,
                                                         used_size=lambda r: r[2])
             peak_mb = max(peak_mb, peak)
             loss_sum += loss * b
@@ -219,13 +224,15 @@ class Search:
                  f"bs {m['batch_size_mean']:.0f} {m['images_per_s']:.0f} img/s")
         return m
 
-    def _train_step(self, x, y, xa, ya) -> tuple[float, int, int]:
+    def _alpha_step(self, xa: torch.Tensor, ya: torch.Tensor) -> None:
+        self.a_opt.zero_grad(set_to_none=True)
+        dev = self.device
+        loss = nn.functional.cross_entropy(self.net(xa.to(dev), self.alphas), ya.to(dev))
+        loss.backward()
+        self.a_opt.step()
+
+    def _weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
         dev, o = self.device, self.cfg.optim
-        if xa is not None:
-            self.a_opt.zero_grad(set_to_none=True)
-            a_loss = nn.functional.cross_entropy(self.net(xa.to(dev), self.alphas), ya.to(dev))
-            a_loss.backward()
-            self.a_opt.step()
         self.w_opt.zero_grad(set_to_none=True)
         x, y = x.to(dev), y.to(dev)
         logits = self.net(x, self.alphas)
@@ -309,8 +316,9 @@ class Search:
             self.genotype = derive_genotype(
                 self.pools, self.alpha_values(), self.cfg.network.nodes, name=self.cfg.name,
                 source=f"prnas search, space {self.cfg.space}, seed {self.cfg.seed}")
+            # self.pools stays what the net and alphas were built for, so a finished
+            # search's state loads again; the final pools are in cycle_log["new_pools"].
             self.finished = True
-            self.pools, self.histories = result.pools, result.histories
             return
         old = self.net
         self.net = self._build_net(result.pools)

@@ -12,13 +12,13 @@ keeps the observations and talks to the probe.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from prnas.runtime.device import release_cached_memory
 from prnas.runtime.memory import MemoryProbe, is_oom
 
 __all__ = [
@@ -271,12 +271,6 @@ class AdaptiveBatchSampler(torch.utils.data.Sampler[list[int]]):
         return self.n // size if self.drop_last else -(-self.n // size)
 
 
-def _release_cached_memory() -> None:
-    gc.collect()  # tensors of the failed step may sit in reference cycles
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def run_step_with_backoff(
     step: Callable[[int], T],
     controller: BatchSizeController,
@@ -307,6 +301,6 @@ def run_step_with_backoff(
                 controller.step_done(None if used_size is None else used_size(result))
             return result
         # Outside the except block: the traceback, and the activations its frames hold, are gone.
-        _release_cached_memory()
+        release_cached_memory()
         if on_retry is not None:
             on_retry(new_size)

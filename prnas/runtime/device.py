@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 
@@ -32,3 +33,10 @@ def seed_everything(seed: int) -> None:
     # The reference code set cudnn.benchmark=True, which makes runs irreproducible.
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
+
+
+def release_cached_memory() -> None:
+    """Collect garbage, then hand CUDA's cached blocks back (after an OOM, between models)."""
+    gc.collect()  # tensors of a failed step may sit in reference cycles
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

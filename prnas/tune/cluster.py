@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 STORAGE_ENV = "PRNAS_STORAGE"
 
@@ -87,3 +88,32 @@ def default_storage() -> Path:
     Absolute because Ray runs trials in their own working directories.
     """
     return Path(os.environ.get(STORAGE_ENV) or "runs").expanduser().resolve()
+
+
+def trial_gpu_fraction(trainable: Any) -> float:
+    """The GPUs a running Trainable reserved (0 outside Tune or on a CPU trial)."""
+    res = getattr(trainable, "trial_resources", None)
+    try:
+        return float(res.required_resources.get("GPU", 0.0)) if res is not None else 0.0
+    except AttributeError:
+        return 0.0
+
+
+def claim_gpu_share(fraction: float) -> int | None:
+    """Keep a trial on a shared GPU to its reserved share; the byte budget, or None.
+
+    With ``--gpus-per-trial 0.5`` two trials share a card, but the adaptive batch
+    size would otherwise grow into all the memory it sees free, and the caching
+    allocator keeps what it took: the neighbour then fails at b_min. Capping the
+    allocator at the share makes an overrun a catchable out-of-memory (backed off
+    from), and the returned budget makes the controller aim below it.
+    """
+    if not 0.0 < fraction < 1.0:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    device = torch.cuda.current_device()  # Ray sets CUDA_VISIBLE_DEVICES per trial
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return int(torch.cuda.get_device_properties(device).total_memory * fraction)

@@ -19,7 +19,8 @@ from prnas.retrain.config import RetrainConfig, build_config
 from prnas.retrain.genotypes import GenotypeRef
 from prnas.retrain.results import rows_to_frame
 from prnas.retrain.trainer import Retrainer
-from prnas.runtime.device import configure_threads
+from prnas.runtime.device import configure_threads, release_cached_memory
+from prnas.tune.cluster import claim_gpu_share, trial_gpu_fraction
 
 CHECKPOINT_FILE = "retrain.pt"
 
@@ -34,7 +35,12 @@ class RetrainTrainable(tune.Trainable):
 
     def _build(self, config: dict[str, Any]) -> None:
         self.ref = GenotypeRef.from_dict(config["genotypes"][config["genotype"]])
-        cfg = build_config(config["retrain"], {"seed": int(config["seed"])})
+        overrides: dict[str, Any] = {"seed": int(config["seed"])}
+        budget = claim_gpu_share(trial_gpu_fraction(self))
+        if budget is not None and config["retrain"]["batch_size"].get(
+                "memory_budget_bytes") is None:
+            overrides["batch_size.memory_budget_bytes"] = budget
+        cfg = build_config(config["retrain"], overrides)
         self.retrainer = Retrainer(cfg, self.ref.load())
         self.retrainer.setup()
         self.labels = {"genotype": self.ref.label, "genotype_path": self.ref.path,
@@ -54,6 +60,8 @@ class RetrainTrainable(tune.Trainable):
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         """Reuse the actor for the next (genotype, seed): rebuild everything from scratch."""
+        self.retrainer = None  # never two networks in memory at once
+        release_cached_memory()
         self._build(new_config)
         self.config = new_config
         return True

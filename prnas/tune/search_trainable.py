@@ -40,9 +40,11 @@ from ray import tune
 
 from prnas._io import atomic_write_text
 from prnas.runtime import checkpoint
+from prnas.runtime.device import release_cached_memory
 from prnas.search.config import SearchConfig, build_config
 from prnas.search.engine import Search
 from prnas.search.policy import result_from_dict, result_to_dict
+from prnas.tune.cluster import claim_gpu_share, trial_gpu_fraction
 from prnas.tune.results import CYCLES_FILE, GENOTYPE_FILE
 
 SEARCH_KEY = "search"
@@ -93,6 +95,10 @@ class SearchTrainable(tune.Trainable):
 
     def _build(self, config: dict[str, Any]) -> None:
         self.cfg = trial_search_config(config)
+        budget = claim_gpu_share(trial_gpu_fraction(self))
+        if budget is not None and self.cfg.batch.memory_budget_bytes is None:
+            batch = self.cfg.batch.model_copy(update={"memory_budget_bytes": budget})
+            self.cfg = self.cfg.model_copy(update={"batch": batch})
         log = print if config.get("log_epochs") else None
         if log is None:
             # Ray logs two INFO lines per checkpoint and restore, i.e. per cycle; the
@@ -111,9 +117,15 @@ class SearchTrainable(tune.Trainable):
 
         Tune restores the trial's checkpoint right after, if it has one.
         """
+        self._release()
         self._build(new_config)
         self.config = new_config
         return True
+
+    def _release(self) -> None:
+        """Drop the old engine before building the next: never two supernets in memory."""
+        self.search = None
+        release_cached_memory()
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         state = {"version": CHECKPOINT_VERSION, "search": self.search.state_dict(),

@@ -24,6 +24,7 @@ import pandas as pd
 import pytest
 import yaml
 from matplotlib.image import imread
+from tiny import tiny_search
 
 from analysis import cells, figures, lineage, loaders, tables
 from analysis.__main__ import main as cli_main
@@ -33,23 +34,16 @@ from prnas.space.genotype import Genotype
 ROOT = Path(__file__).resolve().parents[1]
 RUN_SEARCH = ROOT / "tune_jobs" / "run_search.py"
 SEEDS = (3, 4)
-TINY = {
-    "name": "tiny",
-    "seed": SEEDS[0],
-    "device": "cpu",
-    "evaluate_test": True,
-    "data": {"dataset": "demo", "input_size": 8, "subset": 160},
-    "network": {"channels": 4, "layers": 3, "nodes": 2},
-    "schedule": [
+TINY = tiny_search(
+    seed=SEEDS[0],
+    evaluate_test=True,
+    schedule=[
         {"epochs": 2, "grace_epochs": 1, "morphs": 2, "candidates": 4},
         {"epochs": 2, "grace_epochs": 1, "morphs": 2, "candidates": 4},
         {"epochs": 1, "grace_epochs": 0, "morphs": 0, "candidates": 2},
         {"epochs": 1, "grace_epochs": 0, "morphs": 0, "candidates": 1},
     ],
-    "batch": {"b_min": 16, "b_mult": 8, "b_max": 32},
-    "steps_per_epoch": 2,
-    "eval_batch_size": 64,
-}
+)
 CYCLES = len(TINY["schedule"])
 
 

@@ -16,6 +16,8 @@ from prnas.search.config import build_config
 
 pytest.importorskip("ray")
 
+from tiny import tiny_search
+
 from prnas.tune.results import (  # noqa: E402
     CANDIDATES_SCHEMA,
     RESULTS_SCHEMA,
@@ -27,21 +29,8 @@ from prnas.tune.search_trainable import DECISION_KEY, SearchTrainable  # noqa: E
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "search.md"
 
-TINY = {
-    "name": "tiny",
-    "device": "cpu",
-    "data": {"dataset": "demo", "input_size": 8, "subset": 120, "test_subset": 40},
-    "network": {"channels": 4, "layers": 3, "nodes": 3},
-    "schedule": [
-        {"epochs": 1, "grace_epochs": 0, "morphs": 2, "candidates": 4},
-        {"epochs": 1, "grace_epochs": 0, "morphs": 1, "candidates": 3},
-        {"epochs": 1, "grace_epochs": 0, "morphs": 0, "candidates": 1},
-    ],
-    "batch": {"b_min": 16, "b_mult": 8, "b_max": 32},
-    "steps_per_epoch": 2,
-    "eval_batch_size": 64,
-    "evaluate_test": True,
-}
+TINY = tiny_search(data={"subset": 120, "test_subset": 40}, network={"nodes": 3},
+                   evaluate_test=True)
 
 
 class FolderTrainable(SearchTrainable):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from tiny import tiny_search
 
 from prnas.nn.search_net import SearchNetwork
 from prnas.runtime import checkpoint
@@ -13,21 +14,16 @@ from prnas.search.engine import Search
 from prnas.search.pools import initial_pools
 from prnas.space import Op, apply_morphism
 
-TINY = {
-    "seed": 3,
-    "device": "cpu",
-    "num_threads": 1,
-    "data": {"dataset": "demo", "input_size": 8, "subset": 160},
-    "network": {"channels": 4, "layers": 3, "nodes": 2},
-    "schedule": [
+TINY = tiny_search(
+    seed=3,
+    num_threads=1,
+    name="prdarts",
+    schedule=[
         {"epochs": 2, "grace_epochs": 1, "morphs": 2, "candidates": 4},
         {"epochs": 1, "grace_epochs": 0, "morphs": 1, "candidates": 3},
         {"epochs": 1, "grace_epochs": 0, "morphs": 0, "candidates": 1},
     ],
-    "batch": {"b_min": 16, "b_mult": 8, "b_max": 32},
-    "steps_per_epoch": 2,
-    "eval_batch_size": 64,
-}
+)
 
 
 def tiny(**over):

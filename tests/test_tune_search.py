@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from tiny import tiny_search
 
 from prnas.runtime import checkpoint
 from prnas.search.config import build_config
@@ -25,20 +26,8 @@ pytestmark = pytest.mark.ray
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = {
-    "name": "tiny",
-    "device": "cpu",
-    "data": {"dataset": "demo", "subset": 120, "test_subset": 40},
-    "network": {"channels": 4, "layers": 3},
-    "schedule": [
-        {"epochs": 1, "grace_epochs": 0, "morphs": 2, "candidates": 4},
-        {"epochs": 1, "grace_epochs": 0, "morphs": 1, "candidates": 3},
-        {"epochs": 1, "grace_epochs": 0, "morphs": 0, "candidates": 1},
-    ],
-    "batch": {"b_min": 16, "b_mult": 8, "b_max": 32},
-    "steps_per_epoch": 2,
-    "eval_batch_size": 64,
-}
+TINY = tiny_search(data={"input_size": 16, "subset": 120, "test_subset": 40},
+                   network={"nodes": 4})
 
 
 @pytest.fixture(scope="module")

@@ -86,36 +86,29 @@ def _candidate_rows(trial_id: str, seed: int, space: str, log: list[dict]) -> li
 
 def write_search_in_process(root: Path) -> Path:
     """Without the driver: the engine in-process, its cycle log written in the same schema."""
-    import torch
-
     from prnas.search.config import build_config
     from prnas.search.engine import Search
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     results, candidates = [], []
-    try:
-        for seed in SEEDS:
-            cfg = build_config(TINY, {"seed": seed})
-            search = Search(cfg, log=None)
-            genotype = search.run()
-            trial_id = f"inproc_{seed:05d}"
-            trial_dir = root / f"{cfg.space}-seed{seed}-{trial_id}"
-            genotype.save(trial_dir / "genotype.json")
-            total = 0.0
-            for m in search.cycle_log:
-                total += m["cycle_time_s"]
-                row = {k: v for k, v in m.items() if k != "new_pools"}
-                results.append({
-                    **row, "trial_id": trial_id, "seed": seed, "space": cfg.space,
-                    "pools_next": m["new_pools"], "decisions": json.dumps(m["decisions"]),
-                    # Relative, as a writer inside the experiment folder may store it.
-                    "genotype_path": str(trial_dir.relative_to(root) / "genotype.json"),
-                    "wall_time_total_s": total,
-                })
-            candidates += _candidate_rows(trial_id, seed, cfg.space, search.cycle_log)
-    finally:
-        torch.set_num_threads(threads)
+    for seed in SEEDS:
+        cfg = build_config(TINY, {"seed": seed})
+        search = Search(cfg, log=None)
+        genotype = search.run()
+        trial_id = f"inproc_{seed:05d}"
+        trial_dir = root / f"{cfg.space}-seed{seed}-{trial_id}"
+        genotype.save(trial_dir / "genotype.json")
+        total = 0.0
+        for m in search.cycle_log:
+            total += m["cycle_time_s"]
+            row = {k: v for k, v in m.items() if k != "new_pools"}
+            results.append({
+                **row, "trial_id": trial_id, "seed": seed, "space": cfg.space,
+                "pools_next": m["new_pools"], "decisions": json.dumps(m["decisions"]),
+                # Relative, as a writer inside the experiment folder may store it.
+                "genotype_path": str(trial_dir.relative_to(root) / "genotype.json"),
+                "wall_time_total_s": total,
+            })
+        candidates += _candidate_rows(trial_id, seed, cfg.space, search.cycle_log)
     pd.DataFrame(results).to_parquet(root / "results.parquet", index=False)
     pd.DataFrame(candidates).to_parquet(root / "candidates.parquet", index=False)
     return root
@@ -124,7 +117,6 @@ def write_search_in_process(root: Path) -> Path:
 def write_retrain_experiment(root: Path, search_dir: Path) -> Path:
     """Real 2-epoch retrains of both searched cells (2 seeds for one) and of DARTS-V2,
     labelled as run_retrain.py labels them and written by the retrain package's writer."""
-    import torch
 
     from prnas.retrain import Retrainer, build_config
     from prnas.retrain.genotypes import from_search, ref_for
@@ -133,22 +125,17 @@ def write_retrain_experiment(root: Path, search_dir: Path) -> Path:
     found = from_search(search_dir)
     jobs = [(found[0], 0), (found[0], 1), (found[-1], 0), (ref_for("darts-v2"), 0)]
     rows = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for n, (ref, seed) in enumerate(jobs):
-            cfg = build_config(overrides={
-                "channels": 4, "layers": 3, "device": "cpu", "epochs": 2, "seed": seed,
-                "data.dataset": "demo", "data.subset": 48, "data.test_subset": 24,
-                "batch_size.b_min": 16, "batch_size.b_max": 16, "test_batch_size": 64})
-            trainer = Retrainer(cfg, ref.load())
-            trainer.setup()
-            for _ in range(cfg.epochs):
-                rows.append({**trainer.train_epoch(), "trial_id": f"retrain_{n:05d}",
-                             "genotype": ref.label, "genotype_path": ref.path, "seed": seed,
-                             "dataset": trainer.info.name})
-    finally:
-        torch.set_num_threads(threads)
+    for n, (ref, seed) in enumerate(jobs):
+        cfg = build_config(overrides={
+            "channels": 4, "layers": 3, "device": "cpu", "epochs": 2, "seed": seed,
+            "data.dataset": "demo", "data.subset": 48, "data.test_subset": 24,
+            "batch_size.b_min": 16, "batch_size.b_max": 16, "test_batch_size": 64})
+        trainer = Retrainer(cfg, ref.load())
+        trainer.setup()
+        for _ in range(cfg.epochs):
+            rows.append({**trainer.train_epoch(), "trial_id": f"retrain_{n:05d}",
+                         "genotype": ref.label, "genotype_path": ref.path, "seed": seed,
+                         "dataset": trainer.info.name})
     write_parquet(rows_to_frame(rows), root / "retrain.parquet")
     return root
 

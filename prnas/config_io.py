@@ -22,6 +22,16 @@ class ConfigError(ValueError):
     """An invalid config; the message names every offending field."""
 
 
+def check_device(v: str) -> str:
+    """A device string both configs accept: refused at load, not when a run starts."""
+    head, _, index = v.partition(":")
+    if head not in ("auto", "cpu", "cuda") or (index and not index.isdigit()) or (
+        index and head != "cuda"
+    ):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
+    return v
+
+
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     """``raw["a"]["b"] = value`` for ``key="a.b"``, creating the intermediate mappings."""
     parts = key.split(".")

@@ -191,6 +191,7 @@ def test_cli_refuses_existing_dir_and_resumes_to_same_genotype(tmp_path, capsys)
         ({"network": {"channels": 5}}, "network.channels"),
         ({"optim": {"lr_min": 1.0}}, "lr_min"),
         ({"bogus": 1}, "bogus"),
+        ({"device": "gpu"}, "device"),
         ({"batch": {"b_min": 64, "b_max": 32}}, "b_max"),
     ],
 )

@@ -63,15 +63,7 @@ class RetrainConfig(BaseModel):
             raise ValueError(f"channels must be even (FactorizedReduce halves it), got {v}")
         return v
 
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, v: str) -> str:
-        head, _, index = v.partition(":")
-        if head not in ("auto", "cpu", "cuda") or (index and not index.isdigit()) or (
-            index and head != "cuda"
-        ):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {v!r}")
-        return v
+    _known_device = field_validator("device")(config_io.check_device)
 
 
 def build_config(raw: Mapping[str, Any] | None = None,

@@ -109,6 +109,8 @@ class SearchConfig(BaseModel):
     evaluate_test: bool = Field(False, description="also evaluate on the test set each cycle")
     morph_retries: int = Field(50, ge=1, description="proposals per new op before rediscovery")
 
+    _known_device = field_validator("device")(config_io.check_device)
+
     @field_validator("space")
     @classmethod
     def _space(cls, v: str) -> str:

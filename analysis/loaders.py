@@ -314,6 +314,15 @@ def epoch_frame(results: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- candidates
 
 
+def _with_optional(df: pd.DataFrame, optional: dict[str, str]) -> pd.DataFrame:
+    """Optional columns present with their documented dtype (NA where a file lacks them)."""
+    for col, dtype in optional.items():
+        if col not in df.columns:
+            df[col] = pd.NA
+        df[col] = df[col].astype(dtype)
+    return df
+
+
 def load_candidates(*dirs: str | os.PathLike) -> pd.DataFrame:
     """One row per (experiment, trial, cycle, cell_type, edge, op) from ``candidates.parquet``.
 
@@ -328,10 +337,7 @@ def load_candidates(*dirs: str | os.PathLike) -> pd.DataFrame:
     for d in dirs:
         path = _folder(d, CANDIDATES_FILE, "search")
         df = _tag(_read(path, CANDIDATES_REQUIRED), path)
-        for col, dtype in _CANDIDATES_OPTIONAL.items():
-            if col not in df.columns:
-                df[col] = pd.NA
-            df[col] = df[col].astype(dtype)
+        df = _with_optional(df, _CANDIDATES_OPTIONAL)
         df = df.astype({"trial_id": "string", "cycle": "int64", "cell_type": "string",
                         "edge": "int64", "op": "string", "weight": "float64",
                         "status": "string"})
@@ -355,10 +361,7 @@ def load_retrain(*dirs: str | os.PathLike) -> pd.DataFrame:
     for d in dirs:
         path = _folder(d, RETRAIN_FILE, "retrain")
         df = _tag(_read(path, RETRAIN_REQUIRED), path)
-        for col, dtype in _RETRAIN_OPTIONAL.items():
-            if col not in df.columns:
-                df[col] = pd.NA
-            df[col] = df[col].astype(dtype)
+        df = _with_optional(df, _RETRAIN_OPTIONAL)
         df = df.astype({"trial_id": "string", "genotype": "string", "epoch": "int64",
                         "test_error": "float64"})
         df["genotype_path"] = pd.array([_resolve(p, path.parent) for p in df["genotype_path"]],

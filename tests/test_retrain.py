@@ -14,7 +14,8 @@ from prnas.data.testing import write_cifar_folder
 from prnas.presets import load_genotype
 from prnas.retrain import ConfigError, Retrainer, build_config, drop_path_at, load_config
 from prnas.retrain.__main__ import main as cli_main
-from prnas.retrain.schedule import cosine_lr, final_error
+from prnas.retrain.schedule import final_error
+from prnas.runtime.schedules import cosine_lr
 
 TINY = {"channels": 4, "layers": 3, "device": "cpu", "batch_size.b_min": 16,
         "batch_size.b_max": 32, "test_batch_size": 64}
@@ -91,6 +92,13 @@ def test_schedule_follows_darts():
         drop_path_at(600, 600, 0.3)
     assert cosine_lr(0, 600, 0.025) == 0.025
     assert cosine_lr(300, 600, 0.025) == pytest.approx(0.0125)
+    # The closed form is torch's CosineAnnealingLR, floor included (the search's per-cycle form).
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.025)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10, eta_min=0.01)
+    for epoch in range(10):
+        assert cosine_lr(epoch, 10, 0.025, 0.01) == pytest.approx(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
     rows = [{"test_error": e} for e in (50, 10, 9, 8, 7, 6)]
     assert final_error(rows, 5) == pytest.approx(8.0)
     assert final_error(rows[:2], 5) == pytest.approx(30.0)

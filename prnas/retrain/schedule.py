@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 
@@ -15,11 +14,6 @@ def drop_path_at(epoch: int, epochs: int, max_prob: float) -> float:
     if not 0 <= epoch < epochs:
         raise ValueError(f"epoch must lie in [0, {epochs}), got {epoch}")
     return max_prob * epoch / epochs
-
-
-def cosine_lr(epoch: int, epochs: int, lr: float, lr_min: float = 0.0) -> float:
-    """The learning rate torch's CosineAnnealingLR(T_max=epochs) uses in 0-indexed ``epoch``."""
-    return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs)) / 2
 
 
 def final_error(history: Sequence[Mapping[str, float]], last: int = 5) -> float | None:

@@ -10,7 +10,6 @@ through ``state_dict()``, at epoch granularity.
 from __future__ import annotations
 
 import json
-import math
 import random
 import resource
 import time
@@ -33,6 +32,7 @@ from prnas.runtime.batch_size import (
 )
 from prnas.runtime.device import configure_threads, pick_device, seed_everything
 from prnas.runtime.memory import probe_for
+from prnas.runtime.schedules import cosine_lr
 from prnas.search.config import SearchConfig
 from prnas.search.decision import decide_cycle
 from prnas.search.genotype import derive_genotype
@@ -44,11 +44,11 @@ from prnas.search.pools import (
     histories_to_json,
     initial_histories,
     initial_pools,
+    pool_statistics,
     pools_from_json,
     pools_to_json,
 )
 from prnas.space.genotype import Genotype
-from prnas.space.similarity import pool_similarity
 
 STATE_VERSION = 1
 EpochHook = Callable[["Search", dict], None]
@@ -60,27 +60,10 @@ class _Split:
     n: int
 
 
-def cosine_lr(lr: float, lr_min: float, epoch: int, epochs: int) -> float:
-    """Cosine from ``lr`` to ``lr_min`` within a cycle: a warm restart every cycle."""
-    return lr_min + 0.5 * (lr - lr_min) * (1 + math.cos(math.pi * epoch / epochs))
-
-
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def pool_statistics(pools: Pools) -> dict[str, float]:
-    """Op-type shares and mean pool similarity per cell type (paper Fig. 2, bottom rows)."""
-    out: dict[str, float] = {}
-    for t, edges in pools.items():
-        ops = [op for edge in edges for op in edge]
-        for kind in ("skip", "pool", "conv"):
-            out[f"ratio_{t}_{kind}"] = sum(op.type_name == kind for op in ops) / max(1, len(ops))
-        out[f"similarity_{t}"] = float(np.mean([pool_similarity(edge) for edge in edges]))
-        out[f"candidates_{t}"] = len(ops)
-    return out
 
 
 class Search:
@@ -163,7 +146,7 @@ class Search:
         if self.finished or self.cycle_done:
             raise RuntimeError("no epoch left in this cycle; call decide()/apply() first")
         spec, o = self.cfg.schedule[self.cycle], self.cfg.optim
-        lr = cosine_lr(o.lr, o.lr_min, self.epoch, spec.epochs)
+        lr = cosine_lr(self.epoch, spec.epochs, o.lr, o.lr_min)  # warm restart per cycle
         for g in self.w_opt.param_groups:
             g["lr"] = lr
         grace = self.epoch < spec.grace_epochs

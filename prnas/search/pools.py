@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from statistics import fmean
 
 from prnas.space.ops import INITIAL_POOL, Op
+from prnas.space.similarity import pool_similarity
 
 CELL_TYPES: tuple[str, ...] = ("normal", "reduce")
 Pools = dict[str, tuple[tuple[Op, ...], ...]]
@@ -37,6 +39,8 @@ def initial_histories(pools: Pools) -> Histories:
 
 
 def softmax(xs: Sequence[float]) -> list[float]:
+    if not xs:
+        return []
     m = max(xs)
     e = [math.exp(x - m) for x in xs]
     s = sum(e)
@@ -75,3 +79,16 @@ def check_alphas_match(pools: Pools, alphas: Mapping[str, Sequence[Sequence[floa
                 raise ValueError(
                     f"{t} edge {e}: {len(edge)} candidates but {len(a)} architecture weights"
                 )
+
+
+def pool_statistics(pools: Pools) -> dict[str, float]:
+    """Op-type shares, mean edge similarity and #candidates per cell type (paper Fig. 2)."""
+    out: dict[str, float] = {}
+    for t, edges in pools.items():
+        ops = [op for edge in edges for op in edge]
+        for kind in ("skip", "pool", "conv"):
+            out[f"ratio_{t}_{kind}"] = sum(op.type_name == kind for op in ops) / max(1, len(ops))
+        sims = [pool_similarity(edge) for edge in edges]
+        out[f"similarity_{t}"] = fmean(sims) if sims else math.nan
+        out[f"candidates_{t}"] = len(ops)
+    return out

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prnas._io import atomic_write_bytes
+from prnas.search.pools import softmax
 
 RESULTS_FILE = "results.parquet"
 CANDIDATES_FILE = "candidates.parquet"
@@ -140,12 +141,6 @@ def results_table(dirs: Iterable[str | os.PathLike]) -> pa.Table:
     return _table(rows, RESULTS_SCHEMA)
 
 
-def _softmax(xs: list[float]) -> list[float]:
-    m = max(xs)
-    e = [math.exp(x - m) for x in xs]
-    return [v / sum(e) for v in e]
-
-
 def candidate_rows(results: pd.DataFrame) -> list[dict[str, Any]]:
     """Explode each (trial, cycle) row into its candidates, with their fate and origin."""
     out: list[dict[str, Any]] = []
@@ -164,7 +159,7 @@ def candidate_rows(results: pd.DataFrame) -> list[dict[str, Any]]:
                        for d in decided}
             for t, edges in pools.items():
                 for e, edge in enumerate(edges):
-                    weights = _softmax(alphas[t][e])
+                    weights = softmax(alphas[t][e])
                     for i, op in enumerate(edge):
                         a = fresh.get((t, e), {}).get(op)
                         out.append({

@@ -241,6 +241,35 @@ def test_restored_trial_without_its_decision_reports_the_cycle_again(tmp_path, m
         torch.set_num_threads(threads)
 
 
+def test_a_lone_trial_keeps_its_actor_from_cycle_to_cycle(baseline, storage, tmp_path,
+                                                          monkeypatch):
+    """Nothing else to run: each cycle still ends in a pause and a checkpoint, and the next
+    one runs on the same actor (not a new process per cycle), with the same numbers."""
+    from ray import tune
+
+    from prnas.tune import experiment
+
+    log = tmp_path / "results.jsonl"
+
+    class RecordPids(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            with open(log, "a") as f:
+                f.write(json.dumps({"cycle": result.get("cycle"), "pid": result["pid"]}) + "\n")
+
+    callbacks = experiment._callbacks
+    monkeypatch.setattr(experiment, "_callbacks", lambda exp: [*callbacks(exp), RecordPids()])
+    outcome = experiment.run_search(_experiment(storage, "lone", seeds=(0,)))
+    assert outcome.complete
+    seen = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [s["cycle"] for s in seen] == [1, 2, 3]
+    assert len({s["pid"] for s in seen}) == 1
+    trial_dir = Path(outcome.results["trial_dir"][0])
+    assert len(list(trial_dir.glob("checkpoint_*"))) == 3  # after cycles 1 and 2, at the end
+    rows, ref = _by_seed(outcome.results)[0], _by_seed(baseline.results)[0]
+    assert list(rows["alphas"]) == list(ref["alphas"])
+    assert list(rows["pools_next"]) == list(ref["pools_next"])
+
+
 def _cli():
     spec = importlib.util.spec_from_file_location("run_search", ROOT / "tune_jobs" /
                                                   "run_search.py")

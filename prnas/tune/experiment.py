@@ -20,7 +20,7 @@ from ray import tune
 
 from prnas.search.config import SearchConfig
 from prnas.tune.results import summary, write_results
-from prnas.tune.scheduler import PruneAndReplaceScheduler
+from prnas.tune.scheduler import FanOutSearch, PruneAndReplaceScheduler
 from prnas.tune.search_trainable import FAULT_KEY, SEARCH_KEY, SearchTrainable
 
 
@@ -163,8 +163,10 @@ def build_tuner(exp: SearchExperiment) -> tune.Tuner:
         param_space=param_space(exp),
         tune_config=tune.TuneConfig(
             scheduler=PruneAndReplaceScheduler(), num_samples=1,
-            # A paused trial's actor is handed to the next trial via reset_config().
-            reuse_actors=True,
+            # A paused trial's actor is handed to the next trial to run via
+            # reset_config(); FanOutSearch keeps Tune from dropping it once the grid of
+            # trials is exhausted, which would start a new process for every cycle.
+            search_alg=FanOutSearch(), reuse_actors=True,
             trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname),
         run_config=tune.RunConfig(
             name=exp.name, storage_path=str(exp.storage),

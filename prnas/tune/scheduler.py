@@ -16,6 +16,14 @@ A decision that raises does not crash the driver: the error is written into
 the trial's config in place of the decision and the Trainable raises it, so
 that one trial fails (with Tune's usual retries and error file) and the
 others go on.
+
+:class:`FanOutSearch` is the search algorithm that goes with it: Tune's grid of
+trials, which does not count as finished while a trial is paused between
+cycles. Tune keeps a stopping actor for reuse only while its search algorithm
+may still produce trials (or another trial waits for it); with the plain grid,
+exhausted from the first step of a fan-out that fits the cluster, every pause
+ended the trial's actor and the next cycle started a new process: worker,
+imports, datasets, network, some 4-5 s a cycle.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import BasicVariantGenerator
 
 from prnas.search.decision import decide_cycle
 from prnas.search.policy import result_to_dict
@@ -61,13 +70,25 @@ class PruneAndReplaceScheduler(FIFOScheduler):
 
     def on_trial_result(self, tune_controller: TuneController, trial: Trial,
                         result: dict[str, Any]) -> str:
+        _fan_out(tune_controller, lambda s: s.resumed(trial))
         if result.get("done") or "cycle" not in result:
             return TrialScheduler.CONTINUE
         if int(result["cycle"]) >= int(result["num_cycles"]):
             # The Trainable closes the last cycle itself (see search_trainable).
             return TrialScheduler.CONTINUE
         trial.set_config({**trial.config, DECISION_KEY: decision_for(trial.config, result)})
+        _fan_out(tune_controller, lambda s: s.pausing(trial))
         return TrialScheduler.PAUSE
+
+    def on_trial_complete(self, tune_controller: TuneController, trial: Trial,
+                          result: dict[str, Any]) -> None:
+        _fan_out(tune_controller, lambda s: s.resumed(trial))
+
+    def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
+        _fan_out(tune_controller, lambda s: s.resumed(trial))
+
+    def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
+        _fan_out(tune_controller, lambda s: s.resumed(trial))
 
     def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
         """The waiting trial with the fewest cycles done, so seeds advance together."""
@@ -79,3 +100,81 @@ class PruneAndReplaceScheduler(FIFOScheduler):
 
     def debug_string(self) -> str:
         return "Using PruneAndReplace scheduling (one cycle per step, decisions between)."
+
+
+class FanOutSearch(BasicVariantGenerator):
+    """The fan-out's grid of trials; not finished while a trial paused between cycles.
+
+    Tune caches a stopping actor for reuse only if its search algorithm is not
+    finished or another trial is staged (``TuneController._maybe_cache_trial_actor``).
+    Reporting "not finished" while the :class:`PruneAndReplaceScheduler` has a
+    trial between its PAUSE and its next result keeps that trial's actor, so the
+    next cycle starts on it (``reset_config``, then the checkpoint restore) instead
+    of in a new process. The scheduler tells it which trials those are.
+
+    Nothing changes for Tune's end of the experiment: a trial counts only while
+    it can still resume (waiting, running, paused, or being stopped for its
+    pause), so with no such trial left this is exactly the grid's own
+    ``is_finished``, and an experiment stopped from outside (``set_finished``
+    from Tune) is finished at once.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pausing: dict[str, Trial] = {}  # runtime only, never saved
+        self._exhausting = False
+        self._stopped = False
+
+    # ----------------------------------------------------------- told by the scheduler
+    def pausing(self, trial: Trial) -> None:
+        self._pausing[trial.trial_id] = trial
+
+    def resumed(self, trial: Trial) -> None:
+        self._pausing.pop(trial.trial_id, None)
+
+    # ----------------------------------------------------------- SearchAlgorithm
+    def next_trial(self):
+        self._exhausting = True  # set_finished() from inside: the grid ran out
+        try:
+            return super().next_trial()
+        finally:
+            self._exhausting = False
+
+    def set_finished(self) -> None:
+        super().set_finished()
+        if not self._exhausting:
+            self._stopped = True  # Tune stops the experiment
+
+    def is_finished(self) -> bool:
+        if not super().is_finished():
+            return False
+        if self._stopped:
+            return True
+        return not any(_may_resume(t) for t in self._pausing.values())
+
+    def get_state(self) -> dict | bool:
+        state = super().get_state()
+        if isinstance(state, dict):
+            state = {k: v for k, v in state.items()
+                     if k not in ("_pausing", "_exhausting", "_stopped")}
+        return state
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self.__dict__.setdefault("_pausing", {})
+        self.__dict__.setdefault("_exhausting", False)
+        self.__dict__.setdefault("_stopped", False)
+
+
+def _may_resume(trial: Trial) -> bool:
+    """Waiting, running or paused; or TERMINATED but not done: Tune stops a pausing
+    trial's actor (and asks whether to cache it) before it marks the trial PAUSED."""
+    if trial.status in (Trial.PENDING, Trial.RUNNING, Trial.PAUSED):
+        return True
+    return trial.status == Trial.TERMINATED and not (trial.last_result or {}).get("done")
+
+
+def _fan_out(tune_controller: Any, tell) -> None:
+    search = getattr(tune_controller, "search_alg", None)
+    if isinstance(search, FanOutSearch):
+        tell(search)

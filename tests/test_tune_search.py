@@ -241,6 +241,43 @@ def test_restored_trial_without_its_decision_reports_the_cycle_again(tmp_path, m
         torch.set_num_threads(threads)
 
 
+def test_reused_actor_continuing_its_trial_keeps_its_engine(tmp_path, monkeypatch):
+    """Between cycles on one actor Tune saves, resets with the decision, restores: the engine
+    (datasets included) is kept and the search still ends as in-process, bit for bit. Another
+    trial on the same actor gets an engine of its own."""
+    import ray.tune.trainable.trainable as trainable_mod
+
+    from prnas.tune.scheduler import decision_for
+    from prnas.tune.search_trainable import DECISION_KEY, SearchTrainable, trial_search_config
+
+    monkeypatch.setattr(trainable_mod, "DEFAULT_STORAGE_PATH", str(tmp_path))
+    threads = torch.get_num_threads()
+    config = {"search": build_config(TINY).model_dump(mode="json"), "seed": 3, "space": "DL",
+              "resources": {"cpu": 1}}
+    try:
+        trainable = SearchTrainable(config=dict(config))
+        engine = trainable.search
+        results = [trainable.train()]
+        while not results[-1]["done"]:
+            config = {**config, DECISION_KEY: decision_for(config, results[-1])}
+            saved = trainable.save()
+            assert trainable.reset(dict(config))
+            assert trainable.search is engine
+            trainable.restore(saved)
+            results.append(trainable.train())
+        reference = Search(trial_search_config(config), log=None)
+        genotype = reference.run()
+        assert [r["cycle"] for r in results] == [1, 2, 3]
+        assert [r["alphas"] for r in results] == [c["alphas"] for c in reference.cycle_log]
+        assert trainable.search.genotype.to_dict() == genotype.to_dict()
+        other = {k: v for k, v in config.items() if k != DECISION_KEY} | {"seed": 4}
+        assert trainable.reset(other)
+        assert trainable.search is not engine
+        assert (trainable.search.cfg.seed, trainable.search.cycle) == (4, 0)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_a_lone_trial_keeps_its_actor_from_cycle_to_cycle(baseline, storage, tmp_path,
                                                           monkeypatch):
     """Nothing else to run: each cycle still ends in a pause and a checkpoint, and the next

@@ -29,6 +29,7 @@ and the fault injection for tests add.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -80,6 +81,10 @@ def trial_search_config(config: dict[str, Any]) -> SearchConfig:
     return cfg.model_copy(update={"name": f"{cfg.name}-{cfg.space}-seed{cfg.seed}"})
 
 
+def _sans_decision(config: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy({k: v for k, v in config.items() if k != DECISION_KEY})
+
+
 class SearchTrainable(tune.Trainable):
     """A :class:`~prnas.search.engine.Search` driven one cycle per Tune step."""
 
@@ -95,6 +100,7 @@ class SearchTrainable(tune.Trainable):
 
     def _build(self, config: dict[str, Any]) -> None:
         self.cfg = trial_search_config(config)
+        self._built_for = (self.trial_id, _sans_decision(config))
         budget = claim_gpu_share(trial_gpu_fraction(self))
         if budget is not None and self.cfg.batch.memory_budget_bytes is None:
             batch = self.cfg.batch.model_copy(update={"memory_budget_bytes": budget})
@@ -113,14 +119,29 @@ class SearchTrainable(tune.Trainable):
         self._walls: dict[int, tuple[float, float]] = {}  # cycle -> (step s, total s)
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
-        """A reused actor starts over: new engine, datasets and RNGs from the new config.
+        """A reused actor: the same trial's next cycle keeps its engine, another starts over.
 
-        Tune restores the trial's checkpoint right after, if it has one.
+        Tune restores the trial's checkpoint right after (it has one after every
+        pause), and that sets every piece of state the engine carries from cycle to
+        cycle: pools, network, alphas, optimisers, batch size, logs, RNGs. What the
+        restore does not set (config, device, threads, datasets) comes from the
+        trial config alone, so when only the scheduler's decision changed, a rebuild
+        would give the very same engine; it would cost a dataset load and a network
+        per cycle. Any other config (another seed or space, a new trial) gets a new
+        engine, datasets and RNGs.
         """
+        if self._continues(new_config):
+            self.config = new_config
+            return True
         self._release()
         self._build(new_config)
         self.config = new_config
         return True
+
+    def _continues(self, new_config: dict[str, Any]) -> bool:
+        """The same trial as the engine was built for, with at most a new decision."""
+        return (getattr(self, "search", None) is not None
+                and self._built_for == (self.trial_id, _sans_decision(new_config)))
 
     def _release(self) -> None:
         """Drop the old engine before building the next: never two supernets in memory."""

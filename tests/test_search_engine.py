@@ -271,7 +271,7 @@ def test_out_of_memory_retry_does_not_repeat_the_alpha_step(monkeypatch):
     no_grace = [{"epochs": 1, "grace_epochs": 0, "morphs": 0, "candidates": 1}]
     s = _search(schedule=no_grace, batch={"b_min": 8, "b_mult": 8, "b_max": 16})
     s.controller.batch_size = 16
-    real = s._weight_step
+    real = s.steps.weight_step
     calls = []
 
     def flaky(x, y):
@@ -280,7 +280,7 @@ def test_out_of_memory_retry_does_not_repeat_the_alpha_step(monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(x, y)
 
-    monkeypatch.setattr(s, "_weight_step", flaky)
+    monkeypatch.setattr(s.steps, "weight_step", flaky)
     m = s.train_epoch()
     assert calls[:2] == [16, 8]  # backed off and retried smaller
     steps = m["steps"]

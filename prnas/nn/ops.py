@@ -26,8 +26,9 @@ class SepBlock(nn.Module):
         self.pointwise = nn.Conv2d(c_in, c_out, 1, bias=False)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.pointwise(self.depthwise(self.relu(x))))
+    def forward(self, x: torch.Tensor, relu_done: bool = False) -> torch.Tensor:
+        """``relu_done``: ``x`` is already rectified (the edge shares one ReLU of its input)."""
+        return self.bn(self.pointwise(self.depthwise(x if relu_done else self.relu(x))))
 
 
 class ConvOp(nn.Module):
@@ -44,8 +45,14 @@ class ConvOp(nn.Module):
             c_in = c_out
         self.blocks = nn.Sequential(*blocks)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(x)
+    def forward(self, x: torch.Tensor, relu_done: bool = False, inplace: bool = False
+                ) -> torch.Tensor:
+        """``inplace``: rectify inner blocks' inputs in place (they are BN outputs that
+        nothing else reads, and BN's backward does not need its output)."""
+        x = self.blocks[0](x, relu_done)
+        for block in self.blocks[1:]:
+            x = block(torch.relu_(x), relu_done=True) if inplace else block(x)
+        return x
 
 
 class FactorizedReduce(nn.Module):
@@ -60,8 +67,10 @@ class FactorizedReduce(nn.Module):
         self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
+    def forward(self, x: torch.Tensor, relu_done: bool = False, inplace: bool = False
+                ) -> torch.Tensor:
+        if not relu_done:
+            x = self.relu(x)
         # Pad so odd spatial sizes keep both branches the same shape.
         shifted = nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))

@@ -4,6 +4,13 @@ Candidate modules live in ``ModuleDict``s keyed by the op's canonical string,
 so a state dict key such as ``cells.3.edges.7.ops.conv_k5_d1_e1...`` means the
 same op in every cycle and survivors carry their weights by name alone.
 Architecture weights are *not* parameters of this module: the engine owns them.
+
+Two forward paths compute the same values. The reference path is DARTS as
+written: every candidate on its own, ``sum(w * op(x))`` per edge. The fast
+path (``fast_path = True``) rectifies an edge's input once for all candidates
+that start with a ReLU, and folds every candidate of every edge into a node
+with one multiply-accumulate each (``addcmul``), without the per-edge partial
+sums. ``tests/test_fast_path.py`` holds them to the same losses and gradients.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from prnas.nn.ops import FactorizedReduce, ReLUConvBN, build_op
+from prnas.nn.ops import ConvOp, FactorizedReduce, ReLUConvBN, build_op
 from prnas.space.ops import Op
 
 
@@ -23,11 +30,30 @@ class MixedEdge(nn.Module):
         self.op_values = tuple(ops)
         self.ops = nn.ModuleDict({str(op): build_op(op, channels, stride, search=True)
                                   for op in ops})
+        # Plain lists for the hot loop: no op-string formatting or dict lookups per step.
+        self._modules_in_order = [self.ops[str(op)] for op in self.op_values]
+        self._starts_with_relu = [isinstance(m, (ConvOp, FactorizedReduce))
+                                  for m in self._modules_in_order]
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """The reference path: ``sum(w * op(x))``, each candidate computed independently."""
+        self._check(weights)
+        return sum(w * self.ops[str(op)](x) for w, op in zip(weights, self.op_values))
+
+    @property
+    def needs_relu(self) -> bool:
+        return any(self._starts_with_relu)
+
+    def candidate_outputs(self, x: torch.Tensor, x_relu: torch.Tensor | None
+                          ) -> list[torch.Tensor]:
+        """The fast path's per-candidate outputs; ``x_relu`` is ``relu(x)``, shared by the
+        candidates that start with a ReLU (None when :attr:`needs_relu` is false)."""
+        return [m(x_relu, relu_done=True, inplace=True) if r else m(x)
+                for m, r in zip(self._modules_in_order, self._starts_with_relu)]
+
+    def _check(self, weights: torch.Tensor) -> None:
         if weights.shape[0] != len(self.op_values):
             raise ValueError(f"{len(self.op_values)} candidates but {weights.shape[0]} weights")
-        return sum(w * self.ops[str(op)](x) for w, op in zip(weights, self.op_values))
 
 
 class SearchCell(nn.Module):
@@ -47,15 +73,28 @@ class SearchCell(nn.Module):
                 edges.append(MixedEdge(pool[len(edges)], c, stride))
         self.edges = nn.ModuleList(edges)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: Sequence[torch.Tensor]
-                ) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: Sequence[torch.Tensor],
+                fast: bool = False) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
+        rectified: list[torch.Tensor | None] = [None, None]
         e = 0
         for _ in range(self.nodes):
-            out = 0
-            for h in list(states):
-                out = out + self.edges[e](h, weights[e])
-                e += 1
+            if fast:
+                out = None
+                for i, h in enumerate(list(states)):
+                    edge, w = self.edges[e], weights[e]
+                    edge._check(w)
+                    if edge.needs_relu and rectified[i] is None:
+                        rectified[i] = torch.relu(h)  # once per state, for all its edges
+                    for k, y in enumerate(edge.candidate_outputs(h, rectified[i])):
+                        out = y * w[k] if out is None else torch.addcmul(out, y, w[k])
+                    e += 1
+                rectified.append(None)
+            else:
+                out = 0
+                for h in list(states):
+                    out = out + self.edges[e](h, weights[e])
+                    e += 1
             states.append(out)
         nodes = states[2:]
         if self.cell_output == "mean":
@@ -71,6 +110,7 @@ class SearchNetwork(nn.Module):
                  stem_multiplier: int = 3, cell_output: str = "concat") -> None:
         super().__init__()
         self.nodes = nodes
+        self.fast_path = False
         mult = nodes if cell_output == "concat" else 1
         c_curr = stem_multiplier * channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False),
@@ -99,5 +139,6 @@ class SearchNetwork(nn.Module):
         weights = {t: [torch.softmax(a, dim=-1) for a in alphas[t]] for t in alphas}
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, weights["reduce" if cell.reduction else "normal"])
+            s0, s1 = s1, cell(s0, s1, weights["reduce" if cell.reduction else "normal"],
+                              self.fast_path)
         return self.classifier(torch.flatten(self.pool(s1), 1))

@@ -15,6 +15,7 @@ from prnas import config_io
 from prnas.config_io import ConfigError as ConfigError  # re-exported for callers
 from prnas.data.config import DataConfig
 from prnas.runtime.batch_size import BatchSizeConfig
+from prnas.runtime.performance import PerformanceConfig
 from prnas.space.constraints import PRESETS, Constraints, preset
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -108,6 +109,7 @@ class SearchConfig(BaseModel):
     eval_batch_size: int = Field(256, ge=1)
     evaluate_test: bool = Field(False, description="also evaluate on the test set each cycle")
     morph_retries: int = Field(50, ge=1, description="proposals per new op before rediscovery")
+    performance: PerformanceConfig = PerformanceConfig()
 
     _known_device = field_validator("device")(config_io.check_device)
 

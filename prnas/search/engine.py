@@ -32,6 +32,7 @@ from prnas.runtime.batch_size import (
 )
 from prnas.runtime.device import configure_threads, pick_device, seed_everything
 from prnas.runtime.memory import probe_for
+from prnas.runtime.performance import resolve
 from prnas.runtime.schedules import cosine_lr
 from prnas.search.config import SearchConfig
 from prnas.search.decision import decide_cycle
@@ -48,6 +49,7 @@ from prnas.search.pools import (
     pools_from_json,
     pools_to_json,
 )
+from prnas.search.steps import SearchSteps
 from prnas.space.genotype import Genotype
 
 STATE_VERSION = 1
@@ -74,6 +76,7 @@ class Search:
         self.log = log or (lambda _msg: None)
         configure_threads(cfg.num_threads)
         self.device = pick_device(cfg.device)
+        self.perf = resolve(cfg.performance, self.device)
         seed_everything(cfg.seed)
         self.constraints = cfg.resolved_constraints()
         w_ds, a_ds, self.info = search_datasets(cfg.data)
@@ -96,10 +99,11 @@ class Search:
     # ----------------------------------------------------------------- building
     def _build_net(self, pools: Pools) -> SearchNetwork:
         n = self.cfg.network
-        return SearchNetwork(pools, channels=n.channels, layers=n.layers, nodes=n.nodes,
-                             num_classes=self.info.num_classes, in_channels=self.info.in_channels,
-                             stem_multiplier=n.stem_multiplier,
-                             cell_output=n.cell_output).to(self.device)
+        net = SearchNetwork(pools, channels=n.channels, layers=n.layers, nodes=n.nodes,
+                            num_classes=self.info.num_classes, in_channels=self.info.in_channels,
+                            stem_multiplier=n.stem_multiplier, cell_output=n.cell_output)
+        fmt = torch.channels_last if self.perf.channels_last else torch.contiguous_format
+        return net.to(self.device, memory_format=fmt)
 
     def _fresh_cycle(self) -> None:
         """New alphas (1e-3 N(0,1)), fresh optimisers and batch size: every cycle restarts."""
@@ -115,6 +119,11 @@ class Search:
         self.a_opt = torch.optim.Adam([p for t in CELL_TYPES for p in self.alphas[t]],
                                       lr=o.alpha_lr, betas=o.alpha_betas,
                                       weight_decay=o.alpha_weight_decay)
+        # A compiled forward is traced again for every cycle's network (new pools).
+        forward = torch.compile(self.net) if self.perf.compile else None
+        self.steps = SearchSteps(self.net, self.alphas, self.w_opt, self.a_opt,
+                                 grad_clip=o.grad_clip, perf=self.perf, device=self.device,
+                                 forward=forward)
         self.controller.reset()
 
     # ----------------------------------------------------------------- queries
@@ -172,11 +181,12 @@ class Search:
             # The two halves back off separately, so an out-of-memory retry never repeats
             # an optimiser step that already happened (one Adam step per training step).
             if xa is not None:
-                run_step_with_backoff(lambda b, xa=xa, ya=ya: self._alpha_step(xa[:b], ya[:b]),
-                                      self.controller, record=False)
+                run_step_with_backoff(
+                    lambda b, xa=xa, ya=ya: self.steps.alpha_step(xa[:b], ya[:b]),
+                    self.controller, record=False)
 
             def weight_step(b: int, x=x, y=y) -> tuple[float, int, int, float]:
-                out = self._weight_step(x[:b], y[:b])
+                out = self.steps.weight_step(x[:b], y[:b])
                 # Read before the controller's probe resets the peak counter.
                 return (*out, _peak_memory_mb(self.device))
 
@@ -207,27 +217,6 @@ class Search:
                  f"bs {m['batch_size_mean']:.0f} {m['images_per_s']:.0f} img/s")
         return m
 
-    def _alpha_step(self, xa: torch.Tensor, ya: torch.Tensor) -> None:
-        self.a_opt.zero_grad(set_to_none=True)
-        dev = self.device
-        loss = nn.functional.cross_entropy(self.net(xa.to(dev), self.alphas), ya.to(dev))
-        loss.backward()
-        self.a_opt.step()
-
-    def _weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
-        dev, o = self.device, self.cfg.optim
-        self.w_opt.zero_grad(set_to_none=True)
-        x, y = x.to(dev), y.to(dev)
-        logits = self.net(x, self.alphas)
-        loss = nn.functional.cross_entropy(logits, y)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.net.parameters(), o.grad_clip)
-        self.w_opt.step()
-        # Alphas only move in their own step (first-order DARTS).
-        for p in (p for t in CELL_TYPES for p in self.alphas[t]):
-            p.grad = None
-        return loss.item(), int((logits.argmax(1) == y).sum()), len(y)
-
     @torch.no_grad()
     def _evaluate(self, split: _Split | None, dataset=None) -> tuple[float, float]:
         ds = dataset if dataset is not None else split.dataset
@@ -239,8 +228,7 @@ class Search:
         for i, (x, y) in enumerate(loader):
             if cap is not None and i >= cap:
                 break
-            x, y = x.to(self.device), y.to(self.device)
-            logits = self.net(x, self.alphas)
+            logits, y = self.steps.logits(x), y.to(self.device)
             loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)

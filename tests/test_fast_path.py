@@ -1,0 +1,188 @@
+"""The fast search step computes what the reference step computes, only with less work."""
+
+import copy
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from prnas.nn.search_net import SearchNetwork
+from prnas.runtime.performance import PerformanceConfig, resolve
+from prnas.search.config import ConfigError, build_config
+from prnas.search.steps import SearchSteps
+from prnas.space import Op
+
+CPU = torch.device("cpu")
+# Every module kind a pool can hold: identity / FactorizedReduce (on stride-2 edges),
+# both pools, single- and multi-block convs, dilation, kernel 1.
+MIXED = tuple(Op.parse(s) for s in (
+    "skip", "max_pool_3x3", "avg_pool_3x3", "conv_k3_d1", "conv_k5_d1", "conv_k3_d2_e2",
+    "conv_k1_d1_e1", "conv_k3_d1_e1-2"))
+NODES = 2
+EDGES = sum(j + 2 for j in range(NODES))
+
+
+def _pools(edge_ops):
+    """Every edge holds all of ``edge_ops``, in an order rotated per edge and cell type."""
+    n = len(edge_ops)
+    return {t: tuple(tuple(edge_ops[(i + j + k) % n] for j in range(n)) for i in range(EDGES))
+            for k, t in enumerate(("normal", "reduce"))}
+
+
+def _net(pools, seed=0):
+    torch.manual_seed(seed)
+    net = SearchNetwork(pools, channels=4, layers=3, nodes=NODES, num_classes=5)
+    alphas = {t: nn.ParameterList(nn.Parameter(torch.randn(len(e))) for e in edges)
+              for t, edges in pools.items()}
+    return net, alphas
+
+
+def _steps(net, alphas, **perf):
+    w_opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=3e-4)
+    a_opt = torch.optim.Adam([a for t in alphas for a in alphas[t]], lr=0.01, betas=(0.5, 0.999))
+    return SearchSteps(net, alphas, w_opt, a_opt, grad_clip=5.0,
+                       perf=resolve(PerformanceConfig(**perf), CPU), device=CPU)
+
+
+def _pair(pools, **fast_perf):
+    """The same weights and alphas driven by the reference step and by a fast one."""
+    net, alphas = _net(pools)
+    ref = _steps(net, alphas, fast_path=False, channels_last=False)
+    net2, alphas2 = copy.deepcopy(net), copy.deepcopy(alphas)
+    fast_perf = {"fast_path": True, "channels_last": True, **fast_perf}
+    if resolve(PerformanceConfig(**fast_perf), CPU).channels_last:
+        net2 = net2.to(memory_format=torch.channels_last)
+    return ref, _steps(net2, alphas2, **fast_perf)
+
+
+def _batch(seed, n=6):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+def _alpha_grads(steps):
+    return [a.grad.clone() for t in steps.alphas for a in steps.alphas[t]]
+
+
+def _weight_grads(steps):
+    return {n: p.grad.clone() for n, p in steps.net.named_parameters()}
+
+
+def _assert_close(a, b, what):
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5,
+                                   msg=lambda m, i=i: f"{what} {i}: {m}")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_alpha_gradients_match_the_reference(channels_last):
+    ref, fast = _pair(_pools(MIXED), channels_last=channels_last)
+    x, y = _batch(1)
+    loss_ref = ref.alpha_gradients(x, y)
+    loss_fast = fast.alpha_gradients(x, y)
+    torch.testing.assert_close(loss_fast, loss_ref, atol=1e-6, rtol=1e-6)
+    _assert_close(_alpha_grads(fast), _alpha_grads(ref), "alpha grad")
+    assert any(g.abs().sum() > 0 for g in _alpha_grads(fast))
+    # The reference computed every weight gradient on the way; the fast step none.
+    assert all(p.grad is not None for p in ref.net.parameters())
+    assert all(p.grad is None for p in fast.net.parameters())
+    assert all(p.requires_grad for p in fast.net.parameters())
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_weight_gradients_match_the_reference(channels_last):
+    ref, fast = _pair(_pools(MIXED), channels_last=channels_last)
+    x, y = _batch(2)
+    loss_ref, logits_ref, _ = ref.weight_gradients(x, y)
+    loss_fast, logits_fast, _ = fast.weight_gradients(x, y)
+    torch.testing.assert_close(loss_fast, loss_ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(logits_fast, logits_ref, atol=1e-5, rtol=1e-5)
+    g_ref, g_fast = _weight_grads(ref), _weight_grads(fast)
+    assert g_ref.keys() == g_fast.keys()
+    _assert_close([g_fast[k] for k in g_ref], list(g_ref.values()), "weight grad")
+    assert all(a.grad is None for t in fast.alphas for a in fast.alphas[t])
+    # BN running statistics moved the same way.
+    _assert_close([b for _, b in sorted(fast.net.named_buffers())],
+                  [b for _, b in sorted(ref.net.named_buffers())], "buffer")
+
+
+def test_training_steps_and_evaluation_stay_together():
+    ref, fast = _pair(_pools(MIXED))
+    for i in range(4):
+        x, y = _batch(10 + i)
+        xa, ya = _batch(20 + i)
+        ref.alpha_step(xa, ya)
+        fast.alpha_step(xa, ya)
+        r = ref.weight_step(x, y)
+        f = fast.weight_step(x, y)
+        assert f[1:] == r[1:]
+        assert f[0] == pytest.approx(r[0], rel=1e-5)
+    _assert_close([a for t in fast.alphas for a in fast.alphas[t]],
+                  [a for t in ref.alphas for a in ref.alphas[t]], "alpha")
+    sd_ref, sd_fast = ref.net.state_dict(), fast.net.state_dict()
+    _assert_close([sd_fast[k] for k in sd_ref], list(sd_ref.values()), "state")
+    ref.net.eval()
+    fast.net.eval()
+    x, _ = _batch(99)
+    torch.testing.assert_close(fast.logits(x), ref.logits(x), atol=1e-5, rtol=1e-5)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sets(st.sampled_from(MIXED), min_size=1, max_size=4),
+                min_size=EDGES, max_size=EDGES))
+def test_fast_forward_equals_reference_for_any_pools(edge_sets):
+    pools = {t: tuple(tuple(sorted(s, key=str)) for s in edge_sets)
+             for t in ("normal", "reduce")}
+    net, alphas = _net(pools)
+    x, _ = _batch(3)
+    net.eval()  # running statistics: both forwards see the same normalisation
+    with torch.no_grad():
+        net.fast_path = False
+        ref = net(x, alphas)
+        net.fast_path = True
+        fast = net(x, alphas)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_a_failing_alpha_step_leaves_the_weights_trainable():
+    _, fast = _pair(_pools(MIXED))
+
+    def boom(*_):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    handle = fast.net.cells[1].register_forward_hook(boom)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        fast.alpha_step(*_batch(4))
+    handle.remove()
+    assert all(p.requires_grad for p in fast.net.parameters())
+    fast.weight_step(*_batch(5))
+    assert all(p.grad is not None for p in fast.net.parameters())
+
+
+def test_bf16_autocast_runs_and_stays_near_fp32():
+    ref, amp = _pair(_pools(MIXED), amp="bf16")
+    x, y = _batch(6)
+    loss_ref = ref.alpha_gradients(x, y)
+    loss_amp = amp.alpha_gradients(x, y)
+    assert loss_amp.dtype == torch.float32
+    assert float(loss_amp) == pytest.approx(float(loss_ref), rel=0.05)
+    assert all(torch.isfinite(g).all() for g in _alpha_grads(amp))
+
+
+def test_auto_channels_last_is_on_for_cpu_and_only_with_amp_on_cuda():
+    auto = PerformanceConfig()
+    assert resolve(auto, CPU).channels_last
+    assert not resolve(auto, torch.device("cuda")).channels_last
+    assert resolve(PerformanceConfig(amp="bf16"), torch.device("cuda")).channels_last
+    assert not resolve(PerformanceConfig(channels_last=False), CPU).channels_last
+
+
+def test_bad_performance_fields_fail_at_load_naming_field_and_values():
+    with pytest.raises(ConfigError) as err:
+        build_config({"performance": {"amp": "fp8"}})
+    assert "performance.amp" in str(err.value) and "bf16" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        build_config({"performance": {"fast": True}})
+    assert "performance.fast" in str(err.value) and "fast_path" in str(err.value)

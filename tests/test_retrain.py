@@ -250,3 +250,52 @@ def test_cli_unknown_genotype_lists_presets(tmp_path, capsys):
     assert cli_main(_cli_args(tmp_path / "x", "--genotype", "nope")) == 2
     assert "prdarts-dl2" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------- performance switches
+
+
+def _one_epoch(**perf):
+    r = _trainer(**perf)
+    return r, r.train_epoch()
+
+
+def _trainer(**perf):
+    r = Retrainer(_demo_cfg(epochs=2, **{f"performance.{k}": v for k, v in perf.items()}),
+                  load_genotype("prdarts-dl2"))
+    r.setup()
+    r.model.drop_path_prob = 0.2
+    return r
+
+
+def test_channels_last_computes_the_same_steps_as_nchw():
+    """Same loss and weights to 1e-5 over a few steps (over a whole epoch, float noise
+    grows chaotically through the tiny net, so the check stays at step level)."""
+    nchw, nhwc = _trainer(channels_last=False), _trainer(channels_last=True)
+    assert nhwc.model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        x = torch.randn(16, *nchw.train_set[0][0].shape, generator=g)
+        y = torch.randint(0, nchw.info.num_classes, (16,), generator=g)
+        state = torch.get_rng_state()  # the same drop-path masks for both
+        loss_a = nchw._step(x, y)[0]
+        torch.set_rng_state(state)
+        loss_b = nhwc._step(x, y)[0]
+        assert loss_b == pytest.approx(loss_a, rel=1e-5)
+    sd_a, sd_b = nchw.model.state_dict(), nhwc.model.state_dict()
+    for k in sd_a:
+        torch.testing.assert_close(sd_b[k], sd_a[k], atol=1e-5, rtol=1e-5, msg=k)
+
+
+def test_bf16_retrain_runs_near_fp32_and_resume_may_change_layout(tmp_path):
+    fp32, row_a = _one_epoch(channels_last=False)
+    bf16, row_b = _one_epoch(amp="bf16")
+    assert math.isfinite(row_b["train_loss"])
+    assert row_b["train_loss"] == pytest.approx(row_a["train_loss"], rel=0.05)
+    # Layout changes nothing computed, so a checkpoint restores under the other one.
+    fp32.save(tmp_path / "ck.pt")
+    again = Retrainer(_demo_cfg(epochs=2, **{"performance.channels_last": True}),
+                      load_genotype("prdarts-dl2"))
+    again.setup()
+    again.restore(tmp_path / "ck.pt")
+    assert again.epoch == 1

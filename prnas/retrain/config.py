@@ -18,6 +18,7 @@ from prnas import config_io
 from prnas.config_io import ConfigError as ConfigError  # re-exported for callers
 from prnas.data.config import DataConfig
 from prnas.runtime.batch_size import BatchSizeConfig
+from prnas.runtime.performance import PerformanceConfig
 
 
 class RetrainBatchSizeConfig(BatchSizeConfig):
@@ -55,6 +56,7 @@ class RetrainConfig(BaseModel):
     report_last: int = Field(5, ge=1, description="reported error = mean over the last N epochs")
     seed: int = Field(0, ge=0, description="weights, drop-path, augmentation and batch order")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 
     @field_validator("channels")
     @classmethod

@@ -34,13 +34,16 @@ from prnas.runtime.batch_size import (
 )
 from prnas.runtime.device import pick_device, seed_everything
 from prnas.runtime.memory import probe_for
+from prnas.runtime.performance import autocast, resolve, to_memory_format
 from prnas.space.genotype import Genotype
 
 STATE_VERSION = 1
 
 # Fields that may differ between a checkpoint and the run restoring it: where
 # the data lives and how it is loaded never change what is computed.
-_RESTORE_MAY_DIFFER = {"device", "data.data_dir", "data.download", "data.num_workers"}
+_RESTORE_MAY_DIFFER = {"device", "data.data_dir", "data.download", "data.num_workers",
+                       "performance.channels_last", "performance.compile",
+                       "performance.fast_path"}
 
 
 class Retrainer:
@@ -67,6 +70,7 @@ class Retrainer:
         """
         cfg = self.cfg
         self.device = pick_device(cfg.device)
+        self.perf = resolve(cfg.performance, self.device)
         seed_everything(cfg.seed)
         self.train_set, self.test_set, self.info = datasets or retrain_datasets(
             cfg.data, cutout=cfg.cutout)
@@ -74,7 +78,10 @@ class Retrainer:
             self.genotype, channels=cfg.channels, layers=cfg.layers,
             num_classes=self.info.num_classes, auxiliary=cfg.auxiliary,
             in_channels=self.info.in_channels,
-        ).to(self.device)
+        ).to(self.device, memory_format=(torch.channels_last if self.perf.channels_last
+                                         else torch.contiguous_format))
+        # A compiled wrapper shares the model's parameters; state dicts stay the model's.
+        self.forward = torch.compile(self.model, dynamic=True) if self.perf.compile else self.model
         self.params = count_parameters(self.model)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -160,11 +167,13 @@ class Retrainer:
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
         """One SGD step; repeatable after an OOM because it zeroes the gradients first."""
         self.optimizer.zero_grad(set_to_none=True)
-        logits, aux = self.model(x)
+        with autocast(self.device, self.perf):
+            logits, aux = self.forward(to_memory_format(x, self.perf))
+        logits = logits.float()
         # The objective DARTS optimises and reports: main loss + weighted auxiliary loss.
         loss = self.criterion(logits, y)
         if aux is not None and self.cfg.auxiliary_weight > 0:
-            loss = loss + self.cfg.auxiliary_weight * self.criterion(aux, y)
+            loss = loss + self.cfg.auxiliary_weight * self.criterion(aux.float(), y)
         loss.backward()
         if self.cfg.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -181,7 +190,9 @@ class Retrainer:
         for x, y in loader:
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
-            logits, _ = self.model(x)
+            with autocast(self.device, self.perf):
+                logits, _ = self.forward(to_memory_format(x, self.perf))
+            logits = logits.float()
             total_loss += float(self.criterion(logits, y)) * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
@@ -229,7 +240,9 @@ class Retrainer:
         if saved != self.genotype:
             raise ValueError(f"checkpoint is of genotype {saved.name!r}, not "
                              f"{self.genotype.name!r}: the cells differ")
-        diff = config_differences(state["config"], self.cfg.model_dump(mode="json"))
+        # A section the checkpoint predates (e.g. ``performance``) counts as its defaults.
+        saved_cfg = {**RetrainConfig().model_dump(mode="json"), **state["config"]}
+        diff = config_differences(saved_cfg, self.cfg.model_dump(mode="json"))
         if diff:
             raise ValueError("checkpoint was written under another config: " + "; ".join(diff))
         self.model.load_state_dict(state["model"])

@@ -6,6 +6,8 @@ import json
 
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from prnas.runtime.batch_size import (
@@ -364,3 +366,85 @@ def test_sampler_same_seed_same_order_and_works_with_dataloader():
     assert first == epochs(3)
     assert first != epochs(4)
     assert first[:7] != first[7:]  # each epoch is a fresh permutation
+
+
+class NoisyLinearProbe:
+    """Peak = (fixed + per_sample * b) * (1 + noise), noise in [0, 2 %) per step, as allocator
+    fragmentation makes real peaks wobble upward; the step fails above the total."""
+
+    def __init__(self, total: int, fixed: int, per_sample: int, seed: int) -> None:
+        import random
+
+        self.total, self.fixed, self.per_sample = total, fixed, per_sample
+        self.rng = random.Random(seed)
+        self.last = 0
+
+    def need(self, b: int) -> int:
+        self.last = int((self.fixed + self.per_sample * b) * (1 + 0.02 * self.rng.random()))
+        return self.last
+
+    def total_bytes(self) -> int:
+        return self.total
+
+    def peak_bytes(self) -> int:
+        return self.last
+
+    def reset_peak(self) -> None:
+        pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(fixed_share=st.floats(0.02, 0.5), step_share=st.floats(0.002, 0.04),
+       grow_every=st.integers(1, 5), seed=st.integers(0, 2**32))
+def test_reaches_90_percent_of_the_threshold_without_running_out(fixed_share, step_share,
+                                                                 grow_every, seed):
+    """Issue 7: the adaptive batch ends within 10 % of the memory threshold, never above the
+    device, whenever one b_mult of images costs at most 4 % of the device."""
+    total, cfg = 16 * 2**30, BatchSizeConfig(b_min=24, b_mult=8, b_max=100_000,
+                                             grow_every=grow_every, threshold=0.95)
+    per_sample = int(step_share * total / cfg.b_mult)
+    fixed = int(fixed_share * total)
+    assume(fixed + per_sample * cfg.b_min < cfg.threshold * total / 1.02)
+    probe = NoisyLinearProbe(total, fixed, per_sample, seed)
+    ctl = BatchSizeController(cfg, probe)
+    ooms, stable = 0, 0
+    while stable < 20 * grow_every:
+        b = ctl.batch_size
+        if probe.need(b) > total:
+            ooms += 1
+            ctl.on_oom()
+            continue
+        ctl.step_done()
+        stable = stable + 1 if ctl.batch_size == b else 0
+    assert ooms == 0
+    reached = (fixed + per_sample * ctl.batch_size) / (cfg.threshold * total)
+    assert 0.9 <= reached <= 1.0
+
+
+def test_single_observation_uses_the_measured_floor():
+    # 1000 in use before the step, 1240 at its peak with 24 samples: 10 per sample.
+    assert predict_peak({24: 1240}, 32, floor=1000) == pytest.approx(1320)
+    # A floor at or above the peak cannot make the slope vanish.
+    assert predict_peak({24: 1240}, 32, floor=5000) > 1240
+
+
+def test_process_wide_readings_still_grow_thanks_to_the_floor():
+    """CPU RSS is mostly interpreter and libraries: proportional extrapolation from one size
+    would never allow b_min + b_mult; the floor read at each reset lets it grow."""
+    fixed, per_sample = 800 * MiB, 2 * MiB
+
+    class RssLike(FakeProbe):
+        def floor_bytes(self) -> int:
+            return fixed
+
+    cfg = BatchSizeConfig(b_min=24, b_mult=8, b_max=512, grow_every=2, threshold=0.95)
+    probe = RssLike(1000 * MiB, lambda b: fixed + per_sample * b)
+    ctl = BatchSizeController(cfg, probe)
+    probe.batch_size = lambda: ctl.batch_size
+    run_steps(ctl, 2 * 100)
+    assert ctl.batch_size == expected_stop(cfg, 1000 * MiB, probe.model) == 72
+    plain = FakeProbe(1000 * MiB, lambda b: fixed + per_sample * b)
+    ctl2 = BatchSizeController(cfg, plain)
+    plain.batch_size = lambda: ctl2.batch_size
+    run_steps(ctl2, 2 * 100)
+    assert ctl2.batch_size == cfg.b_min  # what the floor fixes

@@ -64,15 +64,17 @@ class BatchSizeConfig(BaseModel):
         return self.b_min + (self.b_max - self.b_min) // self.b_mult * self.b_mult
 
 
-def predict_peak(points: dict[int, int], size: int) -> float | None:
+def predict_peak(points: dict[int, int], size: int, floor: int = 0) -> float | None:
     """Peak memory predicted at ``size`` from observed {batch size: peak bytes}; None if no data.
 
     Linear in the batch size, anchored at the largest observed size (extrapolation is what we
     need, and the anchor is the most relevant measurement). The slope is the least-squares one
     over all sizes. With one size, or a fit whose slope is not positive (noise, or a high-water
-    mark that did not move), the fixed part is estimated as zero, i.e. memory proportional to
-    the batch size: since real steps have a positive fixed part (weights, gradients, optimiser
-    state), that overestimates the per-sample cost, so the error is on the cautious side.
+    mark that did not move), the fixed part is estimated as ``floor``, the usage measured
+    before the steps (0 when unknown): the true fixed part is at least that (weights, optimiser
+    state, plus the step's own fixed workspace), so the per-sample cost is overestimated and
+    the error is on the cautious side. Without the floor a process-wide reading (CPU RSS,
+    mostly interpreter and libraries) would never let the size grow past b_min.
     """
     if not points:
         return None
@@ -80,7 +82,7 @@ def predict_peak(points: dict[int, int], size: int) -> float | None:
     anchor_peak = points[anchor]
     slope = _ls_slope(points) if len(points) >= 2 else 0.0
     if slope <= 0.0:
-        slope = anchor_peak / anchor
+        slope = (anchor_peak - min(max(floor, 0), anchor_peak - 1)) / anchor
     return anchor_peak + slope * (size - anchor)
 
 
@@ -99,6 +101,7 @@ def next_size(
     points: dict[int, int],
     total: int | None,
     ceiling: int | None,
+    floor: int = 0,
 ) -> int:
     """The batch size after a growth decision: ``current`` or ``current + b_mult``.
 
@@ -111,7 +114,7 @@ def next_size(
         return current
     if total is None:
         return candidate
-    predicted = predict_peak(points, candidate)
+    predicted = predict_peak(points, candidate, floor)
     if predicted is None or predicted > cfg.threshold * total:
         return current
     return candidate
@@ -132,6 +135,7 @@ class BatchSizeController:
         self.probe = probe
         self.batch_size = cfg.b_min
         self._points: dict[int, int] = {}
+        self._floor: int | None = None  # lowest usage seen before a measured step
         self._ceiling: int | None = None
         self._since_decision = 0
         self._runs: list[list[int]] = []  # [[size, count], ...]
@@ -162,13 +166,16 @@ class BatchSizeController:
             return
         peak = int(self.probe.peak_bytes())
         self._points[used] = max(peak, self._points.get(used, 0))
+        floor = int(getattr(self.probe, "floor_bytes", lambda: 0)())
+        self._floor = floor if self._floor is None else min(self._floor, floor)
         self._reset_probe()
         self._since_decision += 1
         if self._since_decision < self.cfg.grow_every:
             return
         self._since_decision = 0
         self.batch_size = next_size(
-            self.cfg, self.batch_size, self._points, self.probe.total_bytes(), self._ceiling
+            self.cfg, self.batch_size, self._points, self.probe.total_bytes(), self._ceiling,
+            self._floor or 0,
         )
 
     def on_oom(self) -> int:
@@ -191,6 +198,7 @@ class BatchSizeController:
         """The network changed (pools replaced): what we learned about memory no longer holds."""
         self.batch_size = self.cfg.b_min
         self._points.clear()
+        self._floor = None
         self._ceiling = None
         self._since_decision = 0
         self._reset_probe()
@@ -204,6 +212,7 @@ class BatchSizeController:
             "version": _STATE_VERSION,
             "batch_size": self.batch_size,
             "points": [[size, peak] for size, peak in sorted(self._points.items())],
+            "floor": self._floor,
             "ceiling": self._ceiling,
             "since_decision": self._since_decision,
             "history": [list(run) for run in self._runs],
@@ -221,6 +230,7 @@ class BatchSizeController:
             )
         self.batch_size = size
         self._points = {int(s): int(p) for s, p in d["points"]}
+        self._floor = None if d.get("floor") is None else int(d["floor"])
         self._ceiling = None if d["ceiling"] is None else int(d["ceiling"])
         self._since_decision = int(d["since_decision"])
         self._runs = [[int(s), int(c)] for s, c in d["history"]]

@@ -38,6 +38,11 @@ class MemoryProbe(Protocol):
 
     def reset_peak(self) -> None: ...
 
+    def floor_bytes(self) -> int:
+        """Usage when :meth:`reset_peak` was last called, i.e. before the step measured since:
+        weights, optimiser state and (for a process-wide reading) the interpreter."""
+        ...
+
 
 # Substrings of allocation failures that torch raises as plain RuntimeError (older CUDA paths,
 # cuDNN/cuBLAS workspaces, the CPU allocator) rather than as torch.cuda.OutOfMemoryError.
@@ -77,6 +82,7 @@ class CudaMemoryProbe:
         index = device.index if device.index is not None else torch.cuda.current_device()
         self._device = torch.device("cuda", index)
         self._budget = budget_bytes
+        self._floor = 0
 
     def total_bytes(self) -> int | None:
         free = _cuda_free_bytes(self._device)
@@ -90,6 +96,10 @@ class CudaMemoryProbe:
 
     def reset_peak(self) -> None:
         torch.cuda.reset_peak_memory_stats(self._device)
+        self._floor = int(torch.cuda.memory_allocated(self._device))
+
+    def floor_bytes(self) -> int:
+        return self._floor
 
 
 def _cuda_free_bytes(device: torch.device) -> int | None:
@@ -150,6 +160,7 @@ class BudgetProbe:
         self._measure = measure
         self._reset = reset
         self._recorded = 0
+        self._floor = 0
 
     def record(self, nbytes: int) -> None:
         self._recorded = max(self._recorded, int(nbytes))
@@ -165,6 +176,11 @@ class BudgetProbe:
         self._recorded = 0
         if self._reset is not None:
             self._reset()
+        # A freshly reset high-water mark reads the current usage.
+        self._floor = int(self._measure()) if self._measure is not None else 0
+
+    def floor_bytes(self) -> int:
+        return self._floor
 
 
 def rss_peak_bytes() -> int:
@@ -235,6 +251,9 @@ class FakeProbe:
 
     def reset_peak(self) -> None:
         self.resets += 1
+
+    def floor_bytes(self) -> int:
+        return 0
 
 
 def probe_for(device: torch.device, memory_budget_bytes: int | None) -> MemoryProbe | None:

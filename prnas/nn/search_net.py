@@ -48,7 +48,7 @@ class MixedEdge(nn.Module):
                           ) -> list[torch.Tensor]:
         """The fast path's per-candidate outputs; ``x_relu`` is ``relu(x)``, shared by the
         candidates that start with a ReLU (None when :attr:`needs_relu` is false)."""
-        return [m(x_relu, relu_done=True, inplace=True) if r else m(x)
+        return [m(x_relu, relu_done=True, fast=True) if r else m(x)
                 for m, r in zip(self._modules_in_order, self._starts_with_relu)]
 
     def _check(self, weights: torch.Tensor) -> None:

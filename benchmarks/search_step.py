@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
+import subprocess
 import sys
 
 import torch
@@ -99,6 +102,30 @@ def phases(steps: SearchSteps, b: int, device: torch.device):
     return {"normal": normal, "grace": grace}
 
 
+def peak_of(state: str, variant: str, phase: str, b: int, args, device) -> float:
+    """Peak memory of one step after a warm-up one.
+
+    CUDA: in this process (the allocator's own peak). CPU: in a fresh process, since a
+    long-lived one keeps freed pages resident and its RSS peak would only show the largest
+    step so far; glibc's mmap threshold is lowered there so that freed tensors leave the
+    RSS and the peak is the step's live memory plus the process's fixed part.
+    """
+    if device.type == "cuda":
+        net, alphas = build(state, args, device)
+        run = phases(steps_for(variant, net, alphas, device), b, device)[phase]
+        run()
+        reset_peak(device)
+        run()
+        sync(device)
+        return peak_mib(device)
+    cmd = [sys.executable, __file__, "--peak-only", f"{state},{variant},{phase},{b}",
+           "--channels", str(args.channels), "--layers", str(args.layers),
+           "--device", "cpu"] + (["--threads", str(args.threads)] if args.threads else [])
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["peak_mib"])
+
+
 def measure_throughput(state: str, b: int, variants: list[str], args, device) -> list[dict]:
     net, alphas = build(state, args, device)
     runs = {v: phases(steps_for(v, net, alphas, device), b, device) for v in variants}
@@ -113,12 +140,11 @@ def measure_throughput(state: str, b: int, variants: list[str], args, device) ->
     for (v, phase), ts in times.items():
         ts.sort()
         t = ts[len(ts) // 2]
-        reset_peak(device)
-        runs[v][phase]()
-        sync(device)
         rows.append({"bench": "search_step", "state": state, "batch": b, "phase": phase,
-                     "variant": v, "ms_per_step": 1000 * t, "images_per_s": b / t,
-                     "peak_mib": peak_mib(device)})
+                     "variant": v, "ms_per_step": 1000 * t, "images_per_s": b / t})
+    del runs
+    for r in rows:
+        r["peak_mib"] = peak_of(state, r["variant"], r["phase"], b, args, device)
     base = {(r["phase"]): r["images_per_s"] for r in rows if r["variant"] == "reference"}
     for r in rows:
         r["speedup"] = r["images_per_s"] / base[r["phase"]] if r["phase"] in base else None
@@ -126,20 +152,12 @@ def measure_throughput(state: str, b: int, variants: list[str], args, device) ->
 
 
 def memory_model(state: str, sizes: list[int], args, device) -> dict:
-    net, alphas = build(state, args, device)
-    steps = steps_for("fast", net, alphas, device)
-    peaks = []
-    for b in sizes:  # ascending: pages kept from a bigger step would inflate a smaller one
-        run = phases(steps, b, device)["normal"]
-        run()
-        reset_peak(device)
-        run()
-        sync(device)
-        peaks.append(peak_mib(device))
+    peaks = [peak_of(state, "fast", "normal", b, args, device) for b in sizes]
     fit = linear_fit(sizes, peaks)
     return {"bench": "memory_model", "state": state, "sizes": sizes, "peak_mib": peaks,
             "slope_mib_per_image": fit["slope"], "intercept_mib": fit["intercept"],
-            "r2": fit["r2"], "memory": "cuda_allocated" if device.type == "cuda" else "rss"}
+            "r2": fit["r2"],
+            "memory": "cuda_allocated" if device.type == "cuda" else "rss_fresh_process"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -155,10 +173,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--peak-only", help=argparse.SUPPRESS)  # STATE,VARIANT,PHASE,BATCH
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.peak_only:
+        state, variant, phase, b = args.peak_only.split(",")
+        net, alphas = build(state, args, device)
+        run = phases(steps_for(variant, net, alphas, device), int(b), device)[phase]
+        run()
+        reset_peak(device)
+        run()
+        print(json.dumps({"peak_mib": peak_mib(device)}))
+        return
     states = [s for s in args.states.split(",") if s]
     unknown = set(states) - set(POOL_STATES)
     if unknown:

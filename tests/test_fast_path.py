@@ -186,3 +186,24 @@ def test_bad_performance_fields_fail_at_load_naming_field_and_values():
     with pytest.raises(ConfigError) as err:
         build_config({"performance": {"fast": True}})
     assert "performance.fast" in str(err.value) and "fast_path" in str(err.value)
+
+
+def test_a_net_without_reduction_cells_leaves_their_alphas_alone():
+    """layers < 3 has normal cells only: the reduce alphas are unused in both variants."""
+    pools = _pools(MIXED[:4])
+    torch.manual_seed(0)
+    net = SearchNetwork(pools, channels=4, layers=2, nodes=NODES, num_classes=5)
+    alphas = {t: nn.ParameterList(nn.Parameter(torch.randn(len(e))) for e in edges)
+              for t, edges in pools.items()}
+    ref = _steps(copy.deepcopy(net), copy.deepcopy(alphas), fast_path=False)
+    fast = _steps(net, alphas)
+    for s in (ref, fast):
+        s.alpha_step(*_batch(7))
+    for s in (ref, fast):
+        assert all(a.grad is None for a in s.alphas["reduce"])
+        assert all(a.grad is not None for a in s.alphas["normal"])
+    _assert_close(_alpha_grads_of(fast, "normal"), _alpha_grads_of(ref, "normal"), "alpha grad")
+
+
+def _alpha_grads_of(steps, cell_type):
+    return [a.grad for a in steps.alphas[cell_type]]

@@ -76,7 +76,9 @@ class SearchSteps:
             w.requires_grad_(False)
         try:
             loss, _ = self._loss(x, y, self.alphas)
-            grads = torch.autograd.grad(loss, self._alpha_list)
+            # allow_unused: a net with one cell type (layers < 3) never uses the other's
+            # alphas; their grad stays None, as after the reference's backward().
+            grads = torch.autograd.grad(loss, self._alpha_list, allow_unused=True)
         finally:
             for w in self._weights:
                 w.requires_grad_(True)

@@ -1,0 +1,62 @@
+"""The benchmark scripts run end to end on tiny sizes and print what they promise.
+
+No timing is asserted here (the figures live in benchmarks/README.md); this only
+keeps the scripts from rotting as the code they measure changes.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+
+def _records(capsys) -> list[dict]:
+    out = capsys.readouterr().out
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_search_step_compares_both_variants_and_fits_memory(capsys):
+    import search_step
+
+    search_step.main(["--states", "cycle8", "--batch", "4", "--repeat", "1",
+                      "--memory-batches", "4,8", "--channels", "4", "--layers", "3"])
+    recs = _records(capsys)
+    steps = [r for r in recs if r["bench"] == "search_step"]
+    assert {(r["state"], r["phase"], r["variant"]) for r in steps} == {
+        ("cycle8", p, v) for p in ("normal", "grace") for v in ("reference", "fast")}
+    assert all(r["images_per_s"] > 0 and r["peak_mib"] > 0 for r in steps)
+    assert all(r["speedup"] == 1.0 for r in steps if r["variant"] == "reference")
+    models = [r for r in recs if r["bench"] == "memory_model"]
+    assert [m["state"] for m in models] == ["cycle8"]
+    assert all(m["sizes"] == [4, 8] and len(m["peak_mib"]) == 2 for m in models)
+
+
+def test_search_step_rejects_unknown_states():
+    import search_step
+
+    with pytest.raises(SystemExit, match="cycles2-5"):
+        search_step.main(["--states", "cycle3"])
+
+
+def test_retrain_step_measures_both_layouts(capsys):
+    import retrain_step
+
+    retrain_step.main(["--genotypes", "darts-v2", "--batch", "4", "--repeat", "1",
+                       "--channels", "4", "--layers", "3"])
+    rows = [r for r in _records(capsys) if r["bench"] == "retrain_step"]
+    assert [r["variant"] for r in rows] == ["nchw", "channels_last"]
+    assert all(r["images_per_s"] > 0 and r["params"] > 0 for r in rows)
+
+
+def test_adaptive_batch_reports_the_share_of_the_threshold(capsys):
+    import adaptive_batch
+
+    adaptive_batch.main(["--channels", "4", "--layers", "2", "--budget-mib", "64",
+                         "--grow-every", "1", "--settle", "2", "--max-steps", "12"])
+    row = next(r for r in _records(capsys) if r["bench"] == "adaptive_batch")
+    assert row["out_of_memory_backoffs"] == 0
+    assert row["reached_pct"] > 0 and row["final_batch"] >= 24

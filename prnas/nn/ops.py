@@ -13,34 +13,6 @@ from torch import nn
 from prnas.space.ops import Op
 
 
-def scaled_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, scale: torch.Tensor | None
-                      ) -> torch.Tensor:
-    """``scale * bn(x)`` for a scalar tensor ``scale``, with the product inside the BN kernel.
-
-    Used by the search's fast path to weight a candidate by its softmax(alpha): the BN
-    applies the scale as its (per-channel expanded) affine weight in the same pass, and its
-    backward returns the scale's gradient as the weight gradient, so neither direction
-    makes a separate pass over the candidate's output. ``bn`` keeps its own state updates
-    (running statistics, ``num_batches_tracked``) exactly as its ``forward`` would.
-    """
-    if scale is None:
-        return bn(x)
-    if bn.affine:
-        raise ValueError("scaled_batch_norm folds the scale into an affine-free BN only")
-    momentum = 0.0 if bn.momentum is None else bn.momentum
-    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-        if bn.momentum is None:  # cumulative moving average, as BatchNorm2d
-            momentum = 1.0 / float(bn.num_batches_tracked)
-    use_batch = bn.training or bn.running_mean is None
-    track = not bn.training or bn.track_running_stats
-    # contiguous(): torch's CPU channels-last BN backward returns a wrong input gradient
-    # for a stride-0 (expanded) weight (torch 2.14; tests/test_fast_path.py catches it).
-    return nn.functional.batch_norm(
-        x, bn.running_mean if track else None, bn.running_var if track else None,
-        scale.expand(x.shape[1]).contiguous(), None, use_batch, momentum, bn.eps)
-
-
 class SepBlock(nn.Module):
     """ReLU -> depthwise kxk (dilated, 'same' padding) -> pointwise 1x1 -> BN."""
 
@@ -54,17 +26,17 @@ class SepBlock(nn.Module):
         self.pointwise = nn.Conv2d(c_in, c_out, 1, bias=False)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
-    def forward(self, x: torch.Tensor, relu_done: bool = False, fast: bool = False,
-                scale: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, relu_done: bool = False, fast: bool = False
+                ) -> torch.Tensor:
         """``relu_done``: ``x`` is already rectified (the edge shares one ReLU of its input).
-        ``fast``: see :meth:`_dense_depthwise`. ``scale``: see :func:`scaled_batch_norm`."""
+        ``fast``: see :meth:`_dense_depthwise`."""
         x = x if relu_done else self.relu(x)
         dw = self.depthwise
         if fast and dw.stride[0] > 1 and dw.dilation[0] > 1 and x.device.type == "cpu":
             x = self._dense_depthwise(x)
         else:
             x = dw(x)
-        return scaled_batch_norm(self.bn, self.pointwise(x), scale)
+        return self.bn(self.pointwise(x))
 
     def _dense_depthwise(self, x: torch.Tensor) -> torch.Tensor:
         """The strided dilated depthwise conv as the dense kernel it equals (zeros between
@@ -93,18 +65,14 @@ class ConvOp(nn.Module):
             c_in = c_out
         self.blocks = nn.Sequential(*blocks)
 
-    def forward(self, x: torch.Tensor, relu_done: bool = False, fast: bool = False,
-                scale: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, relu_done: bool = False, fast: bool = False
+                ) -> torch.Tensor:
         """``fast`` (the search's fast path): rectify inner blocks' inputs in place (they are
         BN outputs that nothing else reads, and BN's backward does not need its output), and
-        let each block pick its fastest equivalent kernel. ``scale`` multiplies the output
-        (see :func:`scaled_batch_norm`)."""
-        last = len(self.blocks) - 1
-        for i, block in enumerate(self.blocks):
-            if i and fast:
-                x = torch.relu_(x)
-            x = block(x, relu_done=(relu_done if i == 0 else fast), fast=fast,
-                      scale=scale if i == last else None)
+        let each block pick its fastest equivalent kernel."""
+        x = self.blocks[0](x, relu_done, fast)
+        for block in self.blocks[1:]:
+            x = block(torch.relu_(x), relu_done=True, fast=True) if fast else block(x)
         return x
 
 
@@ -120,14 +88,13 @@ class FactorizedReduce(nn.Module):
         self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
-    def forward(self, x: torch.Tensor, relu_done: bool = False, fast: bool = False,
-                scale: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, relu_done: bool = False, fast: bool = False
+                ) -> torch.Tensor:
         if not relu_done:
             x = self.relu(x)
         # Pad so odd spatial sizes keep both branches the same shape.
         shifted = nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
-        return scaled_batch_norm(self.bn, torch.cat([self.conv_1(x), self.conv_2(shifted)],
-                                                    dim=1), scale)
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 
 class ReLUConvBN(nn.Module):

@@ -7,10 +7,10 @@ Architecture weights are *not* parameters of this module: the engine owns them.
 
 Two forward paths compute the same values. The reference path is DARTS as
 written: every candidate on its own, ``sum(w * op(x))`` per edge. The fast
-path (``fast_path = True``) rectifies each cell state once for all candidates
-that start with a ReLU, applies each candidate's weight inside its final BN,
-and sums every candidate of every edge straight into its node, without the
-per-edge partial sums. ``tests/test_fast_path.py`` holds them to the same losses and gradients.
+path (``fast_path = True``) rectifies an edge's input once for all candidates
+that start with a ReLU, and folds every candidate of every edge into a node
+with one multiply-accumulate each (``addcmul``), without the per-edge partial
+sums. ``tests/test_fast_path.py`` holds them to the same losses and gradients.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from prnas.nn.ops import ConvOp, FactorizedReduce, ReLUConvBN, build_op, scaled_batch_norm
+from prnas.nn.ops import ConvOp, FactorizedReduce, ReLUConvBN, build_op
 from prnas.space.ops import Op
 
 
@@ -44,21 +44,12 @@ class MixedEdge(nn.Module):
     def needs_relu(self) -> bool:
         return any(self._starts_with_relu)
 
-    def weighted_outputs(self, x: torch.Tensor, x_relu: torch.Tensor | None,
-                         weights: torch.Tensor) -> list[torch.Tensor]:
-        """The fast path's ``w_k * op_k(x)``; ``x_relu`` is ``relu(x)``, shared by the
-        candidates that start with a ReLU (None when :attr:`needs_relu` is false). Ops that
-        end in a BN take their weight inside it (:func:`scaled_batch_norm`)."""
-        out = []
-        for k, (m, r) in enumerate(zip(self._modules_in_order, self._starts_with_relu)):
-            w = weights[k]
-            if r:
-                out.append(m(x_relu, relu_done=True, fast=True, scale=w))
-            elif isinstance(m, nn.Sequential):  # search-flavour pool: pool, then BN
-                out.append(scaled_batch_norm(m[1], m[0](x), w))
-            else:  # identity
-                out.append(x * w)
-        return out
+    def candidate_outputs(self, x: torch.Tensor, x_relu: torch.Tensor | None
+                          ) -> list[torch.Tensor]:
+        """The fast path's per-candidate outputs; ``x_relu`` is ``relu(x)``, shared by the
+        candidates that start with a ReLU (None when :attr:`needs_relu` is false)."""
+        return [m(x_relu, relu_done=True, fast=True) if r else m(x)
+                for m, r in zip(self._modules_in_order, self._starts_with_relu)]
 
     def _check(self, weights: torch.Tensor) -> None:
         if weights.shape[0] != len(self.op_values):
@@ -95,9 +86,8 @@ class SearchCell(nn.Module):
                     edge._check(w)
                     if edge.needs_relu and rectified[i] is None:
                         rectified[i] = torch.relu(h)  # once per state, for all its edges
-                    for y in edge.weighted_outputs(h, rectified[i], w):
-                        # ``y`` is a fresh tensor nothing else reads: accumulate in place.
-                        out = y if out is None else out.add_(y)
+                    for k, y in enumerate(edge.candidate_outputs(h, rectified[i])):
+                        out = y * w[k] if out is None else torch.addcmul(out, y, w[k])
                     e += 1
                 rectified.append(None)
             else:

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -72,6 +73,20 @@ def peak_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return rss_peak_bytes() / 2**20
+
+
+def fresh_process_peak(script: str, args: Sequence[str]) -> float:
+    """``peak_mib`` printed (last JSON line) by ``script args`` run in a fresh process.
+
+    For CPU peaks: a long-lived process keeps freed pages resident, so its RSS peak only
+    shows the largest step so far. glibc's mmap threshold is lowered in the child so that
+    freed tensors leave the RSS: the peak is the step's live memory plus the process's
+    fixed part (interpreter, libraries, weights).
+    """
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    out = subprocess.run([sys.executable, script, *args], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["peak_mib"])
 
 
 def median_time(fn: Callable[[], object], device: torch.device, repeat: int) -> float:

@@ -12,9 +12,19 @@ what is timed is what a retrain runs. Variants differ only in
 from __future__ import annotations
 
 import argparse
+import json
 
 import torch
-from common import emit, machine, median_time, peak_mib, reset_peak, sync, table
+from common import (
+    emit,
+    fresh_process_peak,
+    machine,
+    median_time,
+    peak_mib,
+    reset_peak,
+    sync,
+    table,
+)
 
 from prnas.data.datasets import DataInfo
 from prnas.presets import load_genotype
@@ -40,6 +50,23 @@ def trainer(genotype: str, variant: str, args) -> Retrainer:
     return r
 
 
+def batch(b: int, device: torch.device):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(b, 3, 32, 32, generator=g).to(device)
+    return x, torch.randint(0, 10, (b,), generator=g).to(device)
+
+
+def step_peak(name: str, variant: str, args, device: torch.device) -> float:
+    """Peak memory of one step after a warm-up one (CPU: run it in a fresh process)."""
+    r = trainer(name, variant, args)
+    x, y = batch(args.batch, device)
+    r._step(x, y)
+    reset_peak(device)
+    r._step(x, y)
+    sync(device)
+    return peak_mib(device)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--genotypes", default="darts-v2,prdarts-dl2")
@@ -50,16 +77,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--extra", default="", help="further variants: bf16, compile")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--peak-only", help=argparse.SUPPRESS)  # GENOTYPE,VARIANT
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.peak_only:
+        name, variant = args.peak_only.split(",")
+        print(json.dumps({"peak_mib": step_peak(name, variant, args, device)}))
+        return
     variants = ["nchw", "channels_last"] + [f"channels_last+{e}"
                                             for e in args.extra.split(",") if e]
     emit({"bench": "machine", "device": str(device), **machine()})
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch, 3, 32, 32, generator=g).to(device)
-    y = torch.randint(0, 10, (args.batch,), generator=g).to(device)
+    x, y = batch(args.batch, device)
     rows = []
     for name in args.genotypes.split(","):
         runs = {v: trainer(name, v, args) for v in variants}
@@ -71,12 +101,19 @@ def main(argv: list[str] | None = None) -> None:
                 times[v].append(median_time(lambda r=r: r._step(x, y), device, 1))
         for v, r in runs.items():
             t = sorted(times[v])[len(times[v]) // 2]
-            reset_peak(device)
-            r._step(x, y)
-            sync(device)
             rows.append({"bench": "retrain_step", "genotype": name, "variant": v,
                          "batch": args.batch, "params": r.params, "ms_per_step": 1000 * t,
-                         "images_per_s": args.batch / t, "peak_mib": peak_mib(device)})
+                         "images_per_s": args.batch / t})
+        del runs
+        for r in rows[-len(variants):]:
+            if device.type == "cuda":
+                r["peak_mib"] = step_peak(name, r["variant"], args, device)
+            else:
+                r["peak_mib"] = fresh_process_peak(__file__, [
+                    "--peak-only", f"{name},{r['variant']}", "--batch", str(args.batch),
+                    "--channels", str(args.channels), "--layers", str(args.layers),
+                    "--device", "cpu",
+                    *(["--threads", str(args.threads)] if args.threads else [])])
         base = next(r["images_per_s"] for r in rows
                     if r["genotype"] == name and r["variant"] == "nchw")
         for r in rows:

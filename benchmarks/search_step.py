@@ -27,14 +27,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import subprocess
 import sys
 
 import torch
 from common import (
     POOL_STATES,
     emit,
+    fresh_process_peak,
     linear_fit,
     machine,
     median_time,
@@ -103,13 +102,8 @@ def phases(steps: SearchSteps, b: int, device: torch.device):
 
 
 def peak_of(state: str, variant: str, phase: str, b: int, args, device) -> float:
-    """Peak memory of one step after a warm-up one.
-
-    CUDA: in this process (the allocator's own peak). CPU: in a fresh process, since a
-    long-lived one keeps freed pages resident and its RSS peak would only show the largest
-    step so far; glibc's mmap threshold is lowered there so that freed tensors leave the
-    RSS and the peak is the step's live memory plus the process's fixed part.
-    """
+    """Peak memory of one step after a warm-up one: on CUDA the allocator's peak in this
+    process, on a CPU the RSS peak of a fresh process (see common.fresh_process_peak)."""
     if device.type == "cuda":
         net, alphas = build(state, args, device)
         run = phases(steps_for(variant, net, alphas, device), b, device)[phase]
@@ -118,12 +112,10 @@ def peak_of(state: str, variant: str, phase: str, b: int, args, device) -> float
         run()
         sync(device)
         return peak_mib(device)
-    cmd = [sys.executable, __file__, "--peak-only", f"{state},{variant},{phase},{b}",
-           "--channels", str(args.channels), "--layers", str(args.layers),
-           "--device", "cpu"] + (["--threads", str(args.threads)] if args.threads else [])
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
-    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
-    return float(json.loads(out.strip().splitlines()[-1])["peak_mib"])
+    return fresh_process_peak(__file__, [
+        "--peak-only", f"{state},{variant},{phase},{b}", "--channels", str(args.channels),
+        "--layers", str(args.layers), "--device", "cpu",
+        *(["--threads", str(args.threads)] if args.threads else [])])
 
 
 def measure_throughput(state: str, b: int, variants: list[str], args, device) -> list[dict]:

@@ -46,7 +46,7 @@ from common import (
 from torch import nn
 
 from prnas.nn.search_net import SearchNetwork
-from prnas.runtime.performance import PerformanceConfig, resolve
+from prnas.runtime.performance import PerformanceConfig, compiled, resolve
 from prnas.search.steps import SearchSteps
 
 VARIANTS = {
@@ -76,9 +76,8 @@ def steps_for(variant: str, net, alphas, device: torch.device) -> SearchSteps:
     w_opt = torch.optim.SGD(net.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
     a_opt = torch.optim.Adam([a for t in alphas for a in alphas[t]], lr=6e-4,
                              betas=(0.5, 0.999), weight_decay=1e-3)
-    forward = torch.compile(net, dynamic=True) if perf.compile else None
     return SearchSteps(net, alphas, w_opt, a_opt, grad_clip=5.0, perf=perf, device=device,
-                       forward=forward)
+                       forward=compiled(net, perf))
 
 
 def batch(b: int, device: torch.device, seed: int):

@@ -207,3 +207,21 @@ def test_a_net_without_reduction_cells_leaves_their_alphas_alone():
 
 def _alpha_grads_of(steps, cell_type):
     return [a.grad for a in steps.alphas[cell_type]]
+
+
+def test_compile_wraps_the_network_for_dynamic_batch_sizes(monkeypatch):
+    """The switch reaches torch.compile with a dynamic batch dimension (compiling for real
+    takes minutes on a CPU, so torch.compile is recorded here, not run)."""
+    from prnas.runtime import performance
+
+    calls = []
+
+    def fake_compile(module, **kwargs):
+        calls.append((module, kwargs))
+        return module
+
+    monkeypatch.setattr(performance.torch, "compile", fake_compile)
+    net, _ = _net(_pools(MIXED[:2]))
+    assert performance.compiled(net, resolve(PerformanceConfig(), CPU)) is net and not calls
+    performance.compiled(net, resolve(PerformanceConfig(compile=True), CPU))
+    assert calls == [(net, {"dynamic": True})]

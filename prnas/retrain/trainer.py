@@ -34,7 +34,7 @@ from prnas.runtime.batch_size import (
 )
 from prnas.runtime.device import pick_device, seed_everything
 from prnas.runtime.memory import probe_for
-from prnas.runtime.performance import autocast, resolve, to_memory_format
+from prnas.runtime.performance import autocast, compiled, resolve, to_memory_format
 from prnas.space.genotype import Genotype
 
 STATE_VERSION = 1
@@ -81,7 +81,7 @@ class Retrainer:
         ).to(self.device, memory_format=(torch.channels_last if self.perf.channels_last
                                          else torch.contiguous_format))
         # A compiled wrapper shares the model's parameters; state dicts stay the model's.
-        self.forward = torch.compile(self.model, dynamic=True) if self.perf.compile else self.model
+        self.forward = compiled(self.model, self.perf)
         self.params = count_parameters(self.model)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)

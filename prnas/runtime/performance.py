@@ -15,7 +15,8 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["PerformanceConfig", "Resolved", "autocast", "resolve", "to_memory_format"]
+__all__ = ["PerformanceConfig", "Resolved", "autocast", "compiled", "resolve",
+           "to_memory_format"]
 
 
 class PerformanceConfig(BaseModel):
@@ -70,3 +71,12 @@ def autocast(device: torch.device, perf: Resolved) -> contextlib.AbstractContext
     if perf.amp_dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=perf.amp_dtype)
+
+
+def compiled(module: torch.nn.Module, perf: Resolved) -> torch.nn.Module:
+    """``module`` itself, or its ``torch.compile`` wrapper (sharing its parameters).
+
+    ``dynamic=True``: the adaptive batch size changes the batch dimension every few
+    steps, which would otherwise recompile at each new size.
+    """
+    return torch.compile(module, dynamic=True) if perf.compile else module

@@ -32,7 +32,7 @@ from prnas.runtime.batch_size import (
 )
 from prnas.runtime.device import configure_threads, pick_device, seed_everything
 from prnas.runtime.memory import probe_for
-from prnas.runtime.performance import resolve
+from prnas.runtime.performance import compiled, resolve
 from prnas.runtime.schedules import cosine_lr
 from prnas.search.config import SearchConfig
 from prnas.search.decision import decide_cycle
@@ -120,10 +120,9 @@ class Search:
                                       lr=o.alpha_lr, betas=o.alpha_betas,
                                       weight_decay=o.alpha_weight_decay)
         # A compiled forward is traced again for every cycle's network (new pools).
-        forward = torch.compile(self.net) if self.perf.compile else None
         self.steps = SearchSteps(self.net, self.alphas, self.w_opt, self.a_opt,
                                  grad_clip=o.grad_clip, perf=self.perf, device=self.device,
-                                 forward=forward)
+                                 forward=compiled(self.net, self.perf))
         self.controller.reset()
 
     # ----------------------------------------------------------------- queries

@@ -34,15 +34,12 @@ class MixedEdge(nn.Module):
         self._modules_in_order = [self.ops[str(op)] for op in self.op_values]
         self._starts_with_relu = [isinstance(m, (ConvOp, FactorizedReduce))
                                   for m in self._modules_in_order]
+        self.needs_relu = any(self._starts_with_relu)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The reference path: ``sum(w * op(x))``, each candidate computed independently."""
         self._check(weights)
         return sum(w * self.ops[str(op)](x) for w, op in zip(weights, self.op_values))
-
-    @property
-    def needs_relu(self) -> bool:
-        return any(self._starts_with_relu)
 
     def candidate_outputs(self, x: torch.Tensor, x_relu: torch.Tensor | None
                           ) -> list[torch.Tensor]:

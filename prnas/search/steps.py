@@ -49,9 +49,11 @@ class SearchSteps:
         self._weights = list(net.parameters())
         net.fast_path = self.fast
 
+    def _images(self, x: torch.Tensor) -> torch.Tensor:
+        return to_memory_format(x.to(self.device, non_blocking=True), self.perf)
+
     def _inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = to_memory_format(x.to(self.device, non_blocking=True), self.perf)
-        return x, y.to(self.device, non_blocking=True)
+        return self._images(x), y.to(self.device, non_blocking=True)
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor, alphas: Alphas
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,6 +115,5 @@ class SearchSteps:
     # ----------------------------------------------------------------- evaluation
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        x = to_memory_format(x.to(self.device, non_blocking=True), self.perf)
         with autocast(self.device, self.perf):
-            return self._forward(x, self.constant_alphas()).float()
+            return self._forward(self._images(x), self.constant_alphas()).float()

@@ -79,6 +79,50 @@ def test_params_only_from_search_folder(tmp_path, capsys):
     assert "no genotype.json" in capsys.readouterr().err
 
 
+def test_random_cells_beside_presets_and_files_carry_their_kind(tmp_path, capsys):
+    from prnas.retrain.genotypes import (
+        GenotypeRef,
+        parse_random,
+        random_cells,
+        ref_for,
+        write_random_cells,
+    )
+    from prnas.retrain.params import dataset_shape, network_params
+    from prnas.space import preset
+    from prnas.space.sampling import SampleSpec, sample_genotypes
+
+    assert _main("--genotype", "darts-v2", "--random", "dl:2:2", "--params-only") == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    cells = sample_genotypes(SampleSpec("DL", preset("DL"), 2), 2, seed=0)
+    assert [(r["genotype"], r["kind"]) for r in rows] == [
+        ("darts-v2", "preset"), ("random-DL-s0-0", "random"), ("random-DL-s0-1", "random")]
+    cfg = load_config(None)
+    assert rows[2]["params"] == network_params(cfg, cells[1], dataset_shape(cfg.data))
+
+    assert [(r.space, r.count, r.steps) for r in parse_random("DL:5, ur:1:3")] == [
+        ("DL", 5, 5), ("UR", 1, 3)]
+    refs = write_random_cells(random_cells(parse_random("DL:2:2")), tmp_path / "cells")
+    again = write_random_cells(random_cells(parse_random("DL:1:2")), tmp_path / "cells")
+    assert [r.label for r in refs + again] == ["random-DL-s0-0", "random-DL-s0-1",
+                                               "random-DL-s0-0_2"]  # never over a file
+    assert [load_genotype(r.ref) for r in refs] == cells
+    assert ref_for(refs[0].ref).kind == "random"  # a sampled file says what it is
+    assert ref_for("darts-v2").kind == "preset"
+    assert ref_for(str(tmp_path / "cells" / "random-DL-s0-0.json")).label == "random-DL-s0-0"
+    load_genotype("prdarts-dl1").save(tmp_path / "found.json")
+    assert ref_for(str(tmp_path / "found.json")).kind == "searched"
+    assert GenotypeRef.from_dict(refs[0].to_dict()) == refs[0]
+    assert GenotypeRef.from_dict({"label": "x", "ref": "darts-v2"}).kind == "preset"  # older
+
+    for bad, hint in (("DL", "SPACE:N"), ("XX:2", "unknown space"), ("DL:0", ">= 1"),
+                      ("DL:2:x", "SPACE:N")):
+        assert _main("--random", bad, "--storage", str(tmp_path / "runs")) == 2
+        assert hint in capsys.readouterr().err
+    assert _main("--random", "DL:2", "--random", "DL:1", "--params-only") == 2
+    assert "twice" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_invalid_config_fails_before_any_compute(tmp_path, capsys):
     assert _main("--genotype", "darts-v2", "--set", "layers=1", "--storage", str(tmp_path)) == 2
     assert "layers:" in capsys.readouterr().err
@@ -121,6 +165,7 @@ def test_trainable_steps_checkpoints_and_resets(tmp_path):
         first = trial.step()
         assert (first["epoch"], first["done"], first["genotype"], first["seed"]) == (
             1, False, "darts-v2", 0)
+        assert first["kind"] == "preset"
         trial.save_checkpoint(str(tmp_path))
         second = trial.step()
         assert second["done"] is True
@@ -175,6 +220,7 @@ def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
     assert sorted(df.groupby("trial_id")["epoch"].apply(list).tolist()) == [[1, 2, 3]] * 2
     assert set(df["seed"]) == {0, 1} and set(df["genotype"]) == {"darts-v2"}
     assert set(df["dataset"]) == {"demo"} and df["genotype_path"].isna().all()
+    assert set(df["kind"]) == {"preset"}
     assert df["params"].nunique() == 1
 
     # The killed-and-resumed trials computed exactly what one uninterrupted

@@ -7,10 +7,15 @@ Examples (from the repository root):
   python tune_jobs/run_retrain.py --genotype darts-v2 --num-samples 2 \\
       --config tune_jobs/configs/retrain_demo.yaml --name demo
   python tune_jobs/run_retrain.py --from-search runs/search-dl --num-samples 3 --dataset cifar100
+  python tune_jobs/run_retrain.py --from-search runs/search-dl --random DL:5 --num-samples 3
   python tune_jobs/run_retrain.py --genotype prdarts-dl2 --params-only --dataset cifar100
   python tune_jobs/run_retrain.py --name demo --resume          # continue a killed experiment
 
-Seeds are 0..N-1 for ``--num-samples N``. The config defaults to the paper's
+Seeds are 0..N-1 for ``--num-samples N``. ``--random SPACE:N[:STEPS]`` adds N
+cells drawn uniformly from the cells a search in SPACE with STEPS morph rounds
+(default 5, the paper's schedule) can produce, saved under
+``<experiment>/random_cells/``; ``retrain.parquet``'s ``kind`` column tells
+searched, random and preset cells apart. The config defaults to the paper's
 protocol (tune_jobs/configs/retrain.yaml); see docs/retrain.md.
 """
 
@@ -26,10 +31,20 @@ from typing import Any
 
 from prnas.config_io import parse_set_args
 from prnas.retrain.config import ConfigError, RetrainConfig, load_config
-from prnas.retrain.genotypes import GenotypeRef, parse_genotype_list, resolve
+from prnas.retrain.genotypes import (
+    RANDOM_SYNTAX,
+    GenotypeRef,
+    parse_genotype_list,
+    parse_random,
+    random_cells,
+    resolve,
+    write_random_cells,
+)
 from prnas.retrain.params import dataset_shape, network_params
+from prnas.space.genotype import Genotype
 
 PARQUET = "retrain.parquet"
+RANDOM_DIR = "random_cells"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="preset names and/or genotype JSON files, comma-separated (repeatable)")
     p.add_argument("--from-search", action="append", default=[], metavar="EXPERIMENT_DIR",
                    help="retrain every genotype.json found below an earlier search folder")
+    p.add_argument("--random", action="append", default=[], metavar="SPACE:N[:STEPS][,...]",
+                   help="also retrain N random cells of SPACE (DL, DR, UR) for a schedule with "
+                   "STEPS morph rounds (default 5), the random-search baseline; repeatable")
+    p.add_argument("--random-seed", type=int, default=0,
+                   help="seed of the random cells (default 0)")
     p.add_argument("--num-samples", type=int, default=1, help="seeds per genotype: 0..N-1")
     p.add_argument("--config", help="retrain YAML (default: the paper's protocol)")
     p.add_argument("--dataset", choices=["cifar10", "cifar100", "demo", "imagefolder"],
@@ -78,19 +98,30 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _refs(args: argparse.Namespace) -> list[GenotypeRef]:
+def _refs(args: argparse.Namespace, extra: list[GenotypeRef] | None = None) -> list[GenotypeRef]:
     names = [n for item in args.genotype for n in parse_genotype_list(item)]
-    return resolve(names, args.from_search)
+    return resolve(names, args.from_search, extra or ())
 
 
-def params_only(cfg: RetrainConfig, refs: list[GenotypeRef]) -> int:
+def _random(args: argparse.Namespace) -> list[Genotype]:
+    """The random cells asked for, drawn (not yet written) so a bad request fails first."""
+    requests = [r for item in args.random for r in parse_random(item)]
+    if len({(r.space, r.steps) for r in requests}) < len(requests):
+        raise ValueError(f"--random: a SPACE:STEPS is named twice; syntax {RANDOM_SYNTAX}")
+    return random_cells(requests, args.random_seed)
+
+
+def params_only(cfg: RetrainConfig, refs: list[GenotypeRef],
+                cells: list[Genotype] | None = None) -> int:
     shape = dataset_shape(cfg.data)
-    for ref in refs:
-        params = network_params(cfg, ref.load(), shape)
-        print(json.dumps({"genotype": ref.label, "params": params,
+    todo = [(r.label, r.kind, r.path, r.load()) for r in refs]
+    todo += [(g.name, "random", None, g) for g in cells or ()]
+    for label, kind, path, genotype in todo:
+        params = network_params(cfg, genotype, shape)
+        print(json.dumps({"genotype": label, "kind": kind, "params": params,
                           "params_m": round(params / 1e6, 2), "dataset": cfg.data.dataset,
                           "num_classes": shape[0], "channels": cfg.channels,
-                          "layers": cfg.layers, "genotype_path": ref.path}), flush=True)
+                          "layers": cfg.layers, "genotype_path": path}), flush=True)
     return 0
 
 
@@ -105,13 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"--num-samples must be >= 1, got {args.num_samples}")
     try:
         cfg = load_config(args.config, _overrides(args))
-        refs = [] if args.resume and not (args.genotype or args.from_search) else _refs(args)
+        cells = _random(args)
+        named = bool(args.genotype or args.from_search)
+        refs = _refs(args) if named or not (cells or args.resume) else []
     except (ConfigError, ValueError, FileNotFoundError) as err:
         return _fail(str(err))
     if args.params_only:
-        if not refs:
-            return _fail("--params-only needs --genotype or --from-search")
-        return params_only(cfg, refs)
+        if not refs and not cells:
+            return _fail("--params-only needs --genotype, --from-search or --random")
+        return params_only(cfg, refs, cells)
 
     from prnas.tune.cluster import default_storage
 
@@ -138,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         except (DatasetNotFoundError, ValueError) as err:
             return _fail(str(err))
         cfg = cfg.model_copy(update={"data": data.model_copy(update={"download": False})})
+        if cells:  # written only now that nothing else can refuse the run
+            refs = _refs(args, write_random_cells(cells, experiment / RANDOM_DIR))
     return _run(args, cfg, refs, storage, name)
 
 
@@ -166,9 +201,9 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
 
         if not tune.Tuner.can_restore(str(experiment)):
             return _fail(f"--resume: {experiment} holds no restorable Tune experiment")
-        if refs:
-            print("note: --resume continues the stored trials; --genotype/--from-search and "
-                  "config flags are ignored", file=sys.stderr)
+        if refs or args.random:
+            print("note: --resume continues the stored trials; --genotype/--from-search/"
+                  "--random and config flags are ignored", file=sys.stderr)
         tuner = restore_tuner(experiment, gpus, cpus)
     else:
         if gpus == 0 and cfg.device == "auto":

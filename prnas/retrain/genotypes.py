@@ -1,8 +1,10 @@
-"""Which genotypes a retrain fan-out covers: presets, JSON files, earlier search folders.
+"""Which genotypes a retrain fan-out covers: presets, JSON files, earlier search folders,
+random cells from a search space.
 
-Resolved once in the driver into plain values (label, what to load, file path),
-so every trial loads exactly what the user named, from an absolute path, and
-the result rows carry a label that tells the genotypes apart.
+Resolved once in the driver into plain values (label, what to load, file path,
+kind), so every trial loads exactly what the user named, from an absolute path,
+and the result rows carry a label that tells the genotypes apart and a kind
+(searched / random / preset) that tells a search from its baseline.
 """
 
 from __future__ import annotations
@@ -12,28 +14,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prnas.presets import list_genotypes, load_genotype
+from prnas.space.constraints import PRESETS, preset
 from prnas.space.genotype import Genotype
+from prnas.space.sampling import PAPER_MORPH_ROUNDS, SampleSpec, sample_genotypes
 
 SEARCH_RESULT = "genotype.json"
+KINDS = ("searched", "random", "preset")
 
 
 @dataclass(frozen=True)
 class GenotypeRef:
-    """``label``: the ``genotype`` column; ``ref``: a preset name or an absolute JSON path."""
+    """``label``: the ``genotype`` column; ``ref``: a preset name or an absolute JSON path;
+    ``kind``: the ``kind`` column (searched, random or preset)."""
 
     label: str
     ref: str
     path: str | None = None
+    kind: str = "searched"
 
     def load(self) -> Genotype:
         return load_genotype(self.ref)
 
     def to_dict(self) -> dict[str, str | None]:
-        return {"label": self.label, "ref": self.ref, "path": self.path}
+        return {"label": self.label, "ref": self.ref, "path": self.path, "kind": self.kind}
 
     @staticmethod
     def from_dict(d: dict) -> GenotypeRef:
-        return GenotypeRef(label=d["label"], ref=d["ref"], path=d.get("path"))
+        kind = d.get("kind") or ("preset" if d.get("path") is None else "searched")
+        return GenotypeRef(label=d["label"], ref=d["ref"], path=d.get("path"), kind=kind)
 
 
 def parse_genotype_list(text: str) -> list[str]:
@@ -42,15 +50,21 @@ def parse_genotype_list(text: str) -> list[str]:
 
 
 def ref_for(name_or_path: str) -> GenotypeRef:
-    """A preset stays a name; a file becomes absolute and is labelled by its genotype's name."""
+    """A preset stays a name; a file becomes absolute and is labelled by its genotype's name.
+
+    A file is a searched cell unless it says otherwise (``prnas.space sample``
+    writes ``"kind": "random"`` into the cells it draws).
+    """
     path = Path(name_or_path).expanduser()
     if path.is_file():
         genotype = load_genotype(str(path))
         resolved = str(path.resolve())
-        return GenotypeRef(label=genotype.name, ref=resolved, path=resolved)
+        kind = genotype.extra.get("kind")
+        return GenotypeRef(label=genotype.name, ref=resolved, path=resolved,
+                           kind=kind if kind in KINDS else "searched")
     load_genotype(name_or_path)  # raises, listing the presets
     name = name_or_path.removesuffix(".json")
-    return GenotypeRef(label=name, ref=name, path=None)
+    return GenotypeRef(label=name, ref=name, path=None, kind="preset")
 
 
 def from_search(experiment: str | Path) -> list[GenotypeRef]:
@@ -75,18 +89,88 @@ def from_search(experiment: str | Path) -> list[GenotypeRef]:
         seen.add(key)
         rel = path.parent.relative_to(root).as_posix()
         label = genotype.name if rel == "." else rel
-        refs.append(GenotypeRef(label=label, ref=str(path), path=str(path)))
+        refs.append(GenotypeRef(label=label, ref=str(path), path=str(path), kind="searched"))
     return refs
 
 
-def resolve(names: Sequence[str] = (), search_dirs: Sequence[str | Path] = ()) -> list[GenotypeRef]:
-    """All requested genotypes, with labels made unique (``name``, ``name#2``, ...)."""
+@dataclass(frozen=True)
+class RandomRequest:
+    """``--random SPACE:N[:STEPS]``: N random cells of a preset space, STEPS morph rounds."""
+
+    space: str
+    count: int
+    steps: int = PAPER_MORPH_ROUNDS
+
+    def spec(self) -> SampleSpec:
+        return SampleSpec(self.space, preset(self.space), self.steps)
+
+
+RANDOM_SYNTAX = "SPACE:N[:STEPS] (e.g. DL:5, or DL:3:2 for a schedule with 2 morph rounds)"
+
+
+def parse_random(text: str) -> list[RandomRequest]:
+    """``"DL:5,DR:3:2"`` -> requests; ValueError naming the item and the syntax."""
+    out = []
+    for item in parse_genotype_list(text):
+        parts = item.split(":")
+        try:
+            if len(parts) not in (2, 3):
+                raise ValueError
+            space, count = parts[0].upper(), int(parts[1])
+            steps = int(parts[2]) if len(parts) == 3 else PAPER_MORPH_ROUNDS
+        except ValueError:
+            raise ValueError(f"--random {item!r}: expected {RANDOM_SYNTAX}") from None
+        if space not in PRESETS:
+            raise ValueError(f"--random {item!r}: unknown space {parts[0]!r}; allowed: "
+                             f"{', '.join(PRESETS)}")
+        if count < 1 or steps < 0:
+            raise ValueError(f"--random {item!r}: N must be >= 1 and STEPS >= 0")
+        out.append(RandomRequest(space, count, steps))
+    keys = [(r.space, r.steps) for r in out]
+    if len(set(keys)) < len(keys):
+        raise ValueError("--random: a space and number of morph rounds is named twice "
+                         "(the same seed would draw the same cells); ask for more cells instead")
+    return out
+
+
+def random_cells(requests: Sequence[RandomRequest], seed: int = 0) -> list[Genotype]:
+    """The cells the requests draw (``prnas.space.sampling``), in request order."""
+    return [g for r in requests for g in sample_genotypes(r.spec(), r.count, seed)]
+
+
+def write_random_cells(genotypes: Sequence[Genotype], folder: str | Path) -> list[GenotypeRef]:
+    """Save each cell as ``folder/<name>.json`` (never over an existing file) and refer to it.
+
+    Cells of requests that differ only in their morph rounds share names; the
+    later ones get ``_2``, ``_3`` ... so every cell keeps its own file.
+    """
+    folder = Path(folder).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    refs, used = [], set()
+    for g in genotypes:
+        stem, n = g.name, 1
+        while stem in used or (folder / f"{stem}.json").exists():
+            n += 1
+            stem = f"{g.name}_{n}"
+        used.add(stem)
+        path = folder / f"{stem}.json"
+        g.save(path)
+        refs.append(GenotypeRef(label=stem, ref=str(path), path=str(path), kind="random"))
+    return refs
+
+
+def resolve(names: Sequence[str] = (), search_dirs: Sequence[str | Path] = (),
+            extra: Sequence[GenotypeRef] = ()) -> list[GenotypeRef]:
+    """All requested genotypes (``extra``: already resolved ones, e.g. random cells), with
+    labels made unique (``name``, ``name#2``, ...)."""
     refs = [ref_for(n) for n in names]
     for d in search_dirs:
         refs += from_search(d)
+    refs += list(extra)
     if not refs:
-        raise ValueError("no genotype given: pass --genotype NAME_OR_PATH[,...] and/or "
-                         f"--from-search DIR (presets: {', '.join(list_genotypes())})")
+        raise ValueError("no genotype given: pass --genotype NAME_OR_PATH[,...], "
+                         "--from-search DIR and/or --random SPACE:N "
+                         f"(presets: {', '.join(list_genotypes())})")
     out, used = [], set()
     for ref in refs:
         if ref.ref in {r.ref for r in out}:
@@ -96,5 +180,5 @@ def resolve(names: Sequence[str] = (), search_dirs: Sequence[str | Path] = ()) -
             n += 1
             label = f"{ref.label}#{n}"
         used.add(label)
-        out.append(GenotypeRef(label=label, ref=ref.ref, path=ref.path))
+        out.append(GenotypeRef(label=label, ref=ref.ref, path=ref.path, kind=ref.kind))
     return out

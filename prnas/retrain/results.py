@@ -18,12 +18,15 @@ from prnas._io import atomic_write_bytes
 
 # The documented columns, in this order; anything else a row carries follows them.
 COLUMNS = (
-    "trial_id", "genotype", "genotype_path", "seed", "dataset", "params", "epoch",
+    "trial_id", "genotype", "genotype_path",
+    "kind",  # searched / random / preset: a search's cells, its random baseline, published ones
+    "seed", "dataset", "params", "epoch",
     "train_loss", "train_acc", "test_loss", "test_acc", "test_error", "lr", "drop_path_prob",
     "epoch_time_s", "batch_size",
 )
 _DTYPES = {
     "trial_id": "string", "genotype": "string", "genotype_path": "string", "dataset": "string",
+    "kind": "string",
     "seed": "int64", "params": "int64", "epoch": "int64",
     **{c: "float64" for c in ("train_loss", "train_acc", "test_loss", "test_acc", "test_error",
                               "lr", "drop_path_prob", "epoch_time_s", "batch_size")},

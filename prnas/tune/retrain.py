@@ -44,7 +44,7 @@ class RetrainTrainable(tune.Trainable):
         self.retrainer = Retrainer(cfg, self.ref.load())
         self.retrainer.setup()
         self.labels = {"genotype": self.ref.label, "genotype_path": self.ref.path,
-                       "seed": cfg.seed, "dataset": self.retrainer.info.name}
+                       "kind": self.ref.kind, "seed": cfg.seed, "dataset": self.retrainer.info.name}
 
     def step(self) -> dict[str, Any]:
         row = self.retrainer.train_epoch()

@@ -58,6 +58,7 @@ _CANDIDATES_OPTIONAL: dict[str, str] = {
 RETRAIN_REQUIRED = ("trial_id", "genotype", "epoch", "test_error")
 _RETRAIN_OPTIONAL: dict[str, str] = {
     "genotype_path": "string", "seed": "Int64", "dataset": "string", "params": "Int64",
+    "kind": "string",  # searched / random / preset; NA in files written before it existed
     **{c: "float64" for c in ("train_loss", "train_acc", "test_loss", "test_acc", "lr",
                               "drop_path_prob", "epoch_time_s", "batch_size")},
 }
@@ -318,7 +319,7 @@ def _with_optional(df: pd.DataFrame, optional: dict[str, str]) -> pd.DataFrame:
     """Optional columns present with their documented dtype (NA where a file lacks them)."""
     for col, dtype in optional.items():
         if col not in df.columns:
-            df[col] = pd.NA
+            df[col] = pd.Series(None, index=df.index, dtype=dtype)  # pd.NA cannot be float64
         df[col] = df[col].astype(dtype)
     return df
 
@@ -352,7 +353,8 @@ def load_retrain(*dirs: str | os.PathLike) -> pd.DataFrame:
     """One row per (experiment, trial, epoch) from each folder's ``retrain.parquet``.
 
     Columns: ``experiment``, ``trial_id``, ``genotype`` (label), ``genotype_path``
-    (absolute or NA), ``seed``, ``dataset``, ``params`` (Int64), ``epoch`` (int64),
+    (absolute or NA), ``kind`` (searched / random / preset, NA in older files),
+    ``seed``, ``dataset``, ``params`` (Int64), ``epoch`` (int64),
     ``test_error`` (float64, percent) and the other float metrics (``test_acc``
     in percent, as the retrainer writes it), ``experiment_dir``.
     """

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import cells, figures, lineage, loaders, tables
+from analysis import agreement, baseline, cells, checklist, figures, lineage, loaders, tables
 from prnas.space.genotype import Genotype
 
 FIGURES, TABLES, INDEX = "figures", "tables", "index.html"
@@ -170,6 +170,9 @@ def build_report(experiment: str | os.PathLike, retrain: str | os.PathLike | Non
                    write_table(t3, tables.format_table_iii(t3), tab_dir / "table_iii"), out)
         rt = tables.retrain_trials(retrain_df, report_last)
         page.files(write_table(rt, rt, tab_dir / "retrain_trials"), out)
+    runs = baseline.run_table(retrain_df, report_last) if retrain_df is not None else None
+    _baseline_section(page, out, runs, report_last)
+    _agreement_section(page, out, results)
 
     for exp, tid in keys:
         rows = loaders.select_trial(results, (exp, tid))
@@ -198,6 +201,72 @@ def build_report(experiment: str | os.PathLike, retrain: str | os.PathLike | Non
         page.add(page.figure(lpaths, out, "Which op came from which parent, and when it left"))
         page.table(lin, write_table(lin, lin, tab_dir / f"lineage_{name}_{cell}_e{edge}"), out)
 
+    _checklist_section(page, out, checklist.checklist(results, search, retrain_df, runs,
+                                                      report_last))
     index = out / INDEX
     index.write_text(page.render(f"PR-DARTS report: {exp_name}"))
     return index
+
+
+def _baseline_section(page: _Page, out: Path, runs: pd.DataFrame | None,
+                      report_last: int) -> None:
+    """Searched against random cells (analysis.baseline); says so when a group is missing."""
+    page.heading(2, "Searched vs random cells")
+    if runs is None or runs.empty:
+        page.para("No retrain experiment given (or it has no runs): searched cells cannot be "
+                  "compared with random ones. Retrain both with run_retrain.py --from-search DIR "
+                  "--random SPACE:N and pass its folder.")
+        return
+    groups = baseline.group_table(runs)
+    shown = baseline.format_groups(groups)
+    page.para(f"Per run: mean test error of its last {report_last} epochs. Groups pool every "
+              "run (cells x seeds); the interval resamples cells, the rank test compares "
+              "per-cell mean errors (see docs/analysis.md). Parameters (and MACs where "
+              "recorded) beside the errors: a bigger cell often wins by size alone.")
+    page.table(shown, write_table(groups, shown, out / TABLES / "baseline_groups"), out)
+    result = baseline.compare(runs)
+    page.add(f"<p><strong>{html.escape(result.statement)}</strong></p>")
+    frame = result.to_frame()
+    page.files(write_table(frame, frame, out / TABLES / "baseline_comparison"), out)
+    page.files(write_table(runs, runs, out / TABLES / "baseline_runs"), out)
+    paths = figures.save_figure(baseline.comparison_figure(runs),
+                                out / FIGURES / "baseline_comparison")
+    page.add(page.figure(paths, out, "Every retrain run by kind; error against size"))
+
+
+def _agreement_section(page: _Page, out: Path, results: pd.DataFrame) -> None:
+    """Cross-seed agreement of found cells and of candidate pools (analysis.agreement)."""
+    page.heading(2, "Cross-seed agreement")
+    found = agreement.found_cells(results)
+    pairs = agreement.cell_pairs(found)
+    if pairs.empty:
+        page.para("Fewer than two finished trials (with genotype.json) in any space: no "
+                  "cross-seed agreement to measure.")
+    else:
+        summary = agreement.cell_summary(found, pairs)
+        page.para("Found cells, per space and cell type, over all pairs of trials: mean op "
+                  "similarity of matched edges (prnas.space.similarity) and the share of "
+                  "identical (op, input) pairs; 1 and 100 % mean the seeds found the same cell.")
+        page.table(summary.round(3), write_table(summary, summary.round(3),
+                                                 out / TABLES / "agreement_cells"), out)
+        page.files(write_table(pairs, pairs, out / TABLES / "agreement_cell_pairs"), out)
+        paths = figures.save_figure(agreement.heatmap_figure(found, pairs),
+                                    out / FIGURES / "agreement_cells")
+        page.add(page.figure(paths, out, "Seed x seed agreement of the found cells"))
+    pools = agreement.pool_agreement(results)
+    if pools.empty:
+        return
+    page.para("Candidate pools, per cycle, edge by edge over all pairs of trials of a space: "
+              "symmetric best-match op similarity and the share of ops both pools hold. "
+              "Rising lines: the seeds converge to the same ops.")
+    page.table(pools.round(3), write_table(pools, pools.round(3),
+                                           out / TABLES / "agreement_pools"), out)
+    paths = figures.save_figure(agreement.pool_figure(pools), out / FIGURES / "agreement_pools")
+    page.add(page.figure(paths, out, "Cross-seed agreement of the candidate pools over cycles"))
+
+
+def _checklist_section(page: _Page, out: Path, items: pd.DataFrame) -> None:
+    page.heading(2, "Best-practice checklist")
+    page.para("NAS best practices (Lindauer and Hutter, 2020) this report can check from its "
+              "data; 'missing' says what a publication of these runs would still need.")
+    page.table(items, write_table(items, items, out / TABLES / "checklist"), out)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import agreement, baseline, checklist, loaders, tables
+from analysis import agreement, baseline, checklist, loaders, report, tables
 from analysis.report import build_report
 from prnas.space.genotype import Genotype
 from prnas.space.ops import Op
@@ -204,47 +204,52 @@ def write_retrain(root: Path, search: Path, random_cells: int) -> Path:
     return root
 
 
-def test_report_sections_with_and_without_random_runs(tmp_path):
+def test_report_sections_on_a_search_with_retrained_and_random_cells(tmp_path):
     other = (CELL[1], CELL[0], *CELL[2:4], (K3, 1), *CELL[5:])
     search = write_experiment(tmp_path / "search", [CELL, CELL, other])
-    build_report(search, write_retrain(tmp_path / "only", search, 0), tmp_path / "a",
-                 cell_engine="matplotlib", report_last=2)
-    page = (tmp_path / "a" / "index.html").read_text()
-    assert "Searched vs random cells" in page and "No random runs" in page
-    items = pd.read_csv(tmp_path / "a" / "tables" / "checklist.csv")
-    assert list(items["status"]) == ["present", "missing", "present", "missing", "present"]
-    assert page.rfind("Best-practice checklist") > page.rfind("Cross-seed agreement")
+    out = tmp_path / "b"
+    build_report(search, write_retrain(tmp_path / "both", search, 3), out,
+                 cell_engine="matplotlib", report_last=2, trials=["t0"])
+    page = (out / "index.html").read_text()
+    assert "Too few cells to conclude anything" in page
+    assert page.rfind("Best-practice checklist") > page.rfind("Trial ")  # the page ends with it
+    comp = pd.read_csv(out / "tables" / "baseline_comparison.csv").iloc[0]
+    assert (comp["cells_searched"], comp["cells_random"]) == (3, 3)
+    assert comp["runs_searched"] == 6 and comp["difference"] == pytest.approx(3.5 - 7.0)
+    items = pd.read_csv(out / "tables" / "checklist.csv")
+    # Seeds: the random cells had one seed each; cost: CPU trials give device-hours.
+    assert items["status"].tolist() == ["missing", "present", "present", "missing", "present"]
+    for stem in ("baseline_comparison", "agreement_cells", "agreement_pools"):
+        assert (out / "figures" / f"{stem}.png").stat().st_size > 2000
 
-    pairs = pd.read_csv(tmp_path / "a" / "tables" / "agreement_cell_pairs.csv")
+    pairs = pd.read_csv(out / "tables" / "agreement_cell_pairs.csv")
     assert len(pairs) == 3 * 2  # three seed pairs, two cell types
     same = pairs[(pairs["seed_a"] == 0) & (pairs["seed_b"] == 1)]
     assert (same["similarity"] == 1).all() and (same["identical"] == 1).all()
     diff = pairs[(pairs["seed_a"] == 0) & (pairs["seed_b"] == 2)]
     assert diff["identical"].tolist() == [7 / 8, 7 / 8]
-    pools = pd.read_csv(tmp_path / "a" / "tables" / "agreement_pools.csv")
+    pools = pd.read_csv(out / "tables" / "agreement_pools.csv")
     first = pools[(pools["cycle"] == 1) & (pools["cell_type"] == "normal")].iloc[0]
     assert (first["similarity_mean"], first["shared_mean"], first["pairs"]) == (1.0, 1.0, 3)
     later = pools[(pools["cycle"] == 2) & (pools["cell_type"] == "normal")].iloc[0]
     assert later["shared_mean"] == pytest.approx(1 / 3)  # seeds 0, 2 agree; 1 keeps others
-    for stem in ("agreement_cells", "agreement_pools"):
-        assert (tmp_path / "a" / "figures" / f"{stem}.png").stat().st_size > 2000
 
-    build_report(search, write_retrain(tmp_path / "both", search, 3), tmp_path / "b",
-                 cell_engine="matplotlib", report_last=2)
-    page = (tmp_path / "b" / "index.html").read_text()
-    assert "Too few cells to conclude anything" in page
-    assert (tmp_path / "b" / "figures" / "baseline_comparison.png").stat().st_size > 2000
-    comp = pd.read_csv(tmp_path / "b" / "tables" / "baseline_comparison.csv").iloc[0]
-    assert (comp["cells_searched"], comp["cells_random"]) == (3, 3)
-    assert comp["runs_searched"] == 6 and comp["difference"] == pytest.approx(3.5 - 7.0)
-    items = pd.read_csv(tmp_path / "b" / "tables" / "checklist.csv")
-    assert items["status"].tolist()[1] == "present"
-    assert items["status"].tolist()[0] == "missing"  # the random cells had one seed each
 
-    build_report(search, None, tmp_path / "c", cell_engine="matplotlib")
-    page = (tmp_path / "c" / "index.html").read_text()
-    assert "No retrain experiment given" in page
-    assert checklist.MISSING in pd.read_csv(tmp_path / "c" / "tables" / "checklist.csv")[
-        "status"].tolist()
-    res = loaders.load_results(search)
-    assert tables.search_table(res)["cost_unit"].eq("device-hours").all()
+def test_sections_say_what_is_missing_instead_of_failing(tmp_path):
+    search = write_experiment(tmp_path / "search", [CELL, CELL])
+    results = loaders.load_results(search)
+    retrain = loaders.load_retrain(write_retrain(tmp_path / "only", search, 0))
+    runs = baseline.run_table(retrain, 2)
+    page = report._Page()
+    report._baseline_section(page, tmp_path, runs, 2)
+    report._baseline_section(page, tmp_path, None, 2)
+    report._agreement_section(page, tmp_path, results[results["seed"] == 0])
+    text = "\n".join(page.parts)
+    assert "No random runs in the retrain results" in text
+    assert "No retrain experiment given" in text
+    assert "Fewer than two finished trials" in text
+    search_t = tables.search_table(results)
+    items = checklist.checklist(results, search_t, retrain, runs, 2).set_index("item")["status"]
+    assert items.tolist() == ["present", "missing", "present", "missing", "present"]
+    none = checklist.checklist(results, search_t, None, None, 2)["status"].tolist()
+    assert none == ["present", "missing", "missing", "missing", "missing"]

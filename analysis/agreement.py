@@ -222,8 +222,10 @@ def pool_figure(pools: pd.DataFrame) -> Figure:
         finals = g.loc[g["final"], "cycle"]
         if len(finals):
             ax.axvline(finals.min() - 0.5, color="black", lw=0.8, ls=":")
+        stages = sorted(g["cycle"].unique())
+        ax.set_xticks(stages, [str(c) if c not in set(finals) else "final" for c in stages])
         ax.set_ylim(-0.03, 1.03)
-        ax.set_xlabel("cycle (after the dotted line: the pools the last decision left)")
+        ax.set_xlabel("cycle (final: the pools the last decision left)")
         ax.set_ylabel("mean over seed pairs and edges")
         ax.set_title(f"{space}: candidate pools across seeds", fontsize=10)
         ax.legend(fontsize=7)

@@ -470,6 +470,13 @@ def test_report_end_to_end(experiment, trials, retrain_dir, tmp_path):
         assert {stem + ".csv", stem + ".md"} <= names
     t3 = pd.read_csv(out / "tables/table_iii.csv")
     assert len(t3) == 3
+    # No random cells were retrained: the comparison says so, the checklist marks it missing.
+    assert "No random runs in the retrain results" in html
+    kinds = pd.read_csv(out / "tables/baseline_runs.csv").groupby("kind")["trial_id"].count()
+    assert kinds.to_dict() == {"preset": 1, "searched": 3}
+    items = pd.read_csv(out / "tables/checklist.csv").set_index("item")["status"]
+    assert items["Random-search baseline present"] == "missing"
+    assert html.rfind("Best-practice checklist") > html.rfind("Operation lineage")
     # A non-empty --out is refused without --force, and nothing is touched.
     before = (out / "index.html").stat().st_mtime_ns
     assert cli_main(["report", str(experiment), "--out", str(out)]) == 2

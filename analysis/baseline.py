@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, MaxNLocator
 from scipy.stats import mannwhitneyu
 
 from analysis.loaders import TRIAL_KEY
@@ -236,6 +237,8 @@ def comparison_figure(runs: pd.DataFrame) -> Figure:
             g = runs[runs["kind"] == k]
             ax.scatter(g[col], g["final_test_error"], s=22, alpha=0.8, color=KIND_COLORS[k],
                        edgecolor="black", linewidth=0.4, label=k)
+        ax.xaxis.set_major_formatter(EngFormatter())  # 40k, 3.2M: readable at any size
+        ax.xaxis.set_major_locator(MaxNLocator(5))
         ax.set_xlabel(label)
         ax.set_ylabel("final test error [%]")
         ax.set_title(f"error against {label}", fontsize=10)

@@ -27,7 +27,7 @@ from prnas.runtime import checkpoint
 from prnas.search.config import build_config as search_config
 from prnas.search.engine import Search
 
-N = 3000
+N = 2000
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")
 

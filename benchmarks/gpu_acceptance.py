@@ -123,7 +123,7 @@ SMOKE = Sizes(channels=4, layers=2, states=("cycle8",), batches=(2,), repeat=1,
               grow_state="cycle8", settle=1, grow_b_min=4, grow_b_mult=4, grow_b_max=16,
               share_b_mult=4, share_b_max=16, retrain_channels=4,
               retrain_layers=3, retrain_batches=(4,), n_train=64, n_test=16, search_nodes=2,
-              steps_per_epoch=2, search_batch=(8, 8, 16), eval_batch=32, pipeline_batch=16,
+              steps_per_epoch=1, search_batch=(8, 8, 16), eval_batch=32, pipeline_batch=16,
               pipeline_batches=4)
 
 # Table I of the paper: (epochs, grace epochs) per cycle, and the measured pool state

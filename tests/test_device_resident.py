@@ -11,7 +11,13 @@ from scipy.stats import chi2_contingency
 from tiny import tiny_search
 from torchvision.transforms import functional as F
 
-from prnas.data import DataConfig, retrain_datasets, search_datasets, write_cifar_folder
+from prnas.data import (
+    DataConfig,
+    retrain_datasets,
+    search_datasets,
+    write_cifar_folder,
+    write_image_folder,
+)
 from prnas.data.device_resident import (
     Augmentation,
     augment_batch,
@@ -129,6 +135,20 @@ def test_device_dataset_copies_cifar_as_uint8_and_normalises_like_torchvision(tm
     w, _a, _ = search_datasets(DataConfig(dataset="demo", subset=40))
     dw = device_dataset(w, CPU)
     assert dw.images.dtype == torch.float32 and dw.aug.padding == 2 and not dw.aug.flip
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_resized_image_folder_is_read_once_and_normalised_like_torchvision(tmp_path, mode):
+    root = write_image_folder(tmp_path / "imgs", num_classes=2, per_class=6, size=20, mode=mode)
+    cfg = DataConfig(dataset="imagefolder", train_dir=str(root), input_size=16)
+    train, test, info = retrain_datasets(cfg, cutout=4)
+    dev = device_dataset(test, CPU)
+    assert dev.images.dtype == torch.uint8 and dev.images.shape[1:] == (info.in_channels, 16, 16)
+    x, y = dev.batch(list(range(len(test))), None)
+    assert torch.allclose(x, torch.stack([test[i][0] for i in range(len(test))]), atol=1e-5)
+    assert y.tolist() == [test[i][1] for i in range(len(test))]
+    aug = device_dataset(train, CPU).aug
+    assert (aug.padding, aug.flip, aug.cutout) == (2, True, 4)
 
 
 SEARCH = tiny_search(

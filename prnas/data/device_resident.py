@@ -213,9 +213,9 @@ def raw_nbytes(dataset: object) -> int | None:
     if parts is None:
         return None
     _base, indices, before, _aug = parts
-    sample = _raw_image(_base, int(indices[0]), before) if len(indices) else None
-    if sample is None:
+    if not len(indices):
         return 0
+    sample, _label = _raw_item(_base, int(indices[0]), before)
     return len(indices) * (sample.numel() * sample.element_size() + 8)
 
 
@@ -239,7 +239,7 @@ def device_dataset(dataset: object, device: torch.device) -> DeviceDataset | Non
         images = base.images[torch.as_tensor(indices)].contiguous()
         labels = base.labels[torch.as_tensor(indices)].to(torch.int64)
     else:
-        pairs = [(_raw_image(base, int(i), before), int(base[int(i)][1])) for i in indices]
+        pairs = [_raw_item(base, int(i), before) for i in indices]
         images = torch.stack([p[0] for p in pairs])
         labels = torch.tensor([p[1] for p in pairs], dtype=torch.int64)
     return DeviceDataset(images.to(device), labels.to(device), aug, train)
@@ -261,13 +261,14 @@ def _raw_source(dataset: object):
     return base, np.asarray(indices, dtype=np.int64), before, aug
 
 
-def _raw_image(base, i: int, before: list) -> torch.Tensor:
-    """One image after the deterministic steps, as uint8 C x H x W (float if it was float)."""
-    img = base[i][0]
+def _raw_item(base, i: int, before: list) -> tuple[torch.Tensor, int]:
+    """One image after the deterministic steps, as uint8 C x H x W (float if it was float),
+    and its label."""
+    img, label = base[i]
     for step in before:
         img = step(img)
     if isinstance(img, Image.Image):
         arr = np.asarray(img, dtype=np.uint8)
         arr = arr[:, :, None] if arr.ndim == 2 else arr
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
-    return torch.as_tensor(img)
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous(), int(label)
+    return torch.as_tensor(img), int(label)

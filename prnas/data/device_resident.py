@@ -103,6 +103,15 @@ def read_augmentation(transform: object) -> tuple[list, Augmentation] | None:
 # ---------------------------------------------------------------- batch augmentation
 
 
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor onto ``device`` without a stream sync: pinned, then asynchronous
+    (the pinned block is reused only after the copy, by torch's caching host allocator)."""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+
 def _crop(x: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
     """``x`` (N, C, H, W) zero-padded by ``padding``, each image cut at its (dy, dx) offset."""
     n, _, h, w = x.shape
@@ -140,20 +149,29 @@ def augment_batch(images: torch.Tensor, aug: Augmentation, generator: torch.Gene
     x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
     if train and aug.padding:
         offsets = torch.randint(0, 2 * aug.padding + 1, (n, 2), generator=generator)
-        x = _crop(x, aug.padding, offsets.to(device, non_blocking=True))
+        x = _crop(x, aug.padding, _to_device(offsets, device))
     if train and aug.flip:
         flips = torch.rand(n, generator=generator) < 0.5
-        flips = flips.to(device, non_blocking=True)[:, None, None, None]
+        flips = _to_device(flips, device)[:, None, None, None]
         x = torch.where(flips, x.flip(-1), x)
-    mean = torch.tensor(aug.mean, device=device).view(1, c, 1, 1)
-    std = torch.tensor(aug.std, device=device).view(1, c, 1, 1)
-    x = (x - mean) / std
+    mean, std = _stats(aug, device)
+    x = (x - mean.view(1, c, 1, 1)) / std.view(1, c, 1, 1)
     if train and aug.cutout:
         centres = torch.stack([torch.randint(0, h, (n,), generator=generator),
                                torch.randint(0, w, (n,), generator=generator)], dim=1)
-        x = x * _cutout_mask(n, h, w, aug.cutout, centres.to(device, non_blocking=True),
-                             device)
+        x = x * _cutout_mask(n, h, w, aug.cutout, _to_device(centres, device), device)
     return x.contiguous()
+
+
+_STATS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _stats(aug: Augmentation, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std as device tensors, made once per (statistics, device)."""
+    key = (aug.mean, aug.std, str(device))
+    if key not in _STATS:
+        _STATS[key] = (torch.tensor(aug.mean, device=device), torch.tensor(aug.std, device=device))
+    return _STATS[key]
 
 
 # ---------------------------------------------------------------- datasets on the device
@@ -184,8 +202,7 @@ class DeviceDataset:
 
     def batch(self, indices: Sequence[int] | torch.Tensor, generator: torch.Generator | None
               ) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.as_tensor(indices, dtype=torch.int64).to(self.images.device,
-                                                             non_blocking=True)
+        idx = _to_device(torch.as_tensor(indices, dtype=torch.int64), self.images.device)
         x = augment_batch(self.images.index_select(0, idx), self.aug, generator,
                           train=self.train)
         return x, self.labels.index_select(0, idx)

@@ -82,6 +82,8 @@ def device_splits(value: bool | Literal["auto"], device: torch.device, splits: S
                   usable_bytes: int | None) -> list[DeviceDataset] | None:
     """All ``splits`` on ``device`` when ``data.device_resident`` says so (together, as the
     memory check is for their sum), else None: the CPU-side pipeline."""
+    if value is False or (value == "auto" and device.type != "cuda"):
+        return None  # decided without reading an image
     sizes = [raw_nbytes(s) for s in splits]
     total = None if any(n is None for n in sizes) else sum(sizes)  # type: ignore[misc]
     if not use_device_resident(value, device, total, usable_bytes):

@@ -119,7 +119,7 @@ class Sizes:
     pipeline_batches: int = 60
 
 
-SMOKE = Sizes(channels=4, layers=2, states=("cycle8",), batches=(2,), repeat=1,
+SMOKE = Sizes(channels=4, layers=1, states=("cycle8",), batches=(2,), repeat=1,
               memory_batches=(2, 4, 6), memory_states=("cycle8",), budget_mib=256,
               grow_state="cycle8", settle=1, grow_b_min=4, grow_b_mult=4, grow_b_max=16,
               share_b_mult=4, share_b_max=16, retrain_channels=4,

@@ -159,7 +159,7 @@ class Search:
         return {t: [a.detach().cpu().tolist() for a in self.alphas[t]] for t in CELL_TYPES}
 
     # ----------------------------------------------------------------- training
-    def _loader(self, split: _Split, epoch_seed: int) -> DataLoader:
+    def _loader(self, split: _Split, epoch_seed: int) -> DataLoader | DeviceBatches:
         g = torch.Generator().manual_seed(epoch_seed)
         sampler = AdaptiveBatchSampler(split.n, self.controller, g)
         if isinstance(split.dataset, DeviceDataset):

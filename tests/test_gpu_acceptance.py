@@ -8,7 +8,10 @@ list of wheels a GPU node must be given short and true.
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -76,3 +79,13 @@ def test_smoke_run_passes_every_check_on_cpu(capsys):
     assert len(checks[6]["rows"]) == 6
     assert all(r["device_resident_images_per_s"] > 0 for r in checks[7]["rows"])
     assert checks[8]["search_gpu_hours"] > 0 and checks[8]["retrain_gpu_hours_nchw"] > 0
+
+
+def test_time_limit_interrupts_a_long_call_and_then_disarms():
+    import gpu_acceptance
+
+    with pytest.raises(TimeoutError), gpu_acceptance.time_limit(0.05):
+        time.sleep(2)
+    with gpu_acceptance.time_limit(5):
+        time.sleep(0.01)  # finishes in time; the timer is disarmed on exit
+    time.sleep(0.1)

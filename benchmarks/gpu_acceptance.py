@@ -71,7 +71,7 @@ from prnas.data.device_resident import DeviceBatches, device_dataset
 from prnas.data.loading import resolve_num_workers
 from prnas.runtime import checkpoint
 from prnas.runtime.batch_size import BatchSizeConfig, BatchSizeController, run_step_with_backoff
-from prnas.runtime.memory import BudgetProbe, CudaMemoryProbe, rss_peak_bytes
+from prnas.runtime.memory import BudgetProbe, CudaMemoryProbe, is_oom, rss_peak_bytes
 from prnas.search.__main__ import write_outputs
 from prnas.search.config import build_config as search_config
 from prnas.search.engine import Search
@@ -347,9 +347,17 @@ def check_memory_model(ctx: Context, c: Check) -> None:
     s = ctx.sizes
     fits = []
     for state in s.memory_states:
-        peaks = [step_peak(state, b, ctx) for b in s.memory_batches]
-        fit = linear_fit(s.memory_batches, peaks)
-        fits.append({"state": state, "sizes": list(s.memory_batches), "peak_mib": peaks,
+        sizes, peaks = [], []
+        for b in s.memory_batches:
+            try:
+                peaks.append(step_peak(state, b, ctx))
+                sizes.append(b)
+            except Exception as err:  # a smaller card: fit the sizes that ran
+                if not is_oom(err):
+                    raise
+                release(ctx.device)
+        fit = linear_fit(sizes, peaks)
+        fits.append({"state": state, "sizes": sizes, "peak_mib": peaks,
                      "slope_mib_per_image": fit["slope"], "intercept_mib": fit["intercept"],
                      "r2": fit["r2"]})
     c.figures.update(memory="cuda_allocated" if ctx.cuda else "rss_in_process", fits=fits,

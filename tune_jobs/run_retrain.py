@@ -190,7 +190,7 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (
         1.0 if cluster_gpus() > 0 else 0.0)
     cpus = args.cpus_per_trial if args.cpus_per_trial is not None else (
-        1.0 + cfg.data.num_workers)
+        1.0 + cfg.data.explicit_workers)
     try:
         check_resources(gpus, cpus)
     except ClusterResourceError as err:

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DATA_DIR_ENV = "PRNAS_DATA_DIR"
 DEFAULT_DATA_DIR = "./data"
@@ -38,7 +38,16 @@ class DataConfig(BaseModel):
     subset: int | None = Field(None, ge=2, description="use at most N training images")
     test_subset: int | None = Field(None, ge=1, description="use at most N test images")
     augment: bool = Field(True, description="random crop (+ flip for natural images)")
-    num_workers: int = Field(0, ge=0)
+    num_workers: int | Literal["auto"] = Field(
+        "auto",
+        description="DataLoader workers of the CPU-side pipeline; auto: 0 on a CPU or with "
+        "device-resident data, else min(8, available CPUs - 1) (prnas.data.loading)",
+    )
+    device_resident: bool | Literal["auto"] = Field(
+        "auto",
+        description="hold the images on the device and augment whole batches there; "
+        "auto: on CUDA when the data takes <= 25 % of usable device memory",
+    )
 
     @model_validator(mode="after")
     def _dirs_fit_dataset(self) -> DataConfig:
@@ -55,6 +64,18 @@ class DataConfig(BaseModel):
                         f"(dataset is {self.dataset!r})"
                     )
         return self
+
+    @field_validator("num_workers")
+    @classmethod
+    def _workers_not_negative(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError(f"num_workers must be >= 0 or 'auto', got {v}")
+        return v
+
+    @property
+    def explicit_workers(self) -> int:
+        """``num_workers`` when set as a number, else 0: what a CPU reservation must add."""
+        return self.num_workers if isinstance(self.num_workers, int) else 0
 
     @property
     def resolved_input_size(self) -> int:

@@ -486,7 +486,7 @@ def _imagefolder(cfg: DataConfig) -> _Source:
     train_idx = _choose(train_all, cfg.subset, cfg.split_seed, _SUBSET)
     test_idx = _choose(test_all, cfg.test_subset, cfg.split_seed, _TEST_SUBSET)
     size = cfg.resolved_input_size
-    mean, std = _folder_stats(train_base, train_idx, mode, size, cfg.num_workers)
+    mean, std = _folder_stats(train_base, train_idx, mode, size, cfg.explicit_workers)
     return _Source(
         name="imagefolder",
         train_base=train_base,

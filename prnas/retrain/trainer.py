@@ -23,6 +23,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from prnas.data.datasets import DataInfo, retrain_datasets
+from prnas.data.device_resident import DeviceBatches, DeviceDataset
+from prnas.data.loading import (
+    augment_generator,
+    device_splits,
+    resolve_num_workers,
+    sequential_batches,
+)
 from prnas.nn.eval_net import EvalNetwork, count_parameters
 from prnas.retrain.config import RetrainConfig
 from prnas.retrain.schedule import drop_path_at, final_error
@@ -42,6 +49,7 @@ STATE_VERSION = 1
 # Fields that may differ between a checkpoint and the run restoring it: where
 # the data lives and how it is loaded never change what is computed.
 _RESTORE_MAY_DIFFER = {"device", "data.data_dir", "data.download", "data.num_workers",
+                       "data.device_resident",
                        "performance.channels_last", "performance.compile",
                        "performance.fast_path"}
 
@@ -94,6 +102,18 @@ class Retrainer:
         self.generator = torch.Generator().manual_seed(
             int(np.random.SeedSequence([cfg.seed, 1]).generate_state(1)[0]))
         self.criterion = nn.CrossEntropyLoss()
+        # Device-resident data (prnas.data.loading): crops, flips and Cutout drawn from
+        # a stream of their own, saved with the other RNG states.
+        self.augment_generator = augment_generator(cfg.seed)
+        probe = self.controller.probe
+        resident = device_splits(cfg.data.device_resident, self.device,
+                                 [self.train_set, self.test_set],
+                                 probe.total_bytes() if probe is not None else None)
+        if resident is not None:
+            self.train_set, self.test_set = resident
+        self.data_on_device = resident is not None
+        self.num_workers = resolve_num_workers(cfg.data.num_workers, self.device,
+                                               self.data_on_device)
         self._ready = True
 
     @property
@@ -198,11 +218,15 @@ class Retrainer:
             seen += len(y)
         return total_loss / seen, 100.0 * correct / seen
 
-    def _loader(self, dataset: Dataset, batch_sampler: AdaptiveBatchSampler | None,
-                batch_size: int = 1) -> DataLoader:
+    def _loader(self, dataset: Dataset | DeviceDataset,
+                batch_sampler: AdaptiveBatchSampler | None,
+                batch_size: int = 1) -> DataLoader | DeviceBatches:
+        if isinstance(dataset, DeviceDataset):
+            batches = batch_sampler or sequential_batches(len(dataset), batch_size)
+            return DeviceBatches(dataset, batches, self.augment_generator)
         kwargs: dict[str, Any] = {"batch_sampler": batch_sampler} if batch_sampler else {
             "batch_size": batch_size, "shuffle": False}
-        workers = self.cfg.data.num_workers
+        workers = self.num_workers
         return DataLoader(dataset, num_workers=workers, generator=self.generator,
                           pin_memory=self.device.type == "cuda", **kwargs)
 
@@ -227,6 +251,7 @@ class Retrainer:
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "generator": self.generator.get_state(),
+                "augment": self.augment_generator.get_state(),
             },
         }
 
@@ -258,6 +283,8 @@ class Retrainer:
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.generator.set_state(rng["generator"])
+        if "augment" in rng:  # absent from checkpoints written before it existed
+            self.augment_generator.set_state(rng["augment"])
 
     def save(self, path: str | os.PathLike) -> None:
         """Atomically: a reader (or a crash) never sees half a checkpoint."""

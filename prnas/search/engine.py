@@ -23,6 +23,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from prnas.data.datasets import search_datasets, test_dataset
+from prnas.data.device_resident import DeviceBatches, DeviceDataset
+from prnas.data.loading import (
+    augment_generator,
+    device_splits,
+    resolve_num_workers,
+    sequential_batches,
+)
 from prnas.nn.search_net import SearchNetwork
 from prnas.nn.transfer import transfer_weights
 from prnas.runtime.batch_size import (
@@ -80,11 +87,25 @@ class Search:
         seed_everything(cfg.seed)
         self.constraints = cfg.resolved_constraints()
         w_ds, a_ds, self.info = search_datasets(cfg.data)
-        self._weights = _Split(w_ds, len(w_ds))
-        self._alphas = _Split(a_ds, len(a_ds))
-        self._test = test_dataset(cfg.data) if cfg.evaluate_test else None
+        test = test_dataset(cfg.data) if cfg.evaluate_test else None
         self.controller = BatchSizeController(cfg.batch, probe_for(self.device,
                                                                    cfg.batch.memory_budget_bytes))
+        # Device-resident data (prnas.data.loading): the splits as DeviceDatasets,
+        # augmented from a stream of their own that the checkpoint keeps.
+        self._augment_rng = augment_generator(cfg.seed)
+        probe = self.controller.probe
+        resident = device_splits(cfg.data.device_resident, self.device,
+                                 [w_ds, a_ds] + ([test] if test is not None else []),
+                                 probe.total_bytes() if probe is not None else None)
+        if resident is not None:
+            w_ds, a_ds, *rest = resident
+            test = rest[0] if rest else None
+        self.data_on_device = resident is not None
+        self.num_workers = resolve_num_workers(cfg.data.num_workers, self.device,
+                                               self.data_on_device)
+        self._weights = _Split(w_ds, len(w_ds))
+        self._alphas = _Split(a_ds, len(a_ds))
+        self._test = test
         self.cycle = 0  # 0-based index of the cycle being trained
         self.epoch = 0  # epochs completed within that cycle
         self.pools: Pools = initial_pools(cfg.network.nodes)
@@ -138,11 +159,13 @@ class Search:
         return {t: [a.detach().cpu().tolist() for a in self.alphas[t]] for t in CELL_TYPES}
 
     # ----------------------------------------------------------------- training
-    def _loader(self, split: _Split, epoch_seed: int) -> DataLoader:
+    def _loader(self, split: _Split, epoch_seed: int) -> DataLoader | DeviceBatches:
         g = torch.Generator().manual_seed(epoch_seed)
         sampler = AdaptiveBatchSampler(split.n, self.controller, g)
+        if isinstance(split.dataset, DeviceDataset):
+            return DeviceBatches(split.dataset, sampler, self._augment_rng)
         return DataLoader(split.dataset, batch_sampler=sampler,
-                          num_workers=self.cfg.data.num_workers,
+                          num_workers=self.num_workers,
                           pin_memory=self.device.type == "cuda")
 
     def _epoch_seed(self, stream: int) -> int:
@@ -220,8 +243,12 @@ class Search:
     def _evaluate(self, split: _Split | None, dataset=None) -> tuple[float, float]:
         ds = dataset if dataset is not None else split.dataset
         self.net.eval()
-        loader = DataLoader(ds, batch_size=self.cfg.eval_batch_size, shuffle=False,
-                            num_workers=self.cfg.data.num_workers)
+        if isinstance(ds, DeviceDataset):
+            loader = DeviceBatches(ds, sequential_batches(len(ds), self.cfg.eval_batch_size),
+                                   self._augment_rng)
+        else:
+            loader = DataLoader(ds, batch_size=self.cfg.eval_batch_size, shuffle=False,
+                                num_workers=self.num_workers)
         loss_sum = correct = seen = 0
         cap = self.cfg.steps_per_epoch
         for i, (x, y) in enumerate(loader):
@@ -339,7 +366,7 @@ class Search:
             "epoch_log": self.epoch_log, "cycle_log": self.cycle_log,
             "genotype": self.genotype.to_dict() if self.genotype else None,
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate()},
+                    "python": random.getstate(), "augment": self._augment_rng.get_state()},
         }
         if self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -367,5 +394,7 @@ class Search:
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])
+        if "augment" in state["rng"]:  # absent from checkpoints written before it existed
+            self._augment_rng.set_state(state["rng"]["augment"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)

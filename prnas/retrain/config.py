@@ -55,7 +55,8 @@ class RetrainConfig(BaseModel):
     batch_size: RetrainBatchSizeConfig = Field(default_factory=RetrainBatchSizeConfig)
     test_batch_size: int = Field(128, ge=1, description="fixed batch size for evaluation")
     report_last: int = Field(5, ge=1, description="reported error = mean over the last N epochs")
-    seed: int = Field(0, ge=0, le=config_io.MAX_SEED, description="weights, drop-path, augmentation and batch order")
+    seed: int = Field(0, ge=0, le=config_io.MAX_SEED,
+                      description="weights, drop-path, augmentation and batch order")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 

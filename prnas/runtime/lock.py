@@ -4,8 +4,9 @@ Two runs started into the same folder would interleave their checkpoints and
 metrics, so the second one is refused before it writes anything. The lock is an
 ``flock`` on a small file, which the kernel drops when the holding process dies,
 however it dies: a SIGKILLed run leaves no stale lock, only a file whose recorded
-pid no longer runs, and the next run takes it over. The file records the holder's
-pid, host and start time for the refusal message.
+pid no longer runs, and the next run takes it over. A clean exit removes the
+file. The file records the holder's pid, host and start time for the refusal
+message.
 
 Note: ``flock`` is local to one machine; two hosts sharing a folder over NFS are
 not guaranteed to see each other's locks.
@@ -51,13 +52,21 @@ class FolderLock:
 
     def acquire(self) -> FolderLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise FolderLocked(f"{self.what} is in use by {_holder(self.path)}; wait for it "
-                               "to finish or stop it first (one run per folder)") from None
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise FolderLocked(f"{self.what} is in use by {_holder(self.path)}; wait for "
+                                   "it to finish or stop it first (one run per folder)") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the holder released and removed it meanwhile: lock the new file
         # Ours now: any pid recorded before belonged to a process that has died.
         info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                 "argv": sys.argv}
@@ -68,8 +77,9 @@ class FolderLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            # The file stays (unlinking a locked file races with a newcomer's open);
-            # the lock itself goes with the descriptor.
+            # Removed while still locked; a newcomer that opened the old file checks
+            # the inode after locking and starts over on a fresh one.
+            self.path.unlink(missing_ok=True)
             os.close(self._fd)
             self._fd = None
 

@@ -490,3 +490,28 @@ def test_tune_experiment_lock_names_the_driver(tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_retrain_divergence_stops_with_one_line_and_keeps_last_good_checkpoint(
+        tmp_path, capsys, monkeypatch):
+    from prnas.retrain.__main__ import main
+    from prnas.retrain.trainer import Retrainer
+
+    real, calls = Retrainer._step, []
+
+    def poisoned(self, x, y):
+        calls.append(1)
+        loss, *rest = real(self, x, y)
+        return (float("inf") if len(calls) > 3 else loss, *rest)  # 3 steps per epoch
+
+    monkeypatch.setattr(Retrainer, "_step", poisoned)
+    sets = {"channels": 4, "layers": 3, "device": "cpu", "batch_size.b_min": 16,
+            "batch_size.b_max": 16, "data.dataset": "demo", "data.subset": 48,
+            "data.test_subset": 16, "epochs": 3}
+    out = tmp_path / "run"
+    rc = main(["--genotype", "darts-v2", "--out", str(out), "--no-progress",
+               *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error")]
+    assert rc == 1 and len(err) == 1 and "diverged" in err[0] and "epoch 2" in err[0], err
+    state = checkpoint.load(out / "checkpoint.pt", kind="retrain")
+    assert state["epoch"] == 1 and len(state["history"]) == 1

@@ -405,6 +405,12 @@ def check_images(paths: Sequence[str], *, full: bool, role: str) -> None:
     PIL's cheap ``verify`` (train images are decoded anyway by the statistics pass,
     whose errors name the file too).
     """
+    _check_images(tuple(paths), full, role)
+
+
+@functools.lru_cache(maxsize=8)
+def _check_images(paths: tuple[str, ...], full: bool, role: str) -> None:
+    """Cached (a success only) because search, test evaluation and retrain ask again."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:

@@ -288,7 +288,7 @@ CASES: list[tuple[str, str, Callable[[Path], list[str]], str]] = [
      lambda t: ["--genotype", "darts-v2", "--set", "data.dataset=demo", "--storage",
                 str(t / "runs"), "--address", "127.0.0.1:1"], "--address"),
     # ---- python -m analysis
-    ("analysis-force-without-manifest", "analysis",
+    ("analysis-force-running-experiment", "analysis",
      lambda t: ["report", str(_search_experiment_running(t)), "--out", str(_old_report(t)),
                 "--force"], "no results.parquet"),
     ("analysis-running-experiment", "analysis",
@@ -338,9 +338,15 @@ def test_crafted_checkpoint_is_refused_without_running(tmp_path):
 
 
 def test_analysis_force_deletes_only_its_own_files(tmp_path):
-    from analysis.report import MANIFEST, prepare_out
+    from analysis.report import MANIFEST, OutputExists, prepare_out
 
-    out = tmp_path / "report"
+    legacy = _old_report(tmp_path)  # no manifest: refused, nothing deleted
+    before = _snapshot(legacy)
+    with pytest.raises(OutputExists, match="manifest"):
+        prepare_out(legacy, force=True)
+    assert _snapshot(legacy) == before
+
+    out = tmp_path / "report2"
     (out / "figures").mkdir(parents=True)
     (out / "figures" / "a.png").write_bytes(b"report's")
     (out / "figures" / "mine.png").write_bytes(b"user's")

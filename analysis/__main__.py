@@ -23,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("retrain", nargs="?", help="retrain experiment folder (holds retrain.parquet)")
     r.add_argument("--out", required=True, help="report folder (refused if not empty)")
     r.add_argument("--force", action="store_true",
-                   help="replace an earlier report in --out (its figures/, tables/, index.html)")
+                   help="replace an earlier report in --out: deletes only the files it listed in "
+                   "its manifest (.prnas-report.json), never others")
     r.add_argument("--trial", action="append", default=[], metavar="ID",
                    help="only these trials get figures (repeatable; default: all)")
     r.add_argument("--lineage", metavar="CELL:EDGE",

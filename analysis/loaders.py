@@ -98,6 +98,10 @@ def _folder(path: str | os.PathLike, filename: str, kind: str) -> Path:
                 raise ExperimentError(f"{root}: no {filename} next to {other} (written by an "
                                       "older or interrupted driver?)")
             hint = f"; it holds {other}, so it is a {what} experiment"
+    if not hint and (root / "tuner.pkl").is_file():
+        raise ExperimentError(f"{root}: no {filename} yet; the experiment is still running or "
+                              "was interrupted (the driver writes it at the end; resume it "
+                              "with --resume to get it)")
     nested = sorted(p.parent for p in root.glob(f"*/{filename}"))
     if nested and not hint:
         hint = "; did you mean " + ", ".join(str(p) for p in nested[:3]) + "?"

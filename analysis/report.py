@@ -7,9 +7,9 @@ scripts), so the folder can be zipped, mailed or served as it is.
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,8 @@ from analysis import agreement, baseline, cells, checklist, figures, lineage, lo
 from prnas.space.genotype import Genotype
 
 FIGURES, TABLES, INDEX = "figures", "tables", "index.html"
+# Every file a report wrote, relative to --out: ``--force`` deletes these and nothing else.
+MANIFEST = ".prnas-report.json"
 CSS = """
 body { font-family: -apple-system, Helvetica, Arial, sans-serif; margin: 2em auto;
        max-width: 1100px; color: #222; }
@@ -82,11 +84,33 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
 
 
-def prepare_out(out: Path, force: bool) -> None:
-    """Refuse a non-empty ``out`` unless ``force``; with it, clear what an earlier report wrote.
+def _files_under(out: Path) -> set[str]:
+    return {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
 
-    Only ``figures/``, ``tables/`` and ``index.html`` are removed, never other files,
-    so pointing ``--out`` at a busy folder by mistake cannot wipe it.
+
+def _own_files(out: Path) -> list[Path]:
+    """The files the manifest says an earlier report wrote, confined to ``out``."""
+    try:
+        listed = json.loads((out / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise OutputExists(f"--force: {out} holds no readable report manifest ({MANIFEST}); "
+                           "prnas deletes only files it wrote itself, so empty the folder "
+                           "yourself or choose another --out") from None
+    root = out.resolve()
+    own = []
+    for rel in listed if isinstance(listed, list) else []:
+        p = (out / str(rel)).resolve()
+        if p.is_relative_to(root) and p != root and p.is_file():
+            own.append(p)
+    return own
+
+
+def prepare_out(out: Path, force: bool) -> None:
+    """Refuse a non-empty ``out`` unless ``force``; with it, remove what an earlier report wrote.
+
+    Only the files listed in the earlier report's manifest go (then its folders, if
+    empty), never a file the user put there: pointing ``--out`` at a busy folder by
+    mistake cannot wipe it, and a folder without a manifest is refused.
     """
     if out.exists() and not out.is_dir():
         raise OutputExists(f"--out {out} is a file")
@@ -94,10 +118,20 @@ def prepare_out(out: Path, force: bool) -> None:
         if not force:
             raise OutputExists(f"--out {out} is not empty; pass --force to replace the report "
                                "in it, or choose another folder")
-        for name in (FIGURES, TABLES):
-            shutil.rmtree(out / name, ignore_errors=True)
-        (out / INDEX).unlink(missing_ok=True)
+        for p in _own_files(out):
+            p.unlink()
+        dirs = [out / FIGURES, out / TABLES]
+        dirs += [d for top in dirs if top.is_dir() for d in top.rglob("*") if d.is_dir()]
+        for d in sorted(dirs, key=lambda d: len(d.parts), reverse=True):  # deepest first
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        (out / MANIFEST).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _write_manifest(out: Path, before: set[str]) -> None:
+    written = sorted(_files_under(out) - before - {MANIFEST})
+    (out / MANIFEST).write_text(json.dumps({"files": written}, indent=1) + "\n")
 
 
 def write_table(numeric: pd.DataFrame, shown: pd.DataFrame, stem: Path) -> list[Path]:
@@ -138,7 +172,24 @@ def build_report(experiment: str | os.PathLike, retrain: str | os.PathLike | Non
         if not keys:
             raise loaders.ExperimentError(f"none of the trials {', '.join(trials)} is in "
                                           f"{experiment}")
+    if edge_choice is not None:  # an edge no trial has fails here, before --out is touched
+        for key in keys:
+            lineage.edge_lineage(loaders.select_trial(results, key), *edge_choice)
+    if force and out.is_dir() and any(out.iterdir()):
+        _own_files(out)  # refuses a folder without a manifest before deleting anything
     prepare_out(out, force)
+    before = _files_under(out)
+    try:
+        return _write_report(out, experiment, retrain, results, retrain_df, keys, edge_choice,
+                             cell_engine, paper_counting, report_last)
+    finally:
+        # Also after a failure: a later --force can then remove what this run wrote.
+        _write_manifest(out, before)
+
+
+def _write_report(out: Path, experiment, retrain, results: pd.DataFrame,
+                  retrain_df: pd.DataFrame | None, keys, edge_choice, cell_engine: str,
+                  paper_counting: bool, report_last: int) -> Path:
     fig_dir, tab_dir = out / FIGURES, out / TABLES
     page = _Page()
     exp_name = results["experiment"].iloc[0] if len(results) else str(experiment)

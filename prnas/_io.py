@@ -28,3 +28,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> None:
+    """ValueError (one line, naming ``flag``) unless ``path`` can be a folder we write in.
+
+    Called before any compute: finding out after an hour of training, or after Ray
+    started, that ``--out`` is a file or read-only loses that hour.
+    """
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{flag} {p} is a file, not a folder")
+    anc = p.absolute()
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ValueError(f"{flag} {p}: {anc} is a file, not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {p}: {anc} is not writable")

@@ -18,6 +18,10 @@ from pydantic import BaseModel, ValidationError
 M = TypeVar("M", bound=BaseModel)
 
 
+# Largest seed every RNG takes (torch.manual_seed needs it to fit in 64 bits).
+MAX_SEED = 2**63 - 1
+
+
 class ConfigError(ValueError):
     """An invalid config; the message names every offending field."""
 
@@ -135,5 +139,10 @@ def parse_set_args(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or "not valid YAML"
+            raise ConfigError(f"--set {key.strip()}: value {value!r} is not valid YAML "
+                              f"({problem})") from None
     return out

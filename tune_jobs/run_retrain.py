@@ -146,7 +146,14 @@ def main(argv: list[str] | None = None) -> int:
             return _fail("--params-only needs --genotype, --from-search or --random")
         return params_only(cfg, refs, cells)
 
-    from prnas.tune.cluster import default_storage
+    from prnas._io import check_output_dir
+    from prnas.runtime.lock import FolderLocked
+    from prnas.tune.cluster import (
+        check_address,
+        check_experiment_name,
+        default_storage,
+        experiment_lock,
+    )
 
     storage = Path(args.storage).expanduser().resolve() if args.storage else default_storage()
     if args.resume:
@@ -155,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         name = args.name
     else:
         name = args.name or f"retrain-{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        check_experiment_name(name)
+        check_output_dir(storage, "--storage")
+        if args.address:
+            check_address(args.address)
+    except (ValueError, ConnectionError) as err:
+        return _fail(str(err))
     experiment = storage / name
     if args.resume and not experiment.is_dir():
         return _fail(f"--resume: no experiment at {experiment}")
@@ -171,20 +185,36 @@ def main(argv: list[str] | None = None) -> int:
         except (DatasetNotFoundError, ValueError) as err:
             return _fail(str(err))
         cfg = cfg.model_copy(update={"data": data.model_copy(update={"download": False})})
-        if cells:  # written only now that nothing else can refuse the run
+    try:
+        lock = experiment_lock(storage, name).acquire()
+    except FolderLocked as err:
+        return _fail(str(err))
+    with lock:
+        if not args.resume and experiment.exists():  # another driver got here first
+            return _fail(f"experiment {experiment} already exists; choose another --name")
+        if cells and not args.resume:  # written only now that nothing else can refuse the run
             refs = _refs(args, write_random_cells(cells, experiment / RANDOM_DIR))
-    return _run(args, cfg, refs, storage, name)
+        return _run(args, cfg, refs, storage, name)
 
 
 def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
          storage: Path, name: str) -> int:
     from prnas.retrain.results import format_summary, summarize, write_parquet
-    from prnas.tune.cluster import ClusterResourceError, check_resources, cluster_gpus, init_ray
+    from prnas.tune.cluster import (
+        ClusterConnectError,
+        ClusterResourceError,
+        check_resources,
+        cluster_gpus,
+        init_ray,
+    )
     from prnas.tune.retrain import build_tuner, restore_tuner, result_rows
 
     # Tiny demo epochs checkpoint faster than Tune likes to snapshot; that is fine here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    url = init_ray(args.address, args.num_cpus, args.dashboard)
+    try:
+        url = init_ray(args.address, args.num_cpus, args.dashboard)
+    except ClusterConnectError as err:
+        return _fail(str(err))
     if url:
         print(f"Ray dashboard: {url}", file=sys.stderr)
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (

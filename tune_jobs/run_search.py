@@ -13,8 +13,10 @@ gets genotype.json; the experiment folder gets results.parquet and
 candidates.parquet (schema: docs/search.md). Seeds are seed..seed+N-1 for
 --num-samples N (seed from the config, 0 by default).
 
-Exit status: 0 all trials finished, 1 some failed, 2 bad arguments or config,
-3 interrupted (continue with --resume).
+Exit status: 0 all trials finished, 1 some failed, 2 bad arguments or config
+(or the experiment is in use by another driver), 3 interrupted (continue with
+--resume). Tune's own experiment files (tuner.pkl) are pickles: resume only
+experiments from folders you trust.
 """
 
 from __future__ import annotations
@@ -114,14 +116,30 @@ def _prepare_data(cfg: SearchConfig) -> SearchConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from prnas.tune.cluster import default_storage
+    from prnas._io import check_output_dir
+    from prnas.config_io import MAX_SEED
+    from prnas.runtime.lock import FolderLocked
+    from prnas.tune.cluster import (
+        check_address,
+        check_experiment_name,
+        default_storage,
+        experiment_lock,
+    )
 
     storage = Path(args.storage).expanduser().resolve() if args.storage else default_storage()
+    lock = None
     try:
         if args.num_samples < 1:
             raise ConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
         if args.max_failures < 0:
             raise ConfigError(f"--max-failures must be >= 0, got {args.max_failures}")
+        if args.stop_after_cycles is not None and args.stop_after_cycles < 1:
+            raise ConfigError(f"--stop-after-cycles must be >= 1, got {args.stop_after_cycles}")
+        if args.name is not None:
+            check_experiment_name(args.name)
+        check_output_dir(storage, "--storage")
+        if args.address:
+            check_address(args.address)
         if args.resume:
             if not args.name:
                 raise ConfigError("--resume needs the --name of the experiment to continue")
@@ -131,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.config or args.spaces or args.data_dir or args.set:
                 print("note: --resume continues the stored trials with their stored config; "
                       "--config/--set/--spaces/--data-dir are ignored", file=sys.stderr)
+            lock = experiment_lock(storage, args.name).acquire()
             cfg = spaces = None
         else:
             overrides = parse_set_args(args.set)
@@ -139,8 +158,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.download:
                 overrides["data.download"] = True
             cfg = load_config(args.config or DEFAULT_CONFIG, overrides)
+            if cfg.seed + args.num_samples - 1 > MAX_SEED:
+                raise ConfigError(f"seed: seeds {cfg.seed}..{cfg.seed + args.num_samples - 1} "
+                                  f"exceed {MAX_SEED}; lower seed or --num-samples")
             spaces = _spaces(args, cfg)
             name = args.name or f"search-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            check_experiment_name(name)
             experiment = storage / name
             if experiment.exists():
                 raise ConfigError(f"experiment {experiment} already exists; continue it with "
@@ -148,17 +171,33 @@ def main(argv: list[str] | None = None) -> int:
                                   "(nothing is overwritten)")
             fault = _fault(args.inject_failure)
             cfg = _prepare_data(cfg)
-    except ConfigError as err:
+            lock = experiment_lock(storage, name).acquire()
+            if experiment.exists():  # another driver got here first
+                raise ConfigError(f"experiment {experiment} already exists; choose another "
+                                  "--name (nothing is overwritten)")
+    except (ConfigError, ValueError, FolderLocked, ConnectionError) as err:
+        if lock is not None:
+            lock.release()
         return _fail(str(err))
-    return _run(args, cfg, spaces, experiment, None if args.resume else fault)
+    with lock:
+        return _run(args, cfg, spaces, experiment, None if args.resume else fault)
 
 
 def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] | None,
          experiment: Path, fault: dict | None) -> int:
-    from prnas.tune.cluster import ClusterResourceError, check_resources, cluster_gpus, init_ray
+    from prnas.tune.cluster import (
+        ClusterConnectError,
+        ClusterResourceError,
+        check_resources,
+        cluster_gpus,
+        init_ray,
+    )
     from prnas.tune.experiment import SearchExperiment, run_search
 
-    url = init_ray(args.address, args.num_cpus, args.dashboard)
+    try:
+        url = init_ray(args.address, args.num_cpus, args.dashboard)
+    except ClusterConnectError as err:
+        return _fail(str(err))
     if url:
         print(f"Ray dashboard: {url}", flush=True)
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (

@@ -19,7 +19,7 @@ DEFAULT_DATA_DIR = "./data"
 class DataConfig(BaseModel):
     """Dataset choice and the seeded splits drawn from it; see ``prnas.data.datasets``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     dataset: Literal["cifar10", "cifar100", "demo", "imagefolder"] = "cifar10"
     data_dir: str | None = Field(
@@ -34,7 +34,9 @@ class DataConfig(BaseModel):
     input_size: int | None = Field(
         None, ge=4, description="square side in pixels; null -> 32 (16 for demo)"
     )
-    split_seed: int = Field(0, ge=0, description="seeds the weights/alphas split and hold-outs")
+    split_seed: int = Field(
+        0, ge=0, le=2**63 - 1, description="seeds the weights/alphas split and hold-outs"
+    )
     subset: int | None = Field(None, ge=2, description="use at most N training images")
     test_subset: int | None = Field(None, ge=1, description="use at most N test images")
     augment: bool = Field(True, description="random crop (+ flip for natural images)")

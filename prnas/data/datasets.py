@@ -16,6 +16,7 @@ Seeded choices (hold-out, subset, split) each draw from their own stream of
 from __future__ import annotations
 
 import functools
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -375,9 +376,50 @@ def _safe_std(std: torch.Tensor) -> tuple[float, ...]:
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 
 
+class CorruptImageError(ValueError):
+    """An image file that does not decode; the message names the file."""
+
+
 def _open_as(path: str, mode: str) -> Image.Image:
-    with Image.open(path) as img:
-        return img.convert(mode)
+    try:
+        with Image.open(path) as img:
+            return img.convert(mode)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise CorruptImageError(f"image {path} cannot be read: {err}") from None
+
+
+def _check_one(path: str, full: bool) -> str | None:
+    try:
+        with Image.open(path) as img:
+            img.load() if full else img.verify()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        return f"{path} ({' '.join(str(err).split()) or type(err).__name__})"
+    return None
+
+
+def check_images(paths: Sequence[str], *, full: bool, role: str) -> None:
+    """Open every file once, in threads, before any training: a bad file found in the
+    middle of an epoch loses that epoch, and its traceback would not name it.
+
+    ``full`` decodes the pixels (test images, which no earlier pass reads); otherwise
+    PIL's cheap ``verify`` (train images are decoded anyway by the statistics pass,
+    whose errors name the file too).
+    """
+    _check_images(tuple(paths), full, role)
+
+
+@functools.lru_cache(maxsize=8)
+def _check_images(paths: tuple[str, ...], full: bool, role: str) -> None:
+    """Cached (a success only) because search, test evaluation and retrain ask again."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
+        bad = [b for b in pool.map(functools.partial(_check_one, full=full), paths,
+                                   chunksize=64) if b]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise CorruptImageError(f"{role}: {len(bad)} image(s) cannot be read: {bad[0]}{more}; "
+                                "remove or replace them")
 
 
 def _image_folder(path: Path, role: str, mode: str = "RGB") -> tv_datasets.ImageFolder:
@@ -423,8 +465,11 @@ def _majority_mode(folder: tv_datasets.ImageFolder) -> str:
         first.setdefault(target, path)
     votes = Counter()
     for path in first.values():
-        with Image.open(path) as img:
-            votes["L" if img.mode in _GREY_MODES else "RGB"] += 1
+        try:
+            with Image.open(path) as img:
+                votes["L" if img.mode in _GREY_MODES else "RGB"] += 1
+        except (OSError, SyntaxError, ValueError) as err:
+            raise CorruptImageError(f"image {path} cannot be read: {err}") from None
     return "L" if votes["L"] > votes["RGB"] else "RGB"
 
 
@@ -464,6 +509,9 @@ def _imagefolder(cfg: DataConfig) -> _Source:
     assert cfg.train_dir is not None  # DataConfig enforces it
     train_dir = Path(cfg.train_dir).expanduser().resolve()
     train_base = _image_folder(train_dir, "train_dir")
+    if len(train_base.classes) < 2:
+        raise ValueError(f"train_dir {train_dir} has {len(train_base.classes)} class folder(s) "
+                         f"({', '.join(train_base.classes)}); a classifier needs at least 2")
     mode = _majority_mode(train_base)
     train_base.loader = functools.partial(_open_as, mode=mode)
 
@@ -486,6 +534,14 @@ def _imagefolder(cfg: DataConfig) -> _Source:
     train_idx = _choose(train_all, cfg.subset, cfg.split_seed, _SUBSET)
     test_idx = _choose(test_all, cfg.test_subset, cfg.split_seed, _TEST_SUBSET)
     size = cfg.resolved_input_size
+    check_images([train_base.samples[int(i)][0] for i in train_idx], full=False,
+                 role="train_dir")
+    if test_base is not train_base:
+        check_images([test_base.samples[int(i)][0] for i in test_idx], full=True,
+                     role="test_dir")
+    else:
+        check_images([train_base.samples[int(i)][0] for i in test_idx], full=True,
+                     role="train_dir (hold-out part)")
     mean, std = _folder_stats(train_base, train_idx, mode, size, cfg.explicit_workers)
     return _Source(
         name="imagefolder",

@@ -15,12 +15,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from prnas._io import atomic_write_text
+from prnas._io import atomic_write_text, check_output_dir
 from prnas.config_io import parse_set_args
 from prnas.presets import load_genotype
 from prnas.retrain.config import ConfigError, RetrainConfig, dump_config, load_config
 from prnas.retrain.trainer import Retrainer, log_line
+from prnas.runtime import checkpoint
+from prnas.runtime.checkpoint import CheckpointError
 from prnas.runtime.device import configure_threads
+from prnas.runtime.guards import TrainingDiverged
+from prnas.runtime.lock import LOCK_NAME, FolderLock, FolderLocked, folder_entries
 from prnas.space.genotype import Genotype
 
 CONFIG, GENOTYPE, CHECKPOINT, METRICS, RESULT = (
@@ -56,8 +60,12 @@ def parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _prepare(args: argparse.Namespace) -> tuple[RetrainConfig, Genotype, Path | None]:
     """(config, genotype, checkpoint to restore or None), refusing unsafe combinations."""
     out = Path(args.out)
+    check_output_dir(out, "--out")
     overrides = parse_overrides(args)
     if args.resume:
+        ckpt = out / CHECKPOINT
+        if ckpt.is_file():
+            checkpoint.load(ckpt, kind="retrain")  # a search folder is refused here, in a line
         if not (out / CONFIG).is_file() or not (out / GENOTYPE).is_file():
             raise ConfigError(f"--resume: {out} holds no retrain ({CONFIG}, {GENOTYPE} missing)")
         # The stored files define the run; a --config/--genotype given anyway must agree,
@@ -65,9 +73,8 @@ def _prepare(args: argparse.Namespace) -> tuple[RetrainConfig, Genotype, Path | 
         cfg = load_config(args.config or out / CONFIG, overrides)
         genotype = load_genotype(args.genotype) if args.genotype else Genotype.load(
             out / GENOTYPE)
-        ckpt = out / CHECKPOINT
         return cfg, genotype, ckpt if ckpt.is_file() else None
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if folder_entries(out):
         raise ConfigError(f"{out} already exists; pass --resume to continue it, or choose "
                           "another --out (results are never overwritten)")
     if not args.genotype:
@@ -77,29 +84,45 @@ def _prepare(args: argparse.Namespace) -> tuple[RetrainConfig, Genotype, Path | 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    out = Path(args.out)
+    lock = FolderLock(out / LOCK_NAME, what=f"--out {out}")
     try:
+        if args.resume and out.is_dir():
+            lock.acquire()  # before reading: the checkpoint must not move under us
         cfg, genotype, ckpt = _prepare(args)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, CheckpointError, FolderLocked, ValueError, FileNotFoundError) as err:
+        lock.release()
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if ckpt is None:
-        atomic_write_text(out / CONFIG, dump_config(cfg))
-        genotype.save(out / GENOTYPE)
     configure_threads()
     trainer = Retrainer(cfg, genotype, progress=not args.no_progress)
-    trainer.setup()
-    if ckpt is not None:
-        try:
-            trainer.restore(ckpt)
-        except ValueError as err:
-            print(f"error: cannot resume {out}: {err}", file=sys.stderr)
-            return 2
-        print(f"resumed {out} after epoch {trainer.epoch}", file=sys.stderr)
-    print(f"retraining {genotype.name}: {trainer.params:,} params, {trainer.info.name}, "
-          f"{cfg.epochs} epochs, device {trainer.device}", file=sys.stderr)
     try:
+        trainer.setup()
+        if ckpt is not None:
+            trainer.restore(ckpt)
+        if not lock.held:
+            lock.acquire()
+            if folder_entries(out):  # another run started here meanwhile
+                raise ConfigError(f"{out} already exists; pass --resume to continue it")
+    except (ConfigError, FolderLocked, FileNotFoundError, ValueError) as err:
+        lock.release()
+        prefix = f"cannot resume {out}: " if ckpt is not None else ""
+        print(f"error: {prefix}{err}", file=sys.stderr)
+        return 2
+    with lock:
+        return _train(trainer, cfg, genotype, out, resumed=ckpt is not None)
+
+
+def _train(trainer: Retrainer, cfg: RetrainConfig, genotype: Genotype, out: Path,
+           resumed: bool) -> int:
+    try:
+        if not (out / CONFIG).is_file():
+            atomic_write_text(out / CONFIG, dump_config(cfg))
+            genotype.save(out / GENOTYPE)
+        if resumed:
+            print(f"resumed {out} after epoch {trainer.epoch}", file=sys.stderr)
+        print(f"retraining {genotype.name}: {trainer.params:,} params, {trainer.info.name}, "
+              f"{cfg.epochs} epochs, device {trainer.device}", file=sys.stderr)
         while not trainer.done:
             row = trainer.train_epoch()
             trainer.save(out / CHECKPOINT)
@@ -107,14 +130,22 @@ def main(argv: list[str] | None = None) -> int:
                               "".join(json.dumps(r) + "\n" for r in trainer.history))
             print(json.dumps(row), flush=True)
             print(log_line(row), file=sys.stderr, flush=True)
+        result = {"genotype": genotype.name, "params": trainer.params, "epochs": trainer.epoch,
+                  "dataset": trainer.info.name, "seed": cfg.seed,
+                  "final_test_error": trainer.final_test_error(),
+                  "report_last": cfg.report_last}
+        atomic_write_text(out / RESULT, json.dumps(result, indent=1) + "\n")
     except KeyboardInterrupt:
         print(f"interrupted after epoch {trainer.epoch}; continue with --resume",
               file=sys.stderr)
         return 130
-    result = {"genotype": genotype.name, "params": trainer.params, "epochs": trainer.epoch,
-              "dataset": trainer.info.name, "seed": cfg.seed,
-              "final_test_error": trainer.final_test_error(), "report_last": cfg.report_last}
-    atomic_write_text(out / RESULT, json.dumps(result, indent=1) + "\n")
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # disk full, folder removed: the previous checkpoint stays
+        print(f"error: cannot write to {out}: {err.strerror or err}; the last complete "
+              "checkpoint is kept, continue with --resume once fixed", file=sys.stderr)
+        return 1
     print(f"final test error (mean of last {cfg.report_last} epochs): "
           f"{result['final_test_error']:.2f}%", file=sys.stderr)
     return 0

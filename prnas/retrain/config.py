@@ -34,7 +34,8 @@ class RetrainBatchSizeConfig(BatchSizeConfig):
 class RetrainConfig(BaseModel):
     """Everything that decides a retrain's outcome except the genotype."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: an ``lr: .inf`` would otherwise pass and train on NaNs.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     data: DataConfig = Field(default_factory=DataConfig)
     channels: int = Field(36, ge=2, description="initial channels C (even)")
@@ -54,7 +55,8 @@ class RetrainConfig(BaseModel):
     batch_size: RetrainBatchSizeConfig = Field(default_factory=RetrainBatchSizeConfig)
     test_batch_size: int = Field(128, ge=1, description="fixed batch size for evaluation")
     report_last: int = Field(5, ge=1, description="reported error = mean over the last N epochs")
-    seed: int = Field(0, ge=0, description="weights, drop-path, augmentation and batch order")
+    seed: int = Field(0, ge=0, le=config_io.MAX_SEED,
+                      description="weights, drop-path, augmentation and batch order")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 

@@ -12,6 +12,7 @@ drive this same object.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -40,6 +41,7 @@ from prnas.runtime.batch_size import (
     run_step_with_backoff,
 )
 from prnas.runtime.device import pick_device, seed_everything
+from prnas.runtime.guards import TrainingDiverged
 from prnas.runtime.memory import probe_for
 from prnas.runtime.performance import autocast, compiled, resolve, to_memory_format
 from prnas.space.genotype import Genotype
@@ -176,6 +178,8 @@ class Retrainer:
                 loss, hits, used = run_step_with_backoff(
                     lambda bs, x=x, y=y: self._step(x[:bs], y[:bs]), self.controller,
                     used_size=lambda r: r[2])
+                if not math.isfinite(loss):
+                    raise TrainingDiverged.at(loss, f"epoch {self.epoch + 1} step {len(sizes) + 1}")
                 total_loss += loss * used
                 correct += hits
                 seen += used
@@ -293,7 +297,7 @@ class Retrainer:
     def restore(self, path: str | os.PathLike) -> None:
         # CPU first: RNG states must stay CPU tensors; optimiser and model state
         # follow their parameters to the device when loaded.
-        self.load_state_dict(checkpoint.load(path, map_location="cpu"))
+        self.load_state_dict(checkpoint.load(path, map_location="cpu", kind="retrain"))
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any],

@@ -14,10 +14,14 @@ import sys
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
-from prnas._io import atomic_write_text
+from prnas._io import atomic_write_text, check_output_dir
 from prnas.config_io import parse_set_args
 from prnas.runtime import checkpoint
+from prnas.runtime.checkpoint import CheckpointError
+from prnas.runtime.guards import TrainingDiverged
+from prnas.runtime.lock import LOCK_NAME, FolderLock, FolderLocked, folder_entries
 from prnas.search.config import ConfigError, SearchConfig, load_config
 
 CHECKPOINT = "checkpoint.pt"
@@ -64,27 +68,50 @@ def write_outputs(out: Path, search) -> None:
         search.genotype.save(out / "genotype.json")
 
 
+def _resume(out: Path) -> tuple[SearchConfig, dict | None]:
+    """(config, checkpoint state) to continue; a folder killed in its first epoch has only
+    its ``config.yaml`` and starts again from epoch 0 under it (state None)."""
+    ckpt = out / CHECKPOINT
+    if ckpt.is_file():
+        state = checkpoint.load(ckpt, kind="search")
+        try:
+            return SearchConfig.model_validate(state["config"]), state
+        except (KeyError, ValidationError) as err:
+            raise CheckpointError(f"checkpoint {ckpt} holds no valid search config "
+                                  f"({type(err).__name__})") from None
+    if (out / "config.yaml").is_file():
+        if (out / "genotype.json").is_file():
+            raise ConfigError(f"--resume: {out} holds a retrain (config.yaml, genotype.json), "
+                              "not a search; resume it with python -m prnas.retrain")
+        print(f"note: {out} has no checkpoint yet (stopped during the first epoch); "
+              "starting it again from epoch 0 with its config.yaml", file=sys.stderr)
+        return load_config(out / "config.yaml"), None
+    raise ConfigError(f"--resume: no checkpoint at {ckpt}; start without --resume")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out = Path(args.out)
-    ckpt = out / CHECKPOINT
+    lock = FolderLock(out / LOCK_NAME, what=f"--out {out}")
     try:
+        if args.stop_after_cycles is not None and args.stop_after_cycles < 1:
+            raise ConfigError(f"--stop-after-cycles must be >= 1, got {args.stop_after_cycles}")
+        check_output_dir(out, "--out")
         overrides = _overrides(args)
         if args.resume:
-            if not ckpt.is_file():
-                raise ConfigError(f"--resume: no checkpoint at {ckpt}; start without --resume")
-            state = checkpoint.load(ckpt)
-            cfg = SearchConfig.model_validate(state["config"])
+            if not out.is_dir():
+                raise ConfigError(f"--resume: {out} does not exist; start without --resume")
+            lock.acquire()  # before reading: the checkpoint must not move under us
+            cfg, state = _resume(out)
             if args.config or overrides:
                 print("note: --resume continues with the config stored in the checkpoint",
                       file=sys.stderr)
         else:
-            if out.exists() and any(out.iterdir()):
-                raise ConfigError(f"{out} exists and is not empty; pass --resume to continue "
-                                  "it or choose another --out (nothing is overwritten)")
+            _refuse_non_empty(out)
             cfg = load_config(args.config, overrides)
             state = None
-    except ConfigError as err:
+    except (ConfigError, CheckpointError, FolderLocked, ValueError) as err:
+        lock.release()
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -92,16 +119,37 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         search = Search(cfg, log=None if args.quiet else lambda m: print(m, flush=True))
-    except (FileNotFoundError, RuntimeError, ValueError) as err:
+        if state is not None:
+            search.load_state_dict(state)
+    except (FileNotFoundError, RuntimeError, ValueError, KeyError) as err:
+        lock.release()
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        if not lock.held:
+            lock.acquire()
+            _refuse_non_empty(out)  # another run may have started here meanwhile
+    except (ConfigError, FolderLocked) as err:
+        lock.release()
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    with lock:
+        return _run(search, out, state, args.stop_after_cycles)
+
+
+def _refuse_non_empty(out: Path) -> None:
+    if folder_entries(out):
+        raise ConfigError(f"{out} exists and is not empty; pass --resume to continue "
+                          "it or choose another --out (nothing is overwritten)")
+
+
+def _run(search, out: Path, state: dict | None, stop_after_cycles: int | None) -> int:
+    ckpt = out / CHECKPOINT
     if state is not None:
-        search.load_state_dict(state)
         print(f"resumed {out}: cycle {search.cycle + 1}, {search.epoch} epochs done", flush=True)
-    else:
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"),
-                                                              sort_keys=False))
+    elif not (out / "config.yaml").is_file():
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(
+            search.cfg.model_dump(mode="json"), sort_keys=False))
 
     def save(s, *_):
         checkpoint.save_atomic(s.state_dict(), ckpt)
@@ -115,10 +163,21 @@ def main(argv: list[str] | None = None) -> int:
 
     if search.finished:
         print("search already finished", flush=True)
-    genotype = search.run(on_epoch=save, on_cycle=on_cycle,
-                          stop_after_cycles=args.stop_after_cycles)
+    try:
+        genotype = search.run(on_epoch=save, on_cycle=on_cycle,
+                              stop_after_cycles=stop_after_cycles)
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # disk full, folder removed: the previous checkpoint stays
+        print(f"error: cannot write to {out}: {err.strerror or err}; the last complete "
+              "checkpoint is kept, continue with --resume once fixed", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume", file=sys.stderr)
+        return 130
     if genotype is None:
-        print(f"stopped after {args.stop_after_cycles} cycle(s); continue with --resume",
+        print(f"stopped after {stop_after_cycles} cycle(s); continue with --resume",
               flush=True)
     else:
         write_outputs(out, search)

@@ -18,7 +18,8 @@ from prnas.runtime.batch_size import BatchSizeConfig
 from prnas.runtime.performance import PerformanceConfig
 from prnas.space.constraints import PRESETS, Constraints, preset
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
+# allow_inf_nan=False: an ``lr: .inf`` would otherwise pass and train a cycle on NaNs.
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CycleConfig(BaseModel):
@@ -32,9 +33,10 @@ class CycleConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> CycleConfig:
-        if self.grace_epochs > self.epochs:
+        if self.grace_epochs >= self.epochs:
             raise ValueError(
-                f"grace_epochs ({self.grace_epochs}) must be <= epochs ({self.epochs})"
+                f"grace_epochs ({self.grace_epochs}) must be < epochs ({self.epochs}): "
+                "the alphas train only after the grace epochs"
             )
         if self.morphs >= self.candidates:
             raise ValueError(
@@ -81,6 +83,13 @@ class OptimConfig(BaseModel):
     alpha_weight_decay: float = Field(1e-3, ge=0)
     alpha_init_scale: float = Field(1e-3, ge=0)
 
+    @field_validator("alpha_betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError(f"alpha_betas must both be in [0, 1), got {list(v)}")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> OptimConfig:
         if self.lr_min > self.lr:
@@ -91,7 +100,7 @@ class OptimConfig(BaseModel):
 class SearchConfig(BaseModel):
     model_config = _STRICT
     name: str = "prdarts"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=config_io.MAX_SEED)
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads")
     space: str = Field("DL", description="constraint preset name (DL, DR, UR) or 'custom'")

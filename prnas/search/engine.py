@@ -10,6 +10,7 @@ through ``state_dict()``, at epoch granularity.
 from __future__ import annotations
 
 import json
+import math
 import random
 import resource
 import time
@@ -38,6 +39,7 @@ from prnas.runtime.batch_size import (
     run_step_with_backoff,
 )
 from prnas.runtime.device import configure_threads, pick_device, seed_everything
+from prnas.runtime.guards import TrainingDiverged
 from prnas.runtime.memory import probe_for
 from prnas.runtime.performance import compiled, resolve
 from prnas.runtime.schedules import cosine_lr
@@ -214,6 +216,9 @@ class Search:
 
             loss, corr, b, peak = run_step_with_backoff(weight_step, self.controller,
                                                         used_size=lambda r: r[2])
+            if not math.isfinite(loss):
+                raise TrainingDiverged.at(
+                    loss, f"cycle {self.cycle + 1} epoch {self.epoch + 1} step {steps + 1}")
             peak_mb = max(peak_mb, peak)
             loss_sum += loss * b
             correct += corr

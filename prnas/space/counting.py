@@ -19,6 +19,10 @@ from prnas.space.constraints import Constraints
 from prnas.space.morphisms import ConvState, state_admitted, state_moves
 from prnas.space.ops import START_OP
 
+# Enough for every space the paper counts (80 at 5 steps); an unbounded space grows
+# without limit with the steps, and enumerating it would never return.
+MAX_STATES = 50_000
+
 
 def state_str(state: ConvState) -> str:
     k, d, e = state
@@ -26,25 +30,35 @@ def state_str(state: ConvState) -> str:
 
 
 def reachable(
-    constraints: Constraints, steps: int, paper_counting: bool = False
+    constraints: Constraints, steps: int, paper_counting: bool = False,
+    max_states: int = MAX_STATES,
 ) -> list[str]:
     """Canonical strings of the convs reachable from conv_k3_d1 within ``steps`` morphisms.
 
     Breadth-first over admitted states only: a path never leaves the
     constraints, exactly as a search never proposes an inadmissible child.
+    Stops early once nothing new is reachable; refuses (ValueError) to enumerate
+    more than ``max_states`` configurations.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     start: ConvState = (START_OP.kernel, START_OP.dilation, START_OP.expansions)
     seen = {start}
     frontier = [start]
-    for _ in range(steps):
+    for step in range(steps):
+        if not frontier:
+            break  # saturated: more steps reach nothing new
         nxt = []
         for state in frontier:
             for _, child in state_moves(state, functional=not paper_counting):
                 if child not in seen and state_admitted(child, constraints):
                     seen.add(child)
                     nxt.append(child)
+            if len(seen) > max_states:
+                raise ValueError(
+                    f"steps: more than {max_states} configurations within {step + 1} of "
+                    f"{steps} steps; lower --steps or bound the space (--max-depth, "
+                    "--max-width, --kernel-max, --dilation-max)")
         frontier = nxt
     return sorted(state_str(s) for s in seen)
 
@@ -58,6 +72,9 @@ def search_space_size(ops: int, nodes: int = 4) -> int:
     """
     if ops < 1 or nodes < 1:
         raise ValueError(f"ops and nodes must be >= 1, got ops={ops}, nodes={nodes}")
+    if nodes > 1000 or ops > 10**6:  # the product's digits would grow past any use
+        raise ValueError(f"ops must be <= 1000000 and nodes <= 1000, got ops={ops}, "
+                         f"nodes={nodes}")
     size = 1
     for n in range(2, nodes + 2):
         size *= comb(n, 2) * ops**2

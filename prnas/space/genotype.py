@@ -17,6 +17,13 @@ FORMAT = "prnas-genotype/1"
 CellSpec = tuple[tuple[Op, int], ...]
 
 
+def _index(v: object) -> int:
+    """An input index as JSON writes it: an integer, never a truncated 2.7 or a bool."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"input index {v!r} is not an integer")
+    return v
+
+
 @dataclass(frozen=True)
 class Genotype:
     normal: CellSpec
@@ -30,16 +37,30 @@ class Genotype:
     def __post_init__(self) -> None:
         for cell in ("normal", "reduce"):
             spec = getattr(self, cell)
+            if not spec:
+                raise ValueError(f"genotype {cell}: the cell has no nodes")
             if len(spec) % 2:
                 raise ValueError(f"genotype {cell}: need two (op, input) pairs per node")
             for i, (op, src) in enumerate(spec):
                 if not isinstance(op, Op):
                     raise ValueError(f"genotype {cell}[{i}]: {op!r} is not an Op")
                 node = i // 2
+                if isinstance(src, bool) or not isinstance(src, int):
+                    raise ValueError(f"genotype {cell}[{i}]: input {src!r} is not an integer")
                 if not 0 <= src < node + 2:
                     raise ValueError(
                         f"genotype {cell}[{i}]: input {src} is not before node {node + 2}"
                     )
+            concat = getattr(self, cell + "_concat")
+            top = len(spec) // 2 + 2
+            if not concat:
+                raise ValueError(f"genotype {cell}_concat is empty")
+            for c in concat:
+                if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < top:
+                    raise ValueError(f"genotype {cell}_concat: {c!r} is not a node index "
+                                     f"in 0..{top - 1}")
+            if len(set(concat)) != len(concat):
+                raise ValueError(f"genotype {cell}_concat lists a node twice: {list(concat)}")
 
     @property
     def nodes(self) -> int:
@@ -57,14 +78,22 @@ class Genotype:
 
     @staticmethod
     def from_dict(d: dict) -> Genotype:
+        if not isinstance(d, dict):
+            raise ValueError(f"a {FORMAT} genotype is a JSON object, got {type(d).__name__}")
         if d.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} genotype (format field is {d.get('format')!r})")
         cells = {}
         for cell in ("normal", "reduce"):
             try:
-                cells[cell] = tuple((Op.parse(op), int(src)) for op, src in d[cell])
-            except (KeyError, TypeError) as err:
+                pairs = d[cell]
+                if not isinstance(pairs, list):
+                    raise TypeError(f"expected a list of [op, input] pairs, got {pairs!r}")
+                cells[cell] = tuple((Op.parse(op), _index(src)) for op, src in pairs)
+            except (KeyError, TypeError, ValueError) as err:
                 raise ValueError(f"genotype field {cell!r} missing or malformed: {err}") from None
+        for key in ("normal_concat", "reduce_concat"):
+            if key in d and not isinstance(d[key], list):
+                raise ValueError(f"genotype field {key!r} must be a list of node indices")
         known = {"format", "name", "source", "normal", "reduce", "normal_concat", "reduce_concat"}
         return Genotype(
             normal=cells["normal"],
@@ -82,9 +111,17 @@ class Genotype:
     @staticmethod
     def load(path: str | os.PathLike) -> Genotype:
         try:
-            return Genotype.from_dict(json.loads(Path(path).read_text()))
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            raise
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: cannot read ({err})") from None
+        try:
+            return Genotype.from_dict(json.loads(text))
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not valid JSON ({err})") from None
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
     def save(self, path: str | os.PathLike) -> None:
         from prnas._io import atomic_write_text

@@ -1,23 +1,69 @@
 """Starting or joining a Ray cluster, and refusing trials that could never be placed.
 
-Shared by the search and retrain fan-outs. Two failure modes motivate it: a
+Shared by the search and retrain fan-outs. Failure modes that motivate it: a
 trial asking for a GPU on a GPU-less cluster stays PENDING forever instead of
-failing, and Ray 2.5x+ refuses to start without an auth token unless told
-otherwise, which on a laptop is only noise.
+failing, and an unreachable ``--address`` makes Ray retry forever.
+
+Authentication is Ray's own default, never switched off here: Ray (2.59+)
+starts a local cluster with token authentication and generates the token
+(``~/.ray/auth_token``), because its GCS and raylet listen on every interface
+and anyone who can reach them could otherwise run code there. See the README's
+section on running on a shared network.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 from pathlib import Path
 from typing import Any
 
 STORAGE_ENV = "PRNAS_STORAGE"
+CONNECT_TIMEOUT_S = 10.0
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 class ClusterResourceError(RuntimeError):
     """The cluster cannot run a single trial of the requested shape."""
+
+
+class ClusterConnectError(ConnectionError):
+    """``--address`` names no reachable Ray cluster."""
+
+
+def check_experiment_name(name: str) -> str:
+    """A plain folder name: ``--name ../../x`` or ``/abs`` would write outside --storage."""
+    if not _PLAIN_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(f"--name must be a plain folder name (letters, digits, '.', '_', "
+                         f"'-'; no '/' or '..'), got {name!r}")
+    return name
+
+
+def experiment_lock(storage: Path, name: str):
+    """The lock that keeps a second driver out of experiment ``name`` while one runs.
+
+    Beside the experiment folder, not in it: Tune creates that folder itself.
+    """
+    from prnas.runtime.lock import FolderLock
+
+    return FolderLock(Path(storage) / f".{name}.lock", what=f"experiment {Path(storage) / name}")
+
+
+def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail within ``timeout`` on a host:port nobody listens on (Ray itself retries forever)."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", "local" or a form Ray resolves itself
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)),
+                                      timeout=timeout):
+            pass
+    except OSError as err:
+        raise ClusterConnectError(f"--address {address}: no Ray cluster reachable within "
+                                  f"{timeout:g}s ({err.strerror or err})") from None
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None,
@@ -28,14 +74,19 @@ def init_ray(address: str | None = None, num_cpus: int | None = None,
     instance only; a joined cluster brings its own resources. Idempotent: an
     already initialised Ray is reused as it is.
     """
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     if not ray.is_initialized():
         kwargs: dict = {"logging_level": logging.WARNING, "configure_logging": True}
         if address is None:
             kwargs.update(num_cpus=num_cpus, include_dashboard=dashboard)
-        ctx = ray.init(address=address, **kwargs)
+        else:
+            check_address(address)
+        try:
+            ctx = ray.init(address=address, **kwargs)
+        except ConnectionError as err:
+            first = (str(err).strip().splitlines() or ["connection failed"])[0]
+            raise ClusterConnectError(f"--address {address}: {first}") from None
         url = getattr(ctx, "dashboard_url", None)
     else:
         url = ray.get_dashboard_url() if hasattr(ray, "get_dashboard_url") else None

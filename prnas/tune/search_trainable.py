@@ -156,7 +156,7 @@ class SearchTrainable(tune.Trainable):
     def load_checkpoint(self, checkpoint_dir: str | dict | None) -> None:
         if not isinstance(checkpoint_dir, str):
             raise TypeError(f"expected a checkpoint directory, got {type(checkpoint_dir)}")
-        state = checkpoint.load(Path(checkpoint_dir) / CHECKPOINT_FILE)
+        state = checkpoint.load(Path(checkpoint_dir) / CHECKPOINT_FILE, kind="search")
         if state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"checkpoint format {state.get('version')} is not "
                              f"{CHECKPOINT_VERSION}")

@@ -60,6 +60,9 @@ _RETRAIN_OPTIONAL: dict[str, str] = {
     "genotype_path": "string", "seed": "Int64", "dataset": "string", "params": "Int64",
     **{c: "float64" for c in ("train_loss", "train_acc", "test_loss", "test_acc", "lr",
                               "drop_path_prob", "epoch_time_s", "batch_size")},
+    # Inference cost (prnas.cost); latency and throughput only in a trial's last row.
+    "macs": "Int64", "latency_ms_b1": "float64", "throughput_b64": "float64",
+    "cost_device": "string", "cost_threads": "Int64",
 }
 
 EPOCH_COLUMNS = (

@@ -27,7 +27,7 @@ from typing import Any
 from prnas.config_io import parse_set_args
 from prnas.retrain.config import ConfigError, RetrainConfig, load_config
 from prnas.retrain.genotypes import GenotypeRef, parse_genotype_list, resolve
-from prnas.retrain.params import dataset_shape, network_params
+from prnas.retrain.params import dataset_shape, network_cost
 
 PARQUET = "retrain.parquet"
 
@@ -63,7 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Tune verbosity")
     p.add_argument("--params-only", action="store_true",
-                   help="print each genotype's parameter count as JSON lines; no Ray, no training")
+                   help="print each genotype's parameter count, MACs, latency and throughput "
+                        "as JSON lines; no Ray, no training")
+    p.add_argument("--no-timing", action="store_true",
+                   help="with --params-only: skip the latency/throughput measurement")
     return p
 
 
@@ -83,12 +86,18 @@ def _refs(args: argparse.Namespace) -> list[GenotypeRef]:
     return resolve(names, args.from_search)
 
 
-def params_only(cfg: RetrainConfig, refs: list[GenotypeRef]) -> int:
+def params_only(cfg: RetrainConfig, refs: list[GenotypeRef], timing: bool = True) -> int:
     shape = dataset_shape(cfg.data)
+    if timing:
+        from prnas.runtime.device import configure_threads
+
+        configure_threads()
     for ref in refs:
-        params = network_params(cfg, ref.load(), shape)
+        cost = network_cost(cfg, ref.load(), shape, timing=timing)
+        params, macs = cost.pop("params"), cost.pop("macs")
         print(json.dumps({"genotype": ref.label, "params": params,
-                          "params_m": round(params / 1e6, 2), "dataset": cfg.data.dataset,
+                          "params_m": round(params / 1e6, 2), "macs": macs,
+                          "macs_m": round(macs / 1e6, 1), **cost, "dataset": cfg.data.dataset,
                           "num_classes": shape[0], "channels": cfg.channels,
                           "layers": cfg.layers, "genotype_path": ref.path}), flush=True)
     return 0
@@ -111,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.params_only:
         if not refs:
             return _fail("--params-only needs --genotype or --from-search")
-        return params_only(cfg, refs)
+        return params_only(cfg, refs, timing=not args.no_timing)
 
     from prnas.tune.cluster import default_storage
 

@@ -236,8 +236,8 @@ def table_iii(retrain: pd.DataFrame, search: pd.DataFrame | None = None,
         })
     return pd.DataFrame.from_records(records, columns=[
         "genotype", "dataset", "seeds", "params", "macs", "epochs", "error_mean", "error_std",
-        "latency_ms_b1", "throughput_b64", "cost_device", "search_trial", "space", "search_cost_days", "search_cost_unit", "ops_discovered",
-        "ops_discoverable"])
+        "latency_ms_b1", "throughput_b64", "cost_device", "search_trial", "space",
+        "search_cost_days", "search_cost_unit", "ops_discovered", "ops_discoverable"])
 
 
 def params_str(params) -> str:

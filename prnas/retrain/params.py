@@ -49,14 +49,21 @@ def network_cost(cfg: RetrainConfig, genotype: Genotype, shape: tuple[int, int] 
 
     classes, channels = shape or dataset_shape(cfg.data)
     size = cfg.data.resolved_input_size
-    with torch.random.fork_rng(devices=[]):
-        net = EvalNetwork(genotype, channels=cfg.channels, layers=cfg.layers,
-                          num_classes=classes, auxiliary=False, in_channels=channels)
-    out: dict[str, Any] = {"params": count_parameters(net),
-                           "macs": count_macs(net, (channels, size, size)), "input_size": size}
+
+    def build() -> EvalNetwork:
+        return EvalNetwork(genotype, channels=cfg.channels, layers=cfg.layers,
+                           num_classes=classes, auxiliary=False, in_channels=channels)
+
+    with torch.device("meta"):  # shapes only: counting needs no memory and no arithmetic
+        shapes = build()
+    out: dict[str, Any] = {"params": count_parameters(shapes),
+                           "macs": count_macs(shapes, (channels, size, size)),
+                           "input_size": size}
     if timing:
         device = pick_device(cfg.device)
         perf = resolve(cfg.performance, device)
+        with torch.random.fork_rng(devices=[]):
+            net = build()
         out.update(measure_timing(net, (channels, size, size), device,
                                   channels_last=perf.channels_last).as_dict())
     return out

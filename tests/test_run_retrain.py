@@ -197,6 +197,22 @@ def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
     assert set(df["dataset"]) == {"demo"} and df["genotype_path"].isna().all()
     assert df["params"].nunique() == 1
 
+    # Every trial left its trained network in its folder; it evaluates to the logged accuracy.
+    from prnas.evaluate import dataset_for, evaluate, performance_for
+    from prnas.model_file import read
+
+    last = df.sort_values("epoch").groupby("trial_id").tail(1)
+    assert last["model_path"].notna().all() and (last["latency_ms_b1"] > 0).all()
+    assert df[df["epoch"] < 3]["model_path"].isna().all()
+    for _, row in last.iterrows():
+        assert Path(row["model_path"]).parent.parent == exp
+        mf = read(row["model_path"])
+        assert mf.metrics["epochs"] == 3 and mf.metrics["test_acc"] == row["test_acc"]
+        dev = torch.device("cpu")
+        got = evaluate(mf.network_for_inference(), dataset_for(mf, None)[0], dev,
+                       performance_for(mf, dev), int(mf.evaluation["batch_size"]))
+        assert got.top1 == row["test_acc"]
+
     # The killed-and-resumed trials computed exactly what one uninterrupted
     # in-process run of the same protocol computes.
     cfg = load_config(DEMO, {"data.subset": 300, "data.test_subset": 60, "channels": 4,

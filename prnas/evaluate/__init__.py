@@ -102,7 +102,7 @@ def dataset_for(mf: ModelFile, data: str | None) -> tuple[Dataset, str]:
     if data is None:
         if not mf.data:
             raise EvaluationError(f"{mf.path} records no test data; pass --data")
-        cfg = DataConfig.model_validate({**mf.data, "download": False})
+        cfg = DataConfig.model_validate({**_known(mf.data, DataConfig), "download": False})
         try:
             ds = test_dataset(cfg)
         except (FileNotFoundError, ValueError) as err:
@@ -150,9 +150,14 @@ def _check_classes(mf: ModelFile, names: Sequence[str], path: Path) -> dict[str,
 def performance_for(mf: ModelFile, device: torch.device) -> Resolved:
     """The retrain's speed switches on ``device`` (layout and autocast change the numbers
     at float precision), without compilation."""
-    stored = dict(mf.evaluation.get("performance") or {})
+    stored = _known(mf.evaluation.get("performance") or {}, PerformanceConfig)
     stored["compile"] = False
     return resolve(PerformanceConfig.model_validate(stored), device)
+
+
+def _known(stored: dict[str, Any], model: type) -> dict[str, Any]:
+    """The stored fields this version of a config still has (files outlive config changes)."""
+    return {k: v for k, v in stored.items() if k in model.model_fields}
 
 
 @torch.no_grad()

@@ -61,6 +61,9 @@ _RETRAIN_OPTIONAL: dict[str, str] = {
     "kind": "string",  # searched / random / preset; NA in files written before it existed
     **{c: "float64" for c in ("train_loss", "train_acc", "test_loss", "test_acc", "lr",
                               "drop_path_prob", "epoch_time_s", "batch_size")},
+    # Inference cost (prnas.cost); latency and throughput only in a trial's last row.
+    "macs": "Int64", "latency_ms_b1": "float64", "throughput_b64": "float64",
+    "cost_device": "string", "cost_threads": "Int64",
 }
 
 EPOCH_COLUMNS = (

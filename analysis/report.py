@@ -217,6 +217,7 @@ def _write_report(out: Path, experiment, retrain, results: pd.DataFrame,
         page.heading(2, "Retraining (Table III layout)")
         page.para(f"Test error: mean of the last {report_last} epochs per run, then mean ± std "
                   "over seeds. Search cost and #ops of the search trial that found the cell.")
+        page.para(tables.cost_note(t3))
         page.table(tables.format_table_iii(t3),
                    write_table(t3, tables.format_table_iii(t3), tab_dir / "table_iii"), out)
         rt = tables.retrain_trials(retrain_df, report_last)

@@ -151,8 +151,21 @@ def format_search_summary(summary: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- retrain
 
 
+COST_COLUMNS = ("macs", "latency_ms_b1", "throughput_b64", "cost_device", "cost_threads")
+
+
+def _last_known(g: pd.DataFrame, col: str):
+    """The column's last non-null value in a trial (cost is measured after its last epoch)."""
+    if col not in g.columns:
+        return None
+    values = g[col].dropna()
+    return values.iloc[-1] if len(values) else None
+
+
 def retrain_trials(retrain: pd.DataFrame, report_last: int = 5) -> pd.DataFrame:
-    """One row per retrain trial: its reported error, the mean test error of its last epochs.
+    """One row per retrain trial: its reported error, the mean test error of its last epochs,
+    and its inference cost (MACs, latency at batch 1, throughput at batch 64; NA where the
+    run predates them or has not finished).
 
     The paper (IV-C) reports the mean over the last five epochs, averaged over seeds.
     """
@@ -165,10 +178,13 @@ def retrain_trials(retrain: pd.DataFrame, report_last: int = 5) -> pd.DataFrame:
             "dataset": g["dataset"].iloc[0] if pd.notna(g["dataset"].iloc[0]) else "?",
             "params": g["params"].iloc[-1], "epochs": int(g["epoch"].max()),
             "final_test_error": float(g["test_error"].tail(report_last).mean()),
+            **{c: _last_known(g, c) for c in COST_COLUMNS},
         })
-    return pd.DataFrame.from_records(records, columns=[
+    df = pd.DataFrame.from_records(records, columns=[
         "experiment", "trial_id", "genotype", "genotype_path", "seed", "dataset", "params",
-        "epochs", "final_test_error"])
+        "epochs", "final_test_error", *COST_COLUMNS])
+    return df.astype({"macs": "Int64", "latency_ms_b1": "float64", "throughput_b64": "float64",
+                      "cost_device": "string", "cost_threads": "Int64"})
 
 
 def _match_search(label: str, path, search: pd.DataFrame | None) -> pd.Series | None:
@@ -188,7 +204,9 @@ def _match_search(label: str, path, search: pd.DataFrame | None) -> pd.Series | 
 
 def table_iii(retrain: pd.DataFrame, search: pd.DataFrame | None = None,
               report_last: int = 5) -> pd.DataFrame:
-    """Per retrained genotype and dataset: params, error mean/std over seeds, search cost, #ops.
+    """Per retrained genotype and dataset: params, MACs, error mean/std over seeds, inference
+    latency and throughput (median over seeds; ``cost_device`` where measured), search cost,
+    #ops.
 
     The search columns are filled for genotypes whose ``genotype_path`` is a
     trial's ``genotype.json`` (or whose label names the trial); presets such as
@@ -201,9 +219,13 @@ def table_iii(retrain: pd.DataFrame, search: pd.DataFrame | None = None,
         records.append({
             "genotype": label, "dataset": dataset, "seeds": g["seed"].nunique(),
             "params": g["params"].iloc[0],
+            "macs": g["macs"].dropna().iloc[0] if g["macs"].notna().any() else None,
             "epochs": int(g["epochs"].min()),
             "error_mean": g["final_test_error"].mean(),
             "error_std": g["final_test_error"].std(ddof=1),
+            "latency_ms_b1": g["latency_ms_b1"].median(),
+            "throughput_b64": g["throughput_b64"].median(),
+            "cost_device": "; ".join(sorted(set(g["cost_device"].dropna()))) or None,
             "search_trial": None if match is None else f"{match['experiment']}/{match['trial_id']}",
             "space": None if match is None else match["space"],
             "search_cost_days": None if match is None else match["cost_hours"] / 24,
@@ -213,9 +235,9 @@ def table_iii(retrain: pd.DataFrame, search: pd.DataFrame | None = None,
             "ops_discoverable": None if match is None else match["ops_discoverable"],
         })
     return pd.DataFrame.from_records(records, columns=[
-        "genotype", "dataset", "seeds", "params", "epochs", "error_mean", "error_std",
-        "search_trial", "space", "search_cost_days", "search_cost_unit", "ops_discovered",
-        "ops_discoverable"])
+        "genotype", "dataset", "seeds", "params", "macs", "epochs", "error_mean", "error_std",
+        "latency_ms_b1", "throughput_b64", "cost_device", "search_trial", "space",
+        "search_cost_days", "search_cost_unit", "ops_discovered", "ops_discoverable"])
 
 
 def params_str(params) -> str:
@@ -225,24 +247,50 @@ def params_str(params) -> str:
     return f"{params / 1e6:.2f}M" if params >= 1e5 else f"{params / 1e3:.1f}k"
 
 
+def macs_str(macs) -> str:
+    """Multiply-adds as papers write them (528M); small demo networks with two decimals."""
+    if macs is None or pd.isna(macs):
+        return "–"
+    return f"{macs / 1e6:.0f}M" if macs >= 1e7 else f"{macs / 1e6:.2f}M"
+
+
+def _num(value, fmt: str) -> str:
+    return "–" if value is None or pd.isna(value) else fmt.format(value)
+
+
+def cost_note(table: pd.DataFrame) -> str:
+    """The caption line that says how the cost columns of a Table III were obtained."""
+    devices = sorted({d for v in table.get("cost_device", pd.Series(dtype=object)).dropna()
+                      for d in str(v).split("; ")})
+    where = f" on {', '.join(devices)}" if devices else " (not measured in these runs)"
+    return ("MACs: multiply-accumulates of one image at the dataset's input size, convolutions "
+            "and linear layers, counted by torch.utils.flop_counter (MACs = FLOPs / 2). "
+            "Latency: median batch-1 forward time; throughput: images/s at batch 64; measured "
+            f"after each run's last epoch{where}, median over seeds.")
+
+
 def _dataset_title(name: str) -> str:
     return {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}.get(str(name).lower(), str(name))
 
 
 def format_table_iii(table: pd.DataFrame) -> pd.DataFrame:
-    """Paper layout: Method, #params, one test-error column per dataset, search cost, #ops."""
+    """Paper layout: Method, #params, MACs, one test-error column per dataset, then the
+    inference latency (batch 1) and throughput (batch 64) of the first dataset's trials,
+    search cost, #ops."""
     if table.empty:
-        return pd.DataFrame(columns=["Method", "#params"])
+        return pd.DataFrame(columns=["Method", "#params", "MACs"])
     datasets = list(dict.fromkeys(table["dataset"]))
     rows = []
     for label, g in table.groupby("genotype", sort=False):
         first = g.iloc[0]
         params = first["params"]
-        row = {"Method": label, "#params": params_str(params)}
+        row = {"Method": label, "#params": params_str(params), "MACs": macs_str(first["macs"])}
         for ds in datasets:
             hit = g[g["dataset"] == ds]
             row[f"{_dataset_title(ds)} test error [%]"] = (
                 pm(hit["error_mean"].iloc[0], hit["error_std"].iloc[0]) if len(hit) else "–")
+        row["Latency b1 [ms]"] = _num(first["latency_ms_b1"], "{:.2f}")
+        row["Throughput b64 [img/s]"] = _num(first["throughput_b64"], "{:.0f}")
         cost = first["search_cost_days"]
         row["Search cost"] = "–" if cost is None or pd.isna(cost) else \
             f"{cost:.3g} {first['search_cost_unit']}"

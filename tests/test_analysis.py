@@ -136,6 +136,8 @@ def write_retrain_experiment(root: Path, search_dir: Path) -> Path:
             rows.append({**trainer.train_epoch(), "trial_id": f"retrain_{n:05d}",
                          "genotype": ref.label, "genotype_path": ref.path, "seed": seed,
                          "dataset": trainer.info.name})
+        # As the Tune trial does after its last epoch.
+        rows[-1].update(trainer.measure_timing().as_dict())
     write_parquet(rows_to_frame(rows), root / "retrain.parquet")
     return root
 
@@ -426,12 +428,23 @@ def test_table_iii_links_retrains_to_their_searches(results, trials, retrain_dir
     assert math.isclose(first["search_cost_days"], match["cost_hours"] / 24)
     darts = t3[t3["genotype"] == "darts-v2"].iloc[0]
     assert pd.isna(darts["search_trial"]) and np.isnan(darts["error_std"])
+    # Cost beside the error: MACs of every row, timing from each trial's last row.
+    for _, row in t3.iterrows():
+        per = trial_errors[trial_errors["genotype"] == row["genotype"]]
+        assert row["macs"] == per["macs"].iloc[0] == rt[rt["genotype"] == row["genotype"]][
+            "macs"].iloc[0] > 0
+        assert math.isclose(row["latency_ms_b1"], per["latency_ms_b1"].median())
+        assert row["throughput_b64"] > 0 and row["cost_device"].startswith("cpu")
+    assert trial_errors["cost_threads"].notna().all()
     shown = tables.format_table_iii(t3)
-    assert list(shown.columns) == ["Method", "#params", "demo test error [%]", "Search cost",
+    assert list(shown.columns) == ["Method", "#params", "MACs", "demo test error [%]",
+                                   "Latency b1 [ms]", "Throughput b64 [img/s]", "Search cost",
                                    "#ops"]
     assert shown["#ops"].iloc[0] == f"{match['ops_discovered']}/{match['ops_discoverable']}"
     assert shown[shown["Method"] == "darts-v2"]["#ops"].iloc[0] == "–"
-    assert re.fullmatch(r"\d+\.\d\d ± \d+\.\d\d", shown.iloc[0, 2])
+    assert re.fullmatch(r"\d+\.\d\d ± \d+\.\d\d", shown.iloc[0, 3])
+    assert shown["MACs"].iloc[0] == f"{first['macs'] / 1e6:.2f}M"
+    assert "MACs = FLOPs / 2" in tables.cost_note(t3) and "cpu: " in tables.cost_note(t3)
 
 
 # ----------------------------------------------------------------------------- report
@@ -477,6 +490,7 @@ def test_report_end_to_end(experiment, trials, retrain_dir, tmp_path):
     items = pd.read_csv(out / "tables/checklist.csv").set_index("item")["status"]
     assert items["Random-search baseline present"] == "missing"
     assert html.rfind("Best-practice checklist") > html.rfind("Operation lineage")
+    assert t3["macs"].gt(0).all() and "MACs = FLOPs / 2" in html  # cost beside the error
     # A non-empty --out is refused without --force, and nothing is touched.
     before = (out / "index.html").stat().st_mtime_ns
     assert cli_main(["report", str(experiment), "--out", str(out)]) == 2

@@ -16,6 +16,16 @@ FORBIDDEN = {
     "prnas/search": {"ray", "prnas.retrain", "prnas.tune", "analysis"},
     "prnas/retrain": {"ray", "prnas.search", "prnas.tune", "analysis"},
     "analysis": {"ray", "prnas.tune"},
+    # Using a trained model needs no Ray, no search and no training code.
+    "prnas/evaluate": {"ray", "prnas.search", "prnas.retrain", "prnas.tune", "analysis"},
+    "prnas/export": {"ray", "prnas.search", "prnas.retrain", "prnas.tune", "analysis"},
+}
+# Single-module layers: file -> names it must never import.
+FORBIDDEN_FILES = {
+    "prnas/model_file.py": {"ray", "prnas.data", "prnas.search", "prnas.retrain",
+                            "prnas.tune", "analysis"},
+    "prnas/cost.py": {"ray", "prnas.data", "prnas.search", "prnas.retrain", "prnas.tune",
+                      "analysis"},
 }
 
 
@@ -37,3 +47,10 @@ def test_layer_imports_nothing_below_it(layer):
         for name in _imports(path):
             bad = [f for f in FORBIDDEN[layer] if name == f or name.startswith(f + ".")]
             assert not bad, f"{path.relative_to(ROOT)} imports {name} ({layer} must not)"
+
+
+@pytest.mark.parametrize("module", sorted(FORBIDDEN_FILES))
+def test_module_imports_nothing_below_it(module):
+    for name in _imports(ROOT / module):
+        bad = [f for f in FORBIDDEN_FILES[module] if name == f or name.startswith(f + ".")]
+        assert not bad, f"{module} imports {name}"

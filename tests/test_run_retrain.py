@@ -50,16 +50,29 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def test_params_only_prints_one_json_line_per_genotype(capsys):
-    out = _run("--genotype", "darts-v2,prdarts-dl1", "--params-only")
+    out = _run("--genotype", "darts-v2,prdarts-dl1", "--params-only", "--no-timing")
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["genotype"] for r in rows] == ["darts-v2", "prdarts-dl1"]
     assert rows[0]["params"] == 3_349_342
-    assert _main("--genotype", "prdarts-dl1", "--params-only", "--dataset", "cifar100") == 0
+    assert rows[0]["macs"] == 528_359_040 and rows[0]["input_size"] == 32
+    assert "latency_ms_b1" not in rows[0]
+    assert _main("--genotype", "prdarts-dl1", "--params-only", "--dataset", "cifar100",
+                 "--no-timing") == 0
     row100 = json.loads(capsys.readouterr().out)
     assert row100["num_classes"] == 100
     # Only the classifier grows: 90 more classes x (576 features + bias) at C=36.
     assert row100["params"] - rows[1]["params"] == 90 * (4 * 4 * 36 + 1)
+    assert row100["macs"] - rows[1]["macs"] == 90 * 4 * 4 * 36  # bias adds are not MACs
+
+
+def test_params_only_measures_latency_and_throughput(capsys):
+    assert _main("--genotype", "prdarts-dl1", "--params-only", "--config", str(DEMO),
+                 "--set", "channels=4", "--set", "layers=3", "--set", "device=cpu") == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["input_size"] == 16 and row["macs"] > 0
+    assert row["latency_ms_b1"] > 0 and row["throughput_b64"] > 0
+    assert row["cost_device"].startswith("cpu: ") and row["cost_threads"] >= 1
 
 
 def test_params_only_from_search_folder(tmp_path, capsys):
@@ -67,7 +80,7 @@ def test_params_only_from_search_folder(tmp_path, capsys):
     for sub, g in [("a/trial_0", dl1), ("a/trial_1", dl2), ("b/checkpoint", dl1)]:
         (tmp_path / sub).mkdir(parents=True)
         g.save(tmp_path / sub / "genotype.json")
-    assert _main("--from-search", str(tmp_path), "--params-only") == 0
+    assert _main("--from-search", str(tmp_path), "--params-only", "--no-timing") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     # Found recursively, labelled by folder, the duplicate cell retrained once.
     assert [r["genotype"] for r in rows] == ["a/trial_0", "a/trial_1"]
@@ -91,7 +104,8 @@ def test_random_cells_beside_presets_and_files_carry_their_kind(tmp_path, capsys
     from prnas.space import preset
     from prnas.space.sampling import SampleSpec, sample_genotypes
 
-    assert _main("--genotype", "darts-v2", "--random", "dl:2:2", "--params-only") == 0
+    assert _main("--genotype", "darts-v2", "--random", "dl:2:2", "--params-only",
+                 "--no-timing") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     cells = sample_genotypes(SampleSpec("DL", preset("DL"), 2), 2, seed=0)
     assert [(r["genotype"], r["kind"]) for r in rows] == [
@@ -169,6 +183,13 @@ def test_trainable_steps_checkpoints_and_resets(tmp_path):
         trial.save_checkpoint(str(tmp_path))
         second = trial.step()
         assert second["done"] is True
+        # The finished trial keeps its network and measures what it costs.
+        assert "latency_ms_b1" not in first and first["macs"] == second["macs"] > 0
+        assert second["latency_ms_b1"] > 0 and second["cost_device"].startswith("cpu")
+        from prnas.model_file import read
+
+        mf = read(second["model_path"])
+        assert mf.metrics["test_acc"] == second["test_acc"] and mf.genotype.name == "darts-v2"
         again = RetrainTrainable(config=conf)
         again.load_checkpoint(str(tmp_path))
         assert again.step()["train_loss"] == second["train_loss"]
@@ -222,6 +243,22 @@ def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
     assert set(df["dataset"]) == {"demo"} and df["genotype_path"].isna().all()
     assert set(df["kind"]) == {"preset"}
     assert df["params"].nunique() == 1
+
+    # Every trial left its trained network in its folder; it evaluates to the logged accuracy.
+    from prnas.evaluate import dataset_for, evaluate, performance_for
+    from prnas.model_file import read
+
+    last = df.sort_values("epoch").groupby("trial_id").tail(1)
+    assert last["model_path"].notna().all() and (last["latency_ms_b1"] > 0).all()
+    assert df[df["epoch"] < 3]["model_path"].isna().all()
+    for _, row in last.iterrows():
+        assert Path(row["model_path"]).parent.parent == exp
+        mf = read(row["model_path"])
+        assert mf.metrics["epochs"] == 3 and mf.metrics["test_acc"] == row["test_acc"]
+        dev = torch.device("cpu")
+        got = evaluate(mf.network_for_inference(), dataset_for(mf, None)[0], dev,
+                       performance_for(mf, dev), int(mf.evaluation["batch_size"]))
+        assert got.top1 == row["test_acc"]
 
     # The killed-and-resumed trials computed exactly what one uninterrupted
     # in-process run of the same protocol computes.

@@ -40,7 +40,7 @@ from prnas.retrain.genotypes import (
     resolve,
     write_random_cells,
 )
-from prnas.retrain.params import dataset_shape, network_params
+from prnas.retrain.params import dataset_shape, network_cost
 from prnas.space.genotype import Genotype
 
 PARQUET = "retrain.parquet"
@@ -83,7 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard")
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Tune verbosity")
     p.add_argument("--params-only", action="store_true",
-                   help="print each genotype's parameter count as JSON lines; no Ray, no training")
+                   help="print each genotype's parameter count, MACs, latency and throughput "
+                        "as JSON lines; no Ray, no training")
+    p.add_argument("--no-timing", action="store_true",
+                   help="with --params-only: skip the latency/throughput measurement")
     return p
 
 
@@ -112,14 +115,20 @@ def _random(args: argparse.Namespace) -> list[Genotype]:
 
 
 def params_only(cfg: RetrainConfig, refs: list[GenotypeRef],
-                cells: list[Genotype] | None = None) -> int:
+                cells: list[Genotype] | None = None, timing: bool = True) -> int:
     shape = dataset_shape(cfg.data)
+    if timing:
+        from prnas.runtime.device import configure_threads
+
+        configure_threads()
     todo = [(r.label, r.kind, r.path, r.load()) for r in refs]
     todo += [(g.name, "random", None, g) for g in cells or ()]
     for label, kind, path, genotype in todo:
-        params = network_params(cfg, genotype, shape)
+        cost = network_cost(cfg, genotype, shape, timing=timing)
+        params, macs = cost.pop("params"), cost.pop("macs")
         print(json.dumps({"genotype": label, "kind": kind, "params": params,
-                          "params_m": round(params / 1e6, 2), "dataset": cfg.data.dataset,
+                          "params_m": round(params / 1e6, 2), "macs": macs,
+                          "macs_m": round(macs / 1e6, 1), **cost, "dataset": cfg.data.dataset,
                           "num_classes": shape[0], "channels": cfg.channels,
                           "layers": cfg.layers, "genotype_path": path}), flush=True)
     return 0
@@ -144,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.params_only:
         if not refs and not cells:
             return _fail("--params-only needs --genotype, --from-search or --random")
-        return params_only(cfg, refs, cells)
+        return params_only(cfg, refs, cells, timing=not args.no_timing)
 
     from prnas._io import check_output_dir
     from prnas.runtime.lock import FolderLocked

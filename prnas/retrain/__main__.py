@@ -4,7 +4,9 @@ The output folder holds everything needed to continue or inspect the run:
 ``config.yaml`` and ``genotype.json`` (as started), ``checkpoint.pt`` (after
 every epoch), ``metrics.jsonl`` (one JSON object per finished epoch, rewritten
 atomically from the checkpointed history so it never disagrees with it) and,
-at the end, ``result.json``. An existing folder is refused without ``--resume``.
+at the end, ``model.pt`` (the trained network, see ``prnas.model_file``) and
+``result.json`` (with the network's MACs and measured inference latency and
+throughput). An existing folder is refused without ``--resume``.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from prnas.runtime.guards import TrainingDiverged
 from prnas.runtime.lock import LOCK_NAME, FolderLock, FolderLocked, folder_entries
 from prnas.space.genotype import Genotype
 
-CONFIG, GENOTYPE, CHECKPOINT, METRICS, RESULT = (
-    "config.yaml", "genotype.json", "checkpoint.pt", "metrics.jsonl", "result.json")
+CONFIG, GENOTYPE, CHECKPOINT, METRICS, RESULT, MODEL = (
+    "config.yaml", "genotype.json", "checkpoint.pt", "metrics.jsonl", "result.json", "model.pt")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -130,10 +132,15 @@ def _train(trainer: Retrainer, cfg: RetrainConfig, genotype: Genotype, out: Path
                               "".join(json.dumps(r) + "\n" for r in trainer.history))
             print(json.dumps(row), flush=True)
             print(log_line(row), file=sys.stderr, flush=True)
+        if not (out / MODEL).is_file():  # a finished run resumed again keeps its file
+            trainer.save_model(out / MODEL)
+        timing = trainer.measure_timing()
         result = {"genotype": genotype.name, "params": trainer.params, "epochs": trainer.epoch,
                   "dataset": trainer.info.name, "seed": cfg.seed,
                   "final_test_error": trainer.final_test_error(),
-                  "report_last": cfg.report_last}
+                  "report_last": cfg.report_last,
+                  "test_acc": trainer.history[-1]["test_acc"], "macs": trainer.macs,
+                  **timing.as_dict()}
         atomic_write_text(out / RESULT, json.dumps(result, indent=1) + "\n")
     except KeyboardInterrupt:
         print(f"interrupted after epoch {trainer.epoch}; continue with --resume",
@@ -147,7 +154,11 @@ def _train(trainer: Retrainer, cfg: RetrainConfig, genotype: Genotype, out: Path
               "checkpoint is kept, continue with --resume once fixed", file=sys.stderr)
         return 1
     print(f"final test error (mean of last {cfg.report_last} epochs): "
-          f"{result['final_test_error']:.2f}%", file=sys.stderr)
+          f"{result['final_test_error']:.2f}%; last epoch's test accuracy "
+          f"{result['test_acc']:.2f}%; model -> {out / MODEL}", file=sys.stderr)
+    print(f"cost: {trainer.params:,} params, {trainer.macs:,} MACs, "
+          f"{timing.latency_ms_b1:.2f} ms at batch 1, {timing.throughput_b64:.0f} images/s "
+          f"at batch 64 ({timing.cost_device}, {timing.cost_threads} threads)", file=sys.stderr)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Parameter counts of evaluation networks without data or training (``--params-only``).
+"""Parameter counts and inference cost of evaluation networks without data or training
+(``--params-only``).
 
 Counting needs the class count and input channels of the dataset; for CIFAR
 those are constants, so comparing cells against Table III needs no download.
@@ -6,6 +7,11 @@ those are constants, so comparing cells against Table III needs no download.
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+
+from prnas.cost import count_macs, measure_timing
 from prnas.data.config import DataConfig
 from prnas.nn.eval_net import EvalNetwork, count_parameters
 from prnas.retrain.config import RetrainConfig
@@ -31,3 +37,33 @@ def network_params(cfg: RetrainConfig, genotype: Genotype,
     net = EvalNetwork(genotype, channels=cfg.channels, layers=cfg.layers, num_classes=classes,
                       auxiliary=False, in_channels=channels)
     return count_parameters(net)
+
+
+def network_cost(cfg: RetrainConfig, genotype: Genotype, shape: tuple[int, int] | None = None,
+                 *, timing: bool = True) -> dict[str, Any]:
+    """``params``, ``macs`` and (``timing``) the measured latency and throughput of the
+    evaluation network ``cfg`` would train, untrained (timing does not depend on weights),
+    at the data's input size, on ``cfg.device``; see :mod:`prnas.cost`."""
+    from prnas.runtime.device import pick_device
+    from prnas.runtime.performance import resolve
+
+    classes, channels = shape or dataset_shape(cfg.data)
+    size = cfg.data.resolved_input_size
+
+    def build() -> EvalNetwork:
+        return EvalNetwork(genotype, channels=cfg.channels, layers=cfg.layers,
+                           num_classes=classes, auxiliary=False, in_channels=channels)
+
+    with torch.device("meta"):  # shapes only: counting needs no memory and no arithmetic
+        shapes = build()
+    out: dict[str, Any] = {"params": count_parameters(shapes),
+                           "macs": count_macs(shapes, (channels, size, size)),
+                           "input_size": size}
+    if timing:
+        device = pick_device(cfg.device)
+        perf = resolve(cfg.performance, device)
+        with torch.random.fork_rng(devices=[]):
+            net = build()
+        out.update(measure_timing(net, (channels, size, size), device,
+                                  channels_last=perf.channels_last).as_dict())
+    return out

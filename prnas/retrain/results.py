@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from prnas._io import atomic_write_bytes
+from prnas.cost import COST_COLUMNS
 
 # The documented columns, in this order; anything else a row carries follows them.
 COLUMNS = (
@@ -23,13 +24,17 @@ COLUMNS = (
     "seed", "dataset", "params", "epoch",
     "train_loss", "train_acc", "test_loss", "test_acc", "test_error", "lr", "drop_path_prob",
     "epoch_time_s", "batch_size",
-)
+) + COST_COLUMNS + ("model_path",)
 _DTYPES = {
     "trial_id": "string", "genotype": "string", "genotype_path": "string", "dataset": "string",
     "kind": "string",
     "seed": "int64", "params": "int64", "epoch": "int64",
     **{c: "float64" for c in ("train_loss", "train_acc", "test_loss", "test_acc", "test_error",
                               "lr", "drop_path_prob", "epoch_time_s", "batch_size")},
+    # Cost: MACs in every row; latency, throughput and where they were measured (and the
+    # model file) in a trial's last row only, null before and in runs that predate them.
+    "macs": "Int64", "latency_ms_b1": "float64", "throughput_b64": "float64",
+    "cost_device": "string", "cost_threads": "Int64", "model_path": "string",
 }
 
 
@@ -58,11 +63,18 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-_TRIAL_COLUMNS = ["trial_id", "genotype", "seed", "params", "epochs", "final_test_error"]
+_TRIAL_COLUMNS = ["trial_id", "genotype", "seed", "params", "macs", "epochs",
+                  "final_test_error", "latency_ms_b1", "throughput_b64"]
+
+
+def _last_known(g: pd.DataFrame, col: str) -> Any:
+    values = g[col].dropna() if col in g.columns else ()
+    return values.iloc[-1] if len(values) else None
 
 
 def per_trial(df: pd.DataFrame, report_last: int = 5) -> pd.DataFrame:
-    """One row per trial: genotype, seed, params, epochs reached, reported (final) error."""
+    """One row per trial: genotype, seed, params, MACs, epochs reached, reported (final)
+    error, and the latency/throughput measured after the last epoch (None before)."""
     records = []
     for trial_id, g in df.groupby("trial_id", sort=False):
         g = g.sort_values("epoch")
@@ -71,34 +83,51 @@ def per_trial(df: pd.DataFrame, report_last: int = 5) -> pd.DataFrame:
             "genotype": g["genotype"].iloc[0],
             "seed": int(g["seed"].iloc[0]),
             "params": int(g["params"].iloc[0]),
+            "macs": _last_known(g, "macs"),
             "epochs": int(g["epoch"].max()),
             "final_test_error": float(g["test_error"].tail(report_last).mean()),
+            "latency_ms_b1": _last_known(g, "latency_ms_b1"),
+            "throughput_b64": _last_known(g, "throughput_b64"),
         })
     return pd.DataFrame(records, columns=_TRIAL_COLUMNS)
 
 
 def summarize(df: pd.DataFrame, report_last: int = 5) -> pd.DataFrame:
-    """Per genotype: params, seeds, epochs (fewest over seeds), final error mean and std (%).
+    """Per genotype: params, MACs, seeds, epochs (fewest over seeds), final error mean and std
+    (%), and the median over seeds of the measured latency (ms) and throughput (images/s).
 
     std is the sample standard deviation over seeds, NaN with a single seed.
     """
     trials = per_trial(df, report_last)
     if trials.empty:
-        return pd.DataFrame(columns=["genotype", "params", "seeds", "epochs", "error_mean",
-                                     "error_std"])
+        return pd.DataFrame(columns=["genotype", "params", "macs", "seeds", "epochs",
+                                     "error_mean", "error_std", "latency_ms_b1",
+                                     "throughput_b64"])
+    for col in ("macs", "latency_ms_b1", "throughput_b64"):
+        trials[col] = pd.to_numeric(trials[col], errors="coerce")
     grouped = trials.groupby("genotype", sort=True)
     return pd.DataFrame({
         "params": grouped["params"].first(),
+        "macs": grouped["macs"].first(),
         "seeds": grouped["seed"].nunique(),
         "epochs": grouped["epochs"].min(),
         "error_mean": grouped["final_test_error"].mean(),
         "error_std": grouped["final_test_error"].std(ddof=1),
+        "latency_ms_b1": grouped["latency_ms_b1"].median(),
+        "throughput_b64": grouped["throughput_b64"].median(),
     }).reset_index()
 
 
 def _params(p: int) -> str:
     """Table III style (3.35M) for real networks, exact for tiny test ones."""
     return f"{p / 1e6:.2f}M" if p >= 100_000 else f"{p:,}"
+
+
+def macs_str(macs: Any) -> str:
+    """574M as papers write multiply-adds; small networks in thousands."""
+    if macs is None or pd.isna(macs):
+        return "-"
+    return f"{macs / 1e6:.0f}M" if macs >= 1e7 else f"{macs / 1e6:.2f}M"
 
 
 def format_summary(summary: pd.DataFrame) -> str:
@@ -110,11 +139,19 @@ def format_summary(summary: pd.DataFrame) -> str:
         std = "-" if pd.isna(row["error_std"]) else f"{row['error_std']:.2f}"
         return f"{row['error_mean']:.2f} +- {std}"
 
+    def num(col: str, fmt: str) -> pd.Series:
+        values = summary[col] if col in summary.columns else pd.Series([None] * len(summary))
+        return values.map(lambda v: "-" if v is None or pd.isna(v) else fmt.format(v))
+
     table = pd.DataFrame({
         "genotype": summary["genotype"],
         "params": summary["params"].map(_params),
+        "MACs": (summary["macs"] if "macs" in summary.columns
+                 else pd.Series([None] * len(summary))).map(macs_str),
         "seeds": summary["seeds"],
         "epochs": summary["epochs"],
         "test error % (last-epochs mean)": summary.apply(err, axis=1),
+        "latency b1 [ms]": num("latency_ms_b1", "{:.2f}"),
+        "throughput b64 [img/s]": num("throughput_b64", "{:.0f}"),
     })
     return table.to_string(index=False)

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from prnas import model_file
+from prnas.cost import Timing, count_macs, measure_timing
 from prnas.data.datasets import DataInfo, retrain_datasets
 from prnas.data.device_resident import DeviceBatches, DeviceDataset
 from prnas.data.loading import (
@@ -69,6 +71,9 @@ class Retrainer:
         self.progress = progress
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
+        # The epoch with the highest test accuracy so far and a CPU copy of its weights
+        # (model.pt offers them, clearly named, beside the final ones).
+        self.best: dict[str, Any] | None = None
         self._ready = False
 
     # ------------------------------------------------------------------ building
@@ -93,6 +98,7 @@ class Retrainer:
         # A compiled wrapper shares the model's parameters; state dicts stay the model's.
         self.forward = compiled(self.model, self.perf)
         self.params = count_parameters(self.model)
+        self.macs = count_macs(self.model, self.input_shape)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -119,6 +125,11 @@ class Retrainer:
         self._ready = True
 
     @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """C x H x W of one input image."""
+        return (self.info.in_channels, self.info.input_size, self.info.input_size)
+
+    @property
     def done(self) -> bool:
         return self.epoch >= self.cfg.epochs
 
@@ -143,6 +154,10 @@ class Retrainer:
         test_loss, test_acc = self.evaluate()
         self.scheduler.step()
         self.epoch += 1
+        if self.best is None or test_acc > self.best["test_acc"]:
+            self.best = {"epoch": self.epoch, "test_acc": test_acc,
+                         "state_dict": {k: v.detach().to("cpu", copy=True)
+                                        for k, v in self.model.state_dict().items()}}
         row: dict[str, Any] = {
             "epoch": self.epoch,
             "train_loss": train_loss,
@@ -156,6 +171,7 @@ class Retrainer:
             "batch_size": sum(sizes) / len(sizes),
             "batch_size_last": sizes[-1],
             "params": self.params,
+            "macs": self.macs,
         }
         self.history.append(row)
         row = {**row, "final_test_error": self.final_test_error()}
@@ -246,6 +262,7 @@ class Retrainer:
             "epoch": self.epoch,
             "history": [dict(r) for r in self.history],
             "model": self.model.state_dict(),
+            "best": self.best,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "controller": self.controller.state_dict(),
@@ -280,6 +297,7 @@ class Retrainer:
         self.controller.load_state_dict(state["controller"])
         self.epoch = int(state["epoch"])
         self.history = [dict(r) for r in state["history"]]
+        self.best = state.get("best")  # None in checkpoints written before it was kept
         rng = state["rng"]
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
@@ -289,6 +307,37 @@ class Retrainer:
         self.generator.set_state(rng["generator"])
         if "augment" in rng:  # absent from checkpoints written before it existed
             self.augment_generator.set_state(rng["augment"])
+
+    # ------------------------------------------------------------------ the result
+
+    def save_model(self, path: str | os.PathLike) -> None:
+        """``model.pt`` (see :mod:`prnas.model_file`): final and best-test-epoch weights with
+        everything needed to rebuild, evaluate and export the network without this object."""
+        if not self._ready or not self.history:
+            raise RuntimeError("save_model() needs at least one finished epoch")
+        cfg, info, last = self.cfg, self.info, self.history[-1]
+        network = model_file.NetworkSpec(
+            channels=cfg.channels, layers=cfg.layers, num_classes=info.num_classes,
+            in_channels=info.in_channels, input_size=info.input_size, auxiliary=cfg.auxiliary)
+        metrics = {"epochs": self.epoch, "seed": cfg.seed, "dataset": info.name,
+                   "params": self.params, "macs": self.macs, "report_last": cfg.report_last,
+                   "final_test_error": self.final_test_error(),
+                   **{k: last[k] for k in ("test_acc", "test_error", "test_loss")}}
+        model_file.save(
+            path, self.model, self.genotype, network, mean=info.mean, std=info.std,
+            classes=class_names(self.train_set, info.num_classes),
+            # Absolute paths: the evaluation may run from another working directory.
+            data=cfg.data.with_absolute_paths().model_dump(mode="json"),
+            evaluation={"batch_size": cfg.test_batch_size,
+                        "performance": cfg.performance.model_dump(mode="json")},
+            metrics=metrics, best=self.best)
+
+    def measure_timing(self) -> Timing:
+        """Batch-1 latency and batch-64 throughput of the network on the run's device."""
+        if not self._ready:
+            raise RuntimeError("call setup() before measure_timing()")
+        return measure_timing(self.model, self.input_shape, self.device,
+                              channels_last=self.perf.channels_last)
 
     def save(self, path: str | os.PathLike) -> None:
         """Atomically: a reader (or a crash) never sees half a checkpoint."""
@@ -312,6 +361,15 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any],
         elif a != b and name not in _RESTORE_MAY_DIFFER:
             out.append(f"{name}: {a!r} -> {b!r}")
     return out
+
+
+def class_names(dataset: Dataset, num_classes: int) -> list[str]:
+    """The dataset's class names by index (torchvision's ``classes``), else ``0``, ``1``, ..."""
+    base = getattr(dataset, "base", dataset)
+    names = getattr(base, "classes", None)
+    if isinstance(names, list | tuple) and len(names) == num_classes:
+        return [str(n) for n in names]
+    return [str(i) for i in range(num_classes)]
 
 
 def log_line(row: dict[str, Any]) -> str:

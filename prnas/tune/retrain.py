@@ -8,6 +8,7 @@ last epoch exactly as the in-process CLI does.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from prnas.runtime.device import configure_threads, release_cached_memory
 from prnas.tune.cluster import claim_gpu_share, trial_gpu_fraction
 
 CHECKPOINT_FILE = "retrain.pt"
+MODEL_FILE = "model.pt"  # the trained network, in the trial folder (prnas.model_file)
 
 
 class RetrainTrainable(tune.Trainable):
@@ -48,7 +50,35 @@ class RetrainTrainable(tune.Trainable):
 
     def step(self) -> dict[str, Any]:
         row = self.retrainer.train_epoch()
+        if self.retrainer.done:
+            # The last epoch: keep the network and measure what it costs at inference.
+            row = {**row, **self.retrainer.measure_timing().as_dict(),
+                   "model_path": self._save_model()}
         return {**row, **self.labels, "done": self.retrainer.done}
+
+    def trial_folder(self) -> str:
+        """The trial's folder in the experiment storage, not Ray's scratch ``logdir``."""
+        storage = getattr(self, "_storage", None)
+        if storage is not None and storage.trial_dir_name:
+            return storage.trial_fs_path
+        return self.logdir
+
+    def _save_model(self) -> str:
+        import pyarrow.fs as pafs
+
+        folder = self.trial_folder()
+        fs = getattr(getattr(self, "_storage", None), "storage_filesystem", None)
+        if fs is None or isinstance(fs, pafs.LocalFileSystem):
+            path = Path(folder) / MODEL_FILE
+            self.retrainer.save_model(path)
+            return str(path)
+        with tempfile.TemporaryDirectory() as tmp:  # remote storage (e.g. s3://)
+            local = Path(tmp) / MODEL_FILE
+            self.retrainer.save_model(local)
+            fs.create_dir(folder, recursive=True)
+            with fs.open_output_stream(f"{folder}/{MODEL_FILE}") as f:
+                f.write(local.read_bytes())
+        return f"{folder}/{MODEL_FILE}"
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         self.retrainer.save(Path(checkpoint_dir) / CHECKPOINT_FILE)

@@ -73,9 +73,11 @@ def run_table(retrain: pd.DataFrame, report_last: int = 5) -> pd.DataFrame:
     last = retrain.sort_values("epoch").groupby(TRIAL_KEY, sort=False).tail(1)
     extra = last[TRIAL_KEY].copy()
     extra["kind_stored"] = last["kind"] if "kind" in last.columns else pd.NA
-    extra["macs"] = (pd.to_numeric(last["macs"], errors="coerce") if "macs" in last.columns
-                     else np.nan)
+    if "macs" not in trials.columns:  # retrain_trials carries it when the file has it
+        extra["macs"] = (pd.to_numeric(last["macs"], errors="coerce") if "macs" in last.columns
+                         else np.nan)
     runs = trials.merge(extra, on=TRIAL_KEY, how="left")
+    runs["macs"] = pd.to_numeric(runs["macs"], errors="coerce")
     runs["kind"] = [infer_kind(k, p) for k, p in zip(runs["kind_stored"], runs["genotype_path"])]
     runs["cell"] = [p if isinstance(p, str) and p else str(g)
                     for p, g in zip(runs["genotype_path"], runs["genotype"])]

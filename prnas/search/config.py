@@ -76,6 +76,9 @@ class OptimConfig(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(3e-4, ge=0)
     grad_clip: float = Field(5.0, gt=0)
+    alpha_grad_clip: float | None = Field(
+        5.0, gt=0, description="norm clip of the alpha gradients (reference: 5); null = off"
+    )
     alpha_lr: float = Field(6e-4, gt=0)
     alpha_betas: tuple[float, float] = (0.5, 0.999)
     alpha_weight_decay: float = Field(1e-3, ge=0)

@@ -122,7 +122,8 @@ class Search:
         # A compiled forward is traced again for every cycle's network (new pools).
         self.steps = SearchSteps(self.net, self.alphas, self.w_opt, self.a_opt,
                                  grad_clip=o.grad_clip, perf=self.perf, device=self.device,
-                                 forward=compiled(self.net, self.perf))
+                                 forward=compiled(self.net, self.perf),
+                                 alpha_grad_clip=o.alpha_grad_clip)
         self.controller.reset()
 
     # ----------------------------------------------------------------- queries

@@ -15,6 +15,7 @@ from prnas.search.pools import (
     initial_histories,
     initial_pools,
     num_edges,
+    pool_statistics,
     pools_from_json,
     pools_to_json,
     softmax,
@@ -181,3 +182,9 @@ def test_genotype_picks_top_op_and_top_two_edges():
     assert num_edges(nodes) == 14
     assert g.to_dict()["format"] == "prnas-genotype/1"
     assert isinstance(g.normal[0][0], Op)
+
+
+def test_reported_similarity_is_the_papers_statistic():
+    """The engine's similarity columns use Fig. 2's statistic: 1/3 for the initial pools."""
+    stats = pool_statistics(initial_pools(4))
+    assert stats["similarity_normal"] == stats["similarity_reduce"] == pytest.approx(1 / 3)

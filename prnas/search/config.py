@@ -111,7 +111,6 @@ class SearchConfig(BaseModel):
     )
     eval_batch_size: int = Field(256, ge=1)
     evaluate_test: bool = Field(False, description="also evaluate on the test set each cycle")
-    morph_retries: int = Field(50, ge=1, description="proposals per new op before rediscovery")
     performance: PerformanceConfig = PerformanceConfig()
 
     _known_device = field_validator("device")(config_io.check_device)

@@ -87,7 +87,7 @@ class Search:
                                                                    cfg.batch.memory_budget_bytes))
         self.cycle = 0  # 0-based index of the cycle being trained
         self.epoch = 0  # epochs completed within that cycle
-        self.pools: Pools = initial_pools(cfg.network.nodes)
+        self.pools: Pools = initial_pools(cfg.network.nodes, cfg.initial_ops())
         self.histories = initial_histories(self.pools)
         self.net = self._build_net(self.pools)
         self._fresh_cycle()

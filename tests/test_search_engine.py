@@ -222,8 +222,8 @@ def test_initial_pool_from_the_config_is_what_every_edge_starts_with():
     """Issue 12: e.g. DARTS' ops (no zero op here) instead of the paper's four."""
     darts = ["max_pool_3x3", "avg_pool_3x3", "skip", "conv_k3_d1_e1", "conv_k5_d1_e1",
              "conv_k3_d2", "conv_k5_d2"]
-    assert load_config(None).initial_pool == ["max_pool_3x3", "avg_pool_3x3", "skip",
-                                              "conv_k3_d1"]
+    assert load_config(None).initial_pool == ("max_pool_3x3", "avg_pool_3x3", "skip",
+                                              "conv_k3_d1")
     s = _search(initial_pool=darts)
     ops = tuple(Op.parse(x) for x in darts)
     assert all(edge == ops for edges in s.pools.values() for edge in edges)

@@ -102,8 +102,8 @@ class SearchConfig(BaseModel):
     constraints: Constraints | None = Field(
         None, description="custom morph constraints; overrides the preset"
     )
-    initial_pool: list[str] = Field(
-        default_factory=lambda: [str(op) for op in INITIAL_POOL], min_length=1,
+    initial_pool: tuple[str, ...] = Field(
+        default_factory=lambda: tuple(str(op) for op in INITIAL_POOL), min_length=1,
         description="op strings every edge starts with; default the paper's four",
     )
     data: DataConfig = DataConfig()
@@ -129,7 +129,7 @@ class SearchConfig(BaseModel):
 
     @field_validator("initial_pool")
     @classmethod
-    def _initial_pool(cls, v: list[str], info: ValidationInfo) -> list[str]:
+    def _initial_pool(cls, v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
         """Each op parses, appears once and lies inside the constraints it will be morphed
         under (``space`` and ``constraints`` are validated before this field)."""
         ops = [Op.parse(text) for text in v]  # ValueError names the string and the grammar
@@ -148,7 +148,7 @@ class SearchConfig(BaseModel):
                     f"{constraints.model_dump()}; allowed: skip, max_pool_3x3, avg_pool_3x3 "
                     "and convs inside the constraints"
                 )
-        return [str(op) for op in ops]
+        return tuple(str(op) for op in ops)
 
     @model_validator(mode="after")
     def _check(self) -> SearchConfig:

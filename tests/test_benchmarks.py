@@ -56,7 +56,8 @@ def test_adaptive_batch_reports_the_share_of_the_threshold(capsys):
     import adaptive_batch
 
     adaptive_batch.main(["--channels", "4", "--layers", "2", "--budget-mib", "64",
-                         "--grow-every", "1", "--settle", "2", "--max-steps", "12"])
+                         "--grow-every", "1", "--settle", "2", "--max-steps", "12",
+                         "--b-max", "48"])
     row = next(r for r in _records(capsys) if r["bench"] == "adaptive_batch")
     assert row["out_of_memory_backoffs"] == 0
     assert row["reached_pct"] > 0 and row["final_batch"] >= 24

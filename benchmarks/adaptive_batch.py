@@ -6,7 +6,10 @@ for ``--settle`` decisions. On CUDA the probe reads this process's allocated
 peak against the free memory (or ``--budget-mib``); on a CPU it reads the
 resident-set peak against a budget of ``--budget-mib`` above the current RSS.
 Reported: the final batch size, its measured peak, the threshold (``threshold``
-x usable memory), the share of it reached, and any out-of-memory back-offs.
+x usable memory), the share of it reached, any out-of-memory back-offs, the
+growth decisions it took to reach the final size against the decisions one
+b_mult at a time would need, and the sizes whose measured peak went over the
+threshold (overshoot).
 The same property over a wide range of fake linear memory models is a test:
 ``tests/test_batch_size.py::test_reaches_90_percent_of_the_threshold_without_running_out``.
 
@@ -60,8 +63,10 @@ def main(argv: list[str] | None = None) -> None:
         nonlocal ooms
         ooms += 1
 
+    sizes: list[int] = []
     while unchanged < args.settle * args.grow_every and n < args.max_steps:
         before = ctl.batch_size
+        sizes.append(before)
         # As the engine: the two halves back off separately; the weight half records.
         run_step_with_backoff(lambda b: steps.alpha_step(xa[:b], ya[:b]), ctl, record=False,
                               on_retry=on_retry)
@@ -75,10 +80,17 @@ def main(argv: list[str] | None = None) -> None:
     points = dict(state["points"])
     final = ctl.batch_size
     usable = probe.total_bytes() if probe else None
+    # A size is first used one step after the decision that chose it.
+    reached_at = sizes.index(final) if final in sizes else len(sizes)
     row = {"bench": "adaptive_batch", "device": str(device), "steps": n, "final_batch": final,
            "peak_mib_at_final": points.get(final, 0) / 2**20,
            "threshold_mib": cfg.threshold * usable / 2**20 if usable else None,
-           "out_of_memory_backoffs": ooms, "hit_b_max": final == cfg.largest_size()}
+           "out_of_memory_backoffs": ooms, "hit_b_max": final == cfg.largest_size(),
+           "decisions_to_final": reached_at // args.grow_every,
+           "decisions_one_b_mult_each": (final - cfg.b_min) // cfg.b_mult,
+           "sizes_over_threshold": sorted(b for b, peak in points.items()
+                                          if usable and peak > cfg.threshold * usable),
+           "trace": sizes}
     if usable:
         row["reached_pct"] = 100 * points.get(final, 0) / (cfg.threshold * usable)
     emit(row)
@@ -87,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
                         ("final_batch", "batch", "d"), ("peak_mib_at_final", "peak MiB", ".0f"),
                         ("threshold_mib", "threshold MiB", ".0f"),
                         ("reached_pct", "reached %", ".1f"),
-                        ("out_of_memory_backoffs", "OOM back-offs", "d")]))
+                        ("out_of_memory_backoffs", "OOM back-offs", "d"),
+                        ("decisions_to_final", "decisions", "d"),
+                        ("decisions_one_b_mult_each", "one b_mult each", "d")]))
 
 
 if __name__ == "__main__":

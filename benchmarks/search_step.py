@@ -77,7 +77,7 @@ def steps_for(variant: str, net, alphas, device: torch.device) -> SearchSteps:
     a_opt = torch.optim.Adam([a for t in alphas for a in alphas[t]], lr=6e-4,
                              betas=(0.5, 0.999), weight_decay=1e-3)
     return SearchSteps(net, alphas, w_opt, a_opt, grad_clip=5.0, perf=perf, device=device,
-                       forward=compiled(net, perf))
+                       forward=compiled(net, perf), alpha_grad_clip=5.0)
 
 
 def batch(b: int, device: torch.device, seed: int):

@@ -54,19 +54,54 @@ def expected_stop(cfg: BatchSizeConfig, total: int, model) -> int:
     return max(b for b in grid if model(b) <= cfg.threshold * total)
 
 
-def test_grows_every_grow_every_steps_on_the_grid_up_to_b_max():
+def test_grows_straight_to_the_top_of_the_grid_when_memory_allows():
     cfg = BatchSizeConfig(b_min=24, b_mult=8, b_max=100, grow_every=3)
     ctl, _ = make(cfg, total=10**12, model=linear(100 * MiB, MiB))
     sizes = run_steps(ctl, 3 * 20)
-    # Each size is held for exactly grow_every steps until the grid's top below b_max.
+    # One decision after grow_every steps at b_min goes straight to the grid's top below b_max.
     top = cfg.largest_size()
     assert top == 96
-    ladder = list(range(cfg.b_min, top + 1, cfg.b_mult))
-    expected = [b for b in ladder for _ in range(3)]
-    assert sizes[: len(expected)] == expected
-    assert set(sizes[len(expected) :]) == {top}
-    assert all((b - cfg.b_min) % cfg.b_mult == 0 and b <= cfg.b_max for b in sizes)
+    assert sizes == [cfg.b_min] * 3 + [top] * (3 * 20 - 3)
     assert ctl.history() == sizes
+
+
+def _decisions_to_reach(sizes: list[int], stop: int, grow_every: int) -> int:
+    return sizes.index(stop) // grow_every
+
+
+@settings(max_examples=60, deadline=None)
+@given(fixed_share=st.floats(0.0, 0.6), step_share=st.floats(0.0005, 0.04),
+       floor_known=st.booleans())
+def test_reaches_the_stop_in_few_decisions_and_never_above_it(fixed_share, step_share,
+                                                               floor_known):
+    """Issue 12 (paper III-C: the n that maximises the batch under the threshold): with an
+    exact linear memory model the size never exceeds the largest grid size that fits, and
+    reaches it in a handful of decisions, where one b_mult per decision needs one per step
+    of the grid (the rule before)."""
+    total = 16 * 2**30
+    cfg = BatchSizeConfig(b_min=24, b_mult=8, b_max=100_000, grow_every=1, threshold=0.95)
+    fixed = int(fixed_share * total)
+    model = linear(fixed, int(step_share * total / cfg.b_mult))
+    assume(model(cfg.b_min + cfg.b_mult) <= cfg.threshold * total)
+    if not floor_known:  # else the cautious one-point model may never leave b_min (see below)
+        assume(model(cfg.b_min) * (cfg.b_min + cfg.b_mult) / cfg.b_min <= cfg.threshold * total)
+
+    class Probe(FakeProbe):
+        def floor_bytes(self) -> int:  # the CUDA and CPU probes read this before each step
+            return fixed if floor_known else 0
+
+    probe = Probe(total, model)
+    ctl = BatchSizeController(cfg, probe)
+    probe.batch_size = lambda: ctl.batch_size
+    sizes = run_steps(ctl, 80)
+    stop = expected_stop(cfg, total, model)
+    assert max(sizes) == stop == ctl.batch_size  # reached, never above
+    one_per_decision = (stop - cfg.b_min) // cfg.b_mult
+    taken = _decisions_to_reach(sizes, stop, cfg.grow_every)
+    assert taken <= 3 + (one_per_decision.bit_length() if not floor_known else 0)
+    assert taken <= one_per_decision
+    if floor_known:  # the floor makes even the first, single-measurement model exact
+        assert taken == 1
 
 
 def test_stops_just_below_threshold_of_total():
@@ -130,11 +165,13 @@ def test_oom_backs_off_and_never_grows_back_to_ceiling():
 def test_on_oom_shrinks_to_largest_grid_size_below():
     cfg = BatchSizeConfig(b_min=24, b_mult=8, grow_every=1)
     ctl, _ = make(cfg, total=10**12, model=linear(0, 1))
+    run_steps(ctl, 1)
+    assert ctl.batch_size == cfg.largest_size() == 128
+    assert ctl.on_oom() == 120
+    assert ctl.batch_size == 120
+    assert ctl.ceiling == 128
     run_steps(ctl, 3)
-    assert ctl.batch_size == 48
-    assert ctl.on_oom() == 40
-    assert ctl.batch_size == 40
-    assert ctl.ceiling == 48
+    assert ctl.batch_size == 120  # the ceiling is never reused
 
 
 def test_oom_at_b_min_raises_clear_error():
@@ -218,7 +255,9 @@ def test_state_dict_round_trip_restores_future_behaviour():
 
     a, _ = make(cfg, total, model)
     run_steps(a, 4)  # mid-way between two growth decisions
-    assert a.state_dict()["points"] == [[size, model(size)] for size in (16, 24)]
+    first = a.history()[3]
+    assert first > cfg.b_min + cfg.b_mult  # the first decision jumped several b_mult
+    assert a.state_dict()["points"] == [[size, model(size)] for size in (16, first)]
     b = restored(a)
     assert b.batch_size == a.batch_size and b.history() == a.history()
     grown = run_steps(a, 60)
@@ -278,6 +317,45 @@ def test_budget_grows_against_budget():
         recorded.record(model(ctl.batch_size))
         ctl.step_done()
     assert ctl.batch_size == expected_stop(cfg, 1000, model)
+
+
+def test_cpu_budget_path_reaches_the_limit_in_fewer_steps_without_overshoot():
+    """Issue 12 on the CPU path: a BudgetProbe measuring a process whose usage before each step
+    (the floor) is its fixed part, as RSS is. The decision jumps straight to the largest size
+    that fits; one b_mult per decision needed a step per grid size."""
+    fixed, per_sample = 600 * MiB, MiB // 2
+    cfg = BatchSizeConfig(b_min=24, b_mult=8, b_max=1024, grow_every=2,
+                          memory_budget_bytes=1000 * MiB)
+    # The measure is a high-water mark (as VmHWM) that a reset restarts at the current usage.
+    hwm = {"bytes": fixed}
+    probe = BudgetProbe(cfg.memory_budget_bytes, measure=lambda: hwm["bytes"],
+                        reset=lambda: hwm.update(bytes=fixed))
+    ctl = BatchSizeController(cfg, probe)
+    sizes = []
+    for _ in range(40):
+        sizes.append(ctl.batch_size)
+        hwm["bytes"] = max(hwm["bytes"], fixed + per_sample * ctl.batch_size)  # the step
+        ctl.step_done()
+    stop = expected_stop(cfg, cfg.memory_budget_bytes, linear(fixed, per_sample))
+    assert stop == 696
+    assert max(sizes) == stop and ctl.batch_size == stop
+    assert _decisions_to_reach(sizes, stop, cfg.grow_every) == 1
+    assert (stop - cfg.b_min) // cfg.b_mult == 84  # decisions one b_mult at a time needed
+    assert linear(fixed, per_sample)(max(sizes)) <= cfg.threshold * cfg.memory_budget_bytes
+
+
+def test_a_size_measured_over_the_threshold_moves_down_to_one_that_fits():
+    """A prediction that fell short without running out of memory: the next decision goes to
+    the largest size predicted to fit, below; never back up to the size measured over."""
+    cfg = BatchSizeConfig(b_min=16, b_mult=8, b_max=512, grow_every=1, threshold=0.9)
+    model = linear(300 * MiB, 3 * MiB)
+    total = 1000 * MiB
+    ctl, _ = make(cfg, total, model)
+    ctl.batch_size = 256  # as if a bad prediction had taken it here: 1068 MiB > 900
+    run_steps(ctl, 1)
+    assert ctl.batch_size < 256
+    run_steps(ctl, 20)
+    assert ctl.batch_size == expected_stop(cfg, total, model) == 200
 
 
 def test_cuda_total_is_free_plus_our_own_reservation(monkeypatch):

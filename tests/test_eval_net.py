@@ -41,9 +41,24 @@ def test_darts_v2_parameter_count_matches_darts():
         EvalNetwork(load_genotype("darts-v2"), auxiliary=False))
 
 
+@pytest.mark.parametrize(("name", "paper_m", "space"), [("prdarts-dr", 4.2, "DR"),
+                                                        ("prdarts-ur", 5.4, "UR")])
+def test_published_dr_and_ur_cells_have_the_papers_parameter_counts(name, paper_m, space):
+    """Issue 12: the authors' DR and UR cells (Table III), retrain-sized (C=36, 20 cells)."""
+    g = load_genotype(name)
+    net = EvalNetwork(g, channels=36, layers=20, num_classes=10, auxiliary=False)
+    assert round(count_parameters(net) / 1e6, 1) == paper_m
+    # Every op of the cells is one the preset's space admits, and some only that space has.
+    c = preset(space)
+    ops = {op for cell in (g.normal, g.reduce) for op, _ in cell}
+    assert all(c.admits(op) for op in ops)
+    assert not all(preset("DL").admits(op) for op in ops)
+
+
 def test_presets_listed_and_unknown_name_lists_them(tmp_path):
     names = list_genotypes()
-    assert {"darts-v2", "pdarts", "prdarts-dl1", "prdarts-dl2"} <= set(names)
+    assert {"darts-v2", "pdarts", "prdarts-dl1", "prdarts-dl2", "prdarts-dr",
+            "prdarts-ur"} <= set(names)
     with pytest.raises(ValueError, match="darts-v2"):
         load_genotype("no-such-genotype")
     path = tmp_path / "g.json"

@@ -39,22 +39,24 @@ def _net(pools, seed=0):
     return net, alphas
 
 
-def _steps(net, alphas, **perf):
+def _steps(net, alphas, alpha_grad_clip=None, **perf):
     w_opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=3e-4)
-    a_opt = torch.optim.Adam([a for t in alphas for a in alphas[t]], lr=0.01, betas=(0.5, 0.999))
+    a_opt = torch.optim.Adam([a for t in alphas for a in alphas[t]], lr=0.01, betas=(0.5, 0.999),
+                             weight_decay=1e-3)
     return SearchSteps(net, alphas, w_opt, a_opt, grad_clip=5.0,
-                       perf=resolve(PerformanceConfig(**perf), CPU), device=CPU)
+                       perf=resolve(PerformanceConfig(**perf), CPU), device=CPU,
+                       alpha_grad_clip=alpha_grad_clip)
 
 
-def _pair(pools, **fast_perf):
+def _pair(pools, alpha_grad_clip=None, **fast_perf):
     """The same weights and alphas driven by the reference step and by a fast one."""
     net, alphas = _net(pools)
-    ref = _steps(net, alphas, fast_path=False, channels_last=False)
+    ref = _steps(net, alphas, alpha_grad_clip, fast_path=False, channels_last=False)
     net2, alphas2 = copy.deepcopy(net), copy.deepcopy(alphas)
     fast_perf = {"fast_path": True, "channels_last": True, **fast_perf}
     if resolve(PerformanceConfig(**fast_perf), CPU).channels_last:
         net2 = net2.to(memory_format=torch.channels_last)
-    return ref, _steps(net2, alphas2, **fast_perf)
+    return ref, _steps(net2, alphas2, alpha_grad_clip, **fast_perf)
 
 
 def _batch(seed, n=6):
@@ -106,6 +108,42 @@ def test_weight_gradients_match_the_reference(channels_last):
     # BN running statistics moved the same way.
     _assert_close([b for _, b in sorted(fast.net.named_buffers())],
                   [b for _, b in sorted(ref.net.named_buffers())], "buffer")
+
+
+def _alpha_values(steps):
+    return [a.detach().clone() for t in steps.alphas for a in steps.alphas[t]]
+
+
+def test_alpha_gradients_are_clipped_alike_in_both_steps():
+    """Issue 12: the alpha gradients are clipped to ``alpha_grad_clip`` (one norm over all
+    alphas, as the reference's train_search.py) before Adam, in the fast and reference step."""
+    clip = 1e-3  # far below the raw norm, so the clip binds
+    ref, fast = _pair(_pools(MIXED), alpha_grad_clip=clip)
+    _, free = _pair(_pools(MIXED))  # the same start, unclipped
+    xa, ya = _batch(3)
+    raw = free.alpha_gradients(xa, ya)
+    raw_norm = torch.linalg.vector_norm(torch.stack(
+        [torch.linalg.vector_norm(g) for g in _alpha_grads(free)]))
+    assert raw_norm > 100 * clip and torch.isfinite(raw)
+    for _ in range(3):
+        for s in (ref, fast, free):
+            s.alpha_step(xa, ya)
+    for s in (ref, fast):
+        norm = torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(g) for g in _alpha_grads(s)]))
+        assert float(norm) == pytest.approx(clip, rel=1e-4)
+    _assert_close(_alpha_grads(fast), _alpha_grads(ref), "clipped alpha grad")
+    _assert_close(_alpha_values(fast), _alpha_values(ref), "alpha")
+    # Clipping changed the update (weight decay now outweighs the tiny gradient).
+    assert max(float((a - b).abs().max())
+               for a, b in zip(_alpha_values(fast), _alpha_values(free))) > 1e-4
+
+
+def test_alpha_grad_clip_defaults_to_the_reference_and_null_disables():
+    assert build_config({}).optim.alpha_grad_clip == 5.0
+    assert build_config({"optim": {"alpha_grad_clip": None}}).optim.alpha_grad_clip is None
+    with pytest.raises(ConfigError, match="optim.alpha_grad_clip"):
+        build_config({"optim": {"alpha_grad_clip": 0}})
 
 
 def test_training_steps_and_evaluation_stay_together():

@@ -15,6 +15,7 @@ from prnas.search.pools import (
     initial_histories,
     initial_pools,
     num_edges,
+    pool_statistics,
     pools_from_json,
     pools_to_json,
     softmax,
@@ -106,14 +107,67 @@ def test_histories_prevent_rediscovery_until_exhausted(seed):
                 history.add(new.op)
 
 
+def _one_edge_state(pool: list[str], history: list[str]):
+    """One node (2 edges) per cell type, every edge with ``pool`` and ``history`` + ``pool``."""
+    ops = tuple(Op.parse(s) for s in pool)
+    pools = initial_pools(1, ops)
+    hist = {t: tuple(frozenset(ops) | {Op.parse(s) for s in history} for _ in edges)
+            for t, edges in pools.items()}
+    return pools, hist
+
+
 def test_rediscovery_only_when_space_is_exhausted():
-    # Kernel fixed at 3, dilation 1..2, no expansions: the only convs are k3d1 and k3d2.
-    tiny = DL.with_overrides(kernel_min=3, kernel_max=3, max_depth=0)
-    trail, results = _run_cycles(0, [(3, 1), (3, 1), (3, 1)], constraints=tiny, nodes=1)
-    added = [n for res in results for d in res.decisions for n in d.added]
-    assert added, "some child must be proposed"
-    first = [n for n in added if not n.rediscovered]
-    assert {str(n.op) for n in first} <= {"conv_k3_d2", "conv_k3_d1"}
+    """Issue 12: an undiscovered child is taken whenever any survivor has one, however
+    unlikely its parent; a pruned op comes back only when no survivor has any."""
+    # The likely parent conv_k3_d1 has only pruned children (all in the history); the unlikely
+    # conv_k7_d2_e1 (softmax weight ~1e-9) has one undiscovered child, conv_k5_d2_e1.
+    pruned = ["conv_k5_d1", "conv_k3_d2", "conv_k3_d1_e1", "conv_k7_d1_e1"]
+    pool = ["conv_k3_d1", "conv_k7_d2_e1", "skip"]
+    alphas = {t: [[10.0, -10.0, -20.0]] * 2 for t in ("normal", "reduce")}
+    for seed in range(30):
+        pools, hist = _one_edge_state(pool, pruned)
+        res = prune_and_replace(pools, alphas, hist, candidates=3, morphs=1, constraints=DL,
+                                rng=random.Random(seed), final=False)
+        for d in res.decisions:
+            assert [(str(n.op), str(n.parent), n.morphism, n.rediscovered) for n in d.added] == [
+                ("conv_k5_d2_e1", "conv_k7_d2_e1", "kernel_down", False)]
+    # Now that child was tried before too: every child of every survivor is pruned, so a
+    # pruned one returns (flagged), drawn by the paper's distribution: mostly the likely
+    # parent's.
+    parents = set()
+    for seed in range(30):
+        pools, hist = _one_edge_state(pool, [*pruned, "conv_k5_d2_e1"])
+        res = prune_and_replace(pools, alphas, hist, candidates=3, morphs=1, constraints=DL,
+                                rng=random.Random(seed), final=False)
+        for d in res.decisions:
+            (new,) = d.added
+            assert new.rediscovered
+            assert str(new.op) in [*pruned, "conv_k5_d2_e1"]
+            assert apply_morphism(new.parent, new.morphism) == new.op
+            parents.add(str(new.parent))
+    assert parents == {"conv_k3_d1"}
+
+
+def test_new_ops_follow_the_papers_distribution_among_undiscovered_children():
+    """Parent by softmax weight, morphism uniform among its available ones, conditioned on
+    an undiscovered child: exact enumeration instead of bounded retries."""
+    # Equal weights. conv_k3_d1's children: k5_d1 (in the pool), k3_d2, k3_d1_e1 -> 1/6 each;
+    # conv_k5_d1's: k7_d1, k3_d1 (in the pool), k5_d2, k5_d1_e1 -> 1/8 each. Sum 17/24.
+    expected = {"conv_k3_d2": 4 / 17, "conv_k3_d1_e1": 4 / 17, "conv_k7_d1": 3 / 17,
+                "conv_k5_d2": 3 / 17, "conv_k5_d1_e1": 3 / 17}
+    pools, hist = _one_edge_state(["conv_k3_d1", "conv_k5_d1"], [])
+    alphas = {t: [[0.0, 0.0]] * 2 for t in ("normal", "reduce")}
+    counts = dict.fromkeys(expected, 0)
+    for seed in range(600):
+        res = prune_and_replace(pools, alphas, hist, candidates=3, morphs=1, constraints=DL,
+                                rng=random.Random(seed), final=False)
+        for d in res.decisions:
+            (new,) = d.added
+            counts[str(new.op)] += 1
+    n = sum(counts.values())
+    assert n == 2400
+    for op, p in expected.items():
+        assert abs(counts[op] / n - p) < 0.03, (op, counts[op] / n, p)
 
 
 def test_same_seed_same_decision_and_json_round_trip():
@@ -181,3 +235,9 @@ def test_genotype_picks_top_op_and_top_two_edges():
     assert num_edges(nodes) == 14
     assert g.to_dict()["format"] == "prnas-genotype/1"
     assert isinstance(g.normal[0][0], Op)
+
+
+def test_reported_similarity_is_the_papers_statistic():
+    """The engine's similarity columns use Fig. 2's statistic: 1/3 for the initial pools."""
+    stats = pool_statistics(initial_pools(4))
+    assert stats["similarity_normal"] == stats["similarity_reduce"] == pytest.approx(1 / 3)

@@ -193,6 +193,10 @@ def test_cli_refuses_existing_dir_and_resumes_to_same_genotype(tmp_path, capsys)
         ({"bogus": 1}, "bogus"),
         ({"device": "gpu"}, "device"),
         ({"batch": {"b_min": 64, "b_max": 32}}, "b_max"),
+        ({"initial_pool": ["skip", "sep_conv_3x3"]}, "initial_pool"),
+        ({"initial_pool": ["skip", "skip"]}, "initial_pool"),
+        ({"initial_pool": ["conv_k1_d1"]}, "initial_pool"),  # DL has no 1x1 kernels
+        ({"initial_pool": []}, "initial_pool"),
     ],
 )
 def test_bad_configs_rejected_with_field_name(over, field):
@@ -212,6 +216,69 @@ def test_default_config_is_the_papers_search(tmp_path):
     assert load_config(empty) == cfg
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_initial_pool_from_the_config_is_what_every_edge_starts_with():
+    """Issue 12: e.g. DARTS' ops (no zero op here) instead of the paper's four."""
+    darts = ["max_pool_3x3", "avg_pool_3x3", "skip", "conv_k3_d1_e1", "conv_k5_d1_e1",
+             "conv_k3_d2", "conv_k5_d2"]
+    assert load_config(None).initial_pool == ("max_pool_3x3", "avg_pool_3x3", "skip",
+                                              "conv_k3_d1")
+    s = _search(initial_pool=darts)
+    ops = tuple(Op.parse(x) for x in darts)
+    assert all(edge == ops for edges in s.pools.values() for edge in edges)
+    assert all(h == frozenset(ops) for hs in s.histories.values() for h in hs)
+    assert all(len(a) == len(darts) for t in s.alphas for a in s.alphas[t])
+    assert set(s.net.cells[0].edges[0].ops) == set(darts)
+    with pytest.raises(ConfigError, match="initial_pool: conv_k1_d1 outside the DL"):
+        build_config(TINY, {"initial_pool": ["skip", "conv_k1_d1"]})
+    assert build_config(TINY, {"space": "DR", "initial_pool": ["conv_k1_d1"]}).initial_ops() == (
+        Op.conv(1, 1),)
+
+
+def _module_state(s, cell_type, edge, op):
+    return [{k: v.clone() for k, v in cell.edges[edge].ops[str(op)].state_dict().items()}
+            for cell in s.net.cells_of(cell_type)]
+
+
+def _favour(s, cell_type, edge, op):
+    """Make ``op`` the edge's most probable candidate, so the next decision keeps it."""
+    i = s.pools[cell_type][edge].index(op)
+    with torch.no_grad():
+        a = s.alphas[cell_type][edge]
+        a.fill_(0.0)
+        a[i] = 10.0
+
+
+def test_a_child_keeps_its_own_training_across_later_cycles():
+    """Issue 12 (the reference's bug): a child added after cycle 1 inherits from its parent
+    once; surviving cycles 2 and 3 it carries its own trained weights, never its parent's."""
+    s = _search(schedule=[{"epochs": 1, "grace_epochs": 0, "morphs": 2, "candidates": 4},
+                          {"epochs": 1, "grace_epochs": 0, "morphs": 1, "candidates": 4},
+                          {"epochs": 1, "grace_epochs": 0, "morphs": 1, "candidates": 4},
+                          {"epochs": 1, "grace_epochs": 0, "morphs": 0, "candidates": 1}])
+    assert s.steps.alpha_grad_clip == 5.0  # the config's default reaches the steps
+    s.run_cycle()
+    r1 = s.decide()
+    s.apply(r1)
+    t, e, new = r1.new_ops()[0]
+    inherited = _module_state(s, t, e, new.op)
+    for cycle in (2, 3):
+        s.run_cycle()
+        trained = _module_state(s, t, e, new.op)
+        assert any(not torch.equal(trained[0][k], inherited[0][k]) for k in trained[0]), (
+            f"cycle {cycle} did not train the child")
+        _favour(s, t, e, new.op)
+        result = s.decide()
+        assert new.op in {op for d in result.decisions if (d.cell_type, d.edge) == (t, e)
+                          for op, _ in d.kept}
+        s.apply(result)
+        assert s.cycle == cycle
+        after = _module_state(s, t, e, new.op)
+        for mine, before in zip(after, trained, strict=True):
+            for k in mine:
+                assert torch.equal(mine[k], before[k]), (cycle, k)
+        inherited = after
 
 
 def test_ragged_pools_build_and_run():

@@ -116,7 +116,8 @@ def test_similarity_examples() -> None:
     assert similarity(k3, k3) == 1.0
     assert similarity(Op.skip(), Op.skip()) == 1.0
     assert similarity(Op.max_pool(), Op.max_pool()) == 1.0
-    assert similarity(Op.max_pool(), Op.avg_pool()) == 0.5
+    # Pools have two parameters, kernel (equal) and type: (1 + 1) / (1 + 2)
+    assert similarity(Op.max_pool(), Op.avg_pool()) == pytest.approx(2 / 3)
     for a, b in [(Op.skip(), Op.max_pool()), (Op.skip(), k3), (Op.avg_pool(), k3)]:
         assert similarity(a, b) == similarity(b, a) == 0.0
     # (1 + k) / (1 + n) with n = 3 (kernel, dilation, expansions)
@@ -124,9 +125,14 @@ def test_similarity_examples() -> None:
     assert similarity(k3, Op.conv(5, 2)) == (1 + 1) / 4
     assert similarity(k3, Op.conv(5, 2, (1,))) == 1 / 4
     assert similarity(k3, Op.conv(3, 1, (1,))) == (1 + 2) / 4
-    # expansions partly similar: one of two positions equal
-    assert similarity(Op.conv(3, 1, (2, 1)), Op.conv(3, 1, (2,))) == (1 + 2.5) / 4
-    assert similarity(Op.conv(3, 1, (2, 1)), Op.conv(3, 1, (2, 2))) == (1 + 2.5) / 4
+    # Expansions as the reference scores them, m = the shorter length:
+    # 1/(m+1) for equal lengths plus 1/(m+1) per equal leading position.
+    assert similarity(Op.conv(3, 1, (2, 1)), Op.conv(3, 1, (2,))) == (1 + 2 + 1 / 2) / 4
+    assert similarity(Op.conv(3, 1, (2, 1)), Op.conv(3, 1, (2, 2))) == pytest.approx(
+        (1 + 2 + 2 / 3) / 4)
+    assert similarity(Op.conv(3, 1, (1,)), Op.conv(3, 1, (2,))) == (1 + 2 + 1 / 2) / 4
+    assert similarity(Op.conv(3, 1, (3, 1)), Op.conv(3, 1, (1, 1))) == pytest.approx(
+        (1 + 2 + 2 / 3) / 4)
 
 
 ops_st = st.one_of(
@@ -145,15 +151,24 @@ def test_similarity_is_symmetric_bounded_and_one_only_for_equal_ops(a: Op, b: Op
 
 
 @given(st.lists(ops_st, min_size=2, max_size=6))
-def test_pool_similarity_is_the_mean_over_pairs(ops: list[Op]) -> None:
-    pairs = [(a, b) for i, a in enumerate(ops) for b in ops[i + 1:]]
-    expected = sum(similarity(a, b) for a, b in pairs) / len(pairs)
+def test_pool_similarity_is_the_mean_over_all_ordered_pairs(ops: list[Op]) -> None:
+    n = len(ops)
+    distinct = [(a, b) for i, a in enumerate(ops) for b in ops[i + 1:]]
+    # Each op with itself scores 1; each distinct pair counts in both orders.
+    expected = (n + 2 * sum(similarity(a, b) for a, b in distinct)) / n**2
     assert pool_similarity(ops) == pytest.approx(expected)
+    pairwise = sum(similarity(a, b) for a, b in distinct) / len(distinct)
+    assert pool_similarity(ops, self_pairs=False) == pytest.approx(pairwise)
 
 
 def test_pool_similarity_examples() -> None:
     assert pool_similarity([Op.skip()]) == 1.0
+    assert pool_similarity([Op.skip()], self_pairs=False) == 1.0
     assert pool_similarity([]) == 1.0
-    assert pool_similarity([Op.max_pool(), Op.avg_pool()]) == 0.5
-    assert pool_similarity([Op.max_pool(), Op.avg_pool(), Op.skip()]) == pytest.approx(0.5 / 3)
-    assert pool_similarity(INITIAL_POOL) == pytest.approx(0.5 / 6)
+    assert pool_similarity([Op.max_pool(), Op.avg_pool()]) == pytest.approx((2 + 4 / 3) / 4)
+    assert pool_similarity([Op.max_pool(), Op.avg_pool(), Op.skip()]) == pytest.approx(13 / 27)
+    # The paper's initial pool: 0.333 as in Fig. 2 at cycle 0 (the reference's statistic).
+    assert pool_similarity(INITIAL_POOL) == pytest.approx(1 / 3)
+    assert round(pool_similarity(INITIAL_POOL), 3) == 0.333
+    assert pool_similarity(INITIAL_POOL, self_pairs=False) == pytest.approx(1 / 9)
+    assert pool_similarity([Op.max_pool(), Op.avg_pool()], self_pairs=False) == pytest.approx(2 / 3)

@@ -82,7 +82,9 @@ def test_pools_and_skip_have_no_morphisms(op: Op) -> None:
 def test_each_morphism_on_examples() -> None:
     op = Op.conv(3, 2, (2, 1))
     assert apply_morphism(op, Morphism.KERNEL_UP) == Op.conv(5, 2, (2, 1))
-    assert apply_morphism(op, "kernel_down") == Op.conv(1, 1, (2, 1))  # dilation dropped
+    with pytest.raises(ValueError, match="kernel_down"):
+        apply_morphism(op, "kernel_down")  # the reference never makes a 1x1 of a dilated 3x3
+    assert apply_morphism(Op.conv(5, 2), "kernel_down") == Op.conv(3, 2)
     assert apply_morphism(op, Morphism.DILATION_UP) == Op.conv(3, 3, (2, 1))
     assert apply_morphism(op, Morphism.DILATION_DOWN) == Op.conv(3, 1, (2, 1))
     assert apply_morphism(op, Morphism.INSERT) == Op.conv(3, 2, (2, 1, 1))
@@ -95,6 +97,56 @@ def test_each_morphism_on_examples() -> None:
         apply_morphism(Op.conv(1, 1), Morphism.DILATION_UP)  # a 1x1 ignores dilation
     with pytest.raises(ValueError):
         apply_morphism(START_OP, "grow")
+
+
+# The reference implementation's morph restrictions per preset (its operations.py):
+# smallest and largest kernel, largest dilation, most expansion blocks, largest sum of the
+# expansion factors, largest single factor.
+_REFERENCE_LIMITS = {
+    "DL": (3, 7, 2, 1, 1, 1),
+    "DR": (1, 7, 2, 1, 5, 5),
+    "UR": (1, 7, 2, 999, 999, 999),
+}
+
+
+def _reference_moves(op: Op, limits: tuple[int, ...]) -> set[tuple[str, str]]:
+    """The reference's rule of which morphisms are possible, written out case by case."""
+    min_k, max_k, max_dil, max_len, max_sum, max_width = limits
+    k, d, e = op.kernel, op.dilation, list(op.expansions)
+    out = set()
+    if k + 2 <= max_k:
+        out.add(("kernel_up", Op.conv(k + 2, d, e)))
+    if k - 2 >= min_k and not (k - 2 == 1 and d >= 2):
+        out.add(("kernel_down", Op.conv(k - 2, d, e)))
+    if k != 1 and d < max_dil:
+        out.add(("dilation_up", Op.conv(k, d + 1, e)))
+    if d > 1 and not (k == 1 and d == 2):
+        out.add(("dilation_down", Op.conv(k, d - 1, e)))
+    if len(e) < max_len and sum(e) < max_sum:
+        out.add(("insert", Op.conv(k, d, e + [1])))
+    if e:
+        i = e.index(min(e))
+        if e[i] < max_width and sum(e) < max_sum:
+            out.add(("widen", Op.conv(k, d, e[:i] + [e[i] + 1] + e[i + 1:])))
+    return {(m, str(child)) for m, child in out}
+
+
+@pytest.mark.parametrize("name", sorted(_REFERENCE_LIMITS))
+def test_available_moves_are_the_reference_rule_on_every_reachable_op(name: str) -> None:
+    """Issue 12: the same morphisms on offer as in the reference, for every op the search can
+    reach (within 7 morphisms; UR is unbounded) of each preset."""
+    c = preset(name)
+    ops = [Op.parse(s) for s in reachable(c, 7)]
+    assert len(ops) >= 12
+    offered_any_k1_from_dilated = False
+    for op in ops:
+        ours = {(str(m), str(child)) for m, child in available_morphisms(op, c)}
+        assert ours == _reference_moves(op, _REFERENCE_LIMITS[name]), str(op)
+        offered_any_k1_from_dilated |= any(
+            child.startswith("conv_k1") and op.dilation > 1 for _, child in ours)
+    assert not offered_any_k1_from_dilated
+    if name != "DL":  # the case that differed before: conv_k3_d2 offers no kernel -2
+        assert "kernel_down" not in {str(m) for m, _ in available_morphisms(Op.conv(3, 2), c)}
 
 
 def test_start_op_availability_per_preset() -> None:

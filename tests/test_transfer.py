@@ -196,15 +196,19 @@ def test_dilation_moves_copy_every_weight(morphism: Morphism, stride: int, searc
         assert _out(c_mod, x).shape == (3, C, 8 // stride, 8 // stride)
 
 
-def test_kernel_down_from_dilated_3x3_gives_a_1x1() -> None:
-    parent = Op.conv(3, 2, (2,))
+def test_kernel_down_keeps_the_dilation_and_is_not_offered_on_a_dilated_3x3() -> None:
+    """As the reference: no 1x1 is made of a dilated kernel; a dilated 5x5 shrinks to a
+    dilated 3x3 whose taps are the centre of the old ones."""
+    with pytest.raises(ValueError, match="kernel_down"):
+        apply_morphism(Op.conv(3, 2, (2,)), Morphism.KERNEL_DOWN)
+    parent = Op.conv(5, 2, (2,))
     child = apply_morphism(parent, Morphism.KERNEL_DOWN)
-    assert child == Op.conv(1, 1, (2,))
+    assert child == Op.conv(3, 2, (2,))
     p_mod, c_mod = build_op(parent, C, 1), build_op(child, C, 1)
     transfer_weights(parent, p_mod, child, c_mod, "kernel_down")
     for pb, cb in zip(p_mod.blocks, c_mod.blocks, strict=True):
-        assert cb.depthwise.dilation == (1, 1)
-        assert torch.equal(cb.depthwise.weight[..., 0, 0], pb.depthwise.weight[..., 1, 1])
+        assert cb.depthwise.dilation == (2, 2)
+        assert torch.equal(cb.depthwise.weight, pb.depthwise.weight[..., 1:-1, 1:-1])
 
 
 def test_transfer_in_float32_preserves_within_1e_5() -> None:

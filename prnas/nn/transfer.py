@@ -10,8 +10,8 @@ so each rule below is a few slice copies:
 * kernel +2: each depthwise kernel zero-padded in the centre; the extra
   padding of the bigger kernel lines the old taps up with the same pixels, so
   the function is preserved exactly, at any stride and in any BN mode;
-* kernel -2: the centre of each kernel is kept (lossy); 3x3 dilation 2 becomes
-  a 1x1, whose dilation is irrelevant;
+* kernel -2: the centre of each kernel is kept (lossy); never offered on a
+  dilated 3x3, as in the reference (see ``prnas.space.morphisms``);
 * dilation +/-1: all weights copied unchanged (the function changes);
 * insert: the parent's blocks map 1:1 (the parent's last block outputs C and
   so does the child's block at that position, whose factor is 1) and the new

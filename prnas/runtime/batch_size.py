@@ -1,10 +1,11 @@
-"""The variable batch size of paper III-C: b = b_min + n*b_mult <= b_max, grown one b_mult at a
-time every ``grow_every`` steps while a linear model of peak memory vs batch size predicts the
-next size fits under ``threshold`` of the memory we may use.
+"""The variable batch size of paper III-C: b = b_min + n*b_mult <= b_max. Every ``grow_every``
+steps a linear model of peak memory vs batch size picks the n that maximises the batch under
+``threshold`` of the memory we may use, and the batch grows straight to it.
 
 Two things the reference code lacked: the memory readings are this process's own (see
 :mod:`prnas.runtime.memory`), and an out-of-memory error backs off to a smaller size and
-remembers it as a ceiling instead of killing the search.
+remembers it as a ceiling instead of killing the search. (The reference also grew differently:
+proportionally to whole-device usage, at most doubling per decision.)
 
 The decisions are pure functions (:func:`predict_peak`, :func:`next_size`); the controller only
 keeps the observations and talks to the probe.
@@ -64,6 +65,16 @@ class BatchSizeConfig(BaseModel):
         return self.b_min + (self.b_max - self.b_min) // self.b_mult * self.b_mult
 
 
+def _linear_model(points: dict[int, int], floor: int) -> tuple[int, int, float]:
+    """(anchor size, its peak, bytes per sample) of the model :func:`predict_peak` describes."""
+    anchor = max(points)
+    anchor_peak = points[anchor]
+    slope = _ls_slope(points) if len(points) >= 2 else 0.0
+    if slope <= 0.0:
+        slope = (anchor_peak - min(max(floor, 0), anchor_peak - 1)) / anchor
+    return anchor, anchor_peak, slope
+
+
 def predict_peak(points: dict[int, int], size: int, floor: int = 0) -> float | None:
     """Peak memory predicted at ``size`` from observed {batch size: peak bytes}; None if no data.
 
@@ -78,11 +89,7 @@ def predict_peak(points: dict[int, int], size: int, floor: int = 0) -> float | N
     """
     if not points:
         return None
-    anchor = max(points)
-    anchor_peak = points[anchor]
-    slope = _ls_slope(points) if len(points) >= 2 else 0.0
-    if slope <= 0.0:
-        slope = (anchor_peak - min(max(floor, 0), anchor_peak - 1)) / anchor
+    anchor, anchor_peak, slope = _linear_model(points, floor)
     return anchor_peak + slope * (size - anchor)
 
 
@@ -103,21 +110,44 @@ def next_size(
     ceiling: int | None,
     floor: int = 0,
 ) -> int:
-    """The batch size after a growth decision: ``current`` or ``current + b_mult``.
+    """The batch size after a decision: the largest grid size ``b_min + n*b_mult`` (``<= b_max``,
+    below the OOM ceiling) that the model predicts to fit under ``threshold * total``.
 
-    One multiple per decision, as the reference: a bad prediction then costs at most one
-    b_mult of overshoot. An unknown total (None) means no memory limit is known: growth is
-    then bounded only by b_max and the OOM ceiling.
+    Paper III-C: find the n that maximises the batch under the threshold, and go there in one
+    decision rather than one b_mult per decision. Two guards keep a noisy fit from overshooting:
+
+    * a least-squares fit is trusted only as far beyond its largest measured size as the range
+      of sizes it was measured over (each decision adds a measurement and so widens it); a
+      single measurement uses the cautious proportional model (see :func:`predict_peak`) with
+      no such bound, since it overestimates;
+    * if the size in use measured above the threshold (a prediction that fell short, without
+      running out of memory), the decision moves down to the largest size predicted to fit.
+
+    An unknown total (None) means no memory limit is known: the size then goes straight to
+    b_max (or below the OOM ceiling). Without any measurement the size stays.
     """
-    candidate = current + cfg.b_mult
-    if candidate > cfg.b_max or (ceiling is not None and candidate >= ceiling):
-        return current
+    top = cfg.largest_size()
+    if ceiling is not None:
+        # The largest grid size strictly below the ceiling.
+        top = min(top, cfg.b_min + max(0, ceiling - 1 - cfg.b_min) // cfg.b_mult * cfg.b_mult)
     if total is None:
-        return candidate
-    predicted = predict_peak(points, candidate, floor)
-    if predicted is None or predicted > cfg.threshold * total:
+        return max(current, top)
+    if not points:
         return current
-    return candidate
+    budget = cfg.threshold * total
+    over = points.get(current, 0) > budget
+    anchor, anchor_peak, slope = _linear_model(points, floor)
+    if len(points) >= 2:
+        top = min(top, max(anchor, 2 * anchor - min(points)))
+    # Solve the linear model for the budget, snap down to the grid, then confirm with the same
+    # prediction (float rounding at the boundary).
+    fits = anchor + (budget - anchor_peak) / slope
+    size = min(top, cfg.b_min + max(0, int((fits - cfg.b_min) // cfg.b_mult)) * cfg.b_mult)
+    while size > cfg.b_min and predict_peak(points, size, floor) > budget:
+        size -= cfg.b_mult
+    if over:
+        return min(size, current)
+    return max(size, current)
 
 
 class BatchSizeController:

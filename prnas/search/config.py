@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from prnas import config_io
 from prnas.config_io import ConfigError as ConfigError  # re-exported for callers
@@ -17,6 +17,7 @@ from prnas.data.config import DataConfig
 from prnas.runtime.batch_size import BatchSizeConfig
 from prnas.runtime.performance import PerformanceConfig
 from prnas.space.constraints import PRESETS, Constraints, preset
+from prnas.space.ops import INITIAL_POOL, Op
 
 # allow_inf_nan=False: an ``lr: .inf`` would otherwise pass and train a cycle on NaNs.
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -78,6 +79,9 @@ class OptimConfig(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(3e-4, ge=0)
     grad_clip: float = Field(5.0, gt=0)
+    alpha_grad_clip: float | None = Field(
+        5.0, gt=0, description="norm clip of the alpha gradients (reference: 5); null = off"
+    )
     alpha_lr: float = Field(6e-4, gt=0)
     alpha_betas: tuple[float, float] = (0.5, 0.999)
     alpha_weight_decay: float = Field(1e-3, ge=0)
@@ -107,6 +111,10 @@ class SearchConfig(BaseModel):
     constraints: Constraints | None = Field(
         None, description="custom morph constraints; overrides the preset"
     )
+    initial_pool: tuple[str, ...] = Field(
+        default_factory=lambda: tuple(str(op) for op in INITIAL_POOL), min_length=1,
+        description="op strings every edge starts with; default the paper's four",
+    )
     data: DataConfig = DataConfig()
     network: NetworkConfig = NetworkConfig()
     schedule: list[CycleConfig] = Field(default_factory=_table_i, min_length=1)
@@ -117,7 +125,6 @@ class SearchConfig(BaseModel):
     )
     eval_batch_size: int = Field(256, ge=1)
     evaluate_test: bool = Field(False, description="also evaluate on the test set each cycle")
-    morph_retries: int = Field(50, ge=1, description="proposals per new op before rediscovery")
     performance: PerformanceConfig = PerformanceConfig()
 
     _known_device = field_validator("device")(config_io.check_device)
@@ -129,6 +136,29 @@ class SearchConfig(BaseModel):
             raise ValueError(f"unknown space {v!r}; allowed: {', '.join(PRESETS)}, custom")
         return v.upper() if v != "custom" else v
 
+    @field_validator("initial_pool")
+    @classmethod
+    def _initial_pool(cls, v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        """Each op parses, appears once and lies inside the constraints it will be morphed
+        under (``space`` and ``constraints`` are validated before this field)."""
+        ops = [Op.parse(text) for text in v]  # ValueError names the string and the grammar
+        twice = sorted({str(op) for op in ops if ops.count(op) > 1})
+        if twice:
+            raise ValueError(f"ops listed more than once: {', '.join(twice)}")
+        space = info.data.get("space")
+        constraints = info.data.get("constraints")
+        if constraints is None and space in PRESETS:
+            constraints = PRESETS[space]
+        if constraints is not None:
+            outside = [str(op) for op in ops if not constraints.admits(op)]
+            if outside:
+                raise ValueError(
+                    f"{', '.join(outside)} outside the {space} constraints "
+                    f"{constraints.model_dump()}; allowed: skip, max_pool_3x3, avg_pool_3x3 "
+                    "and convs inside the constraints"
+                )
+        return tuple(str(op) for op in ops)
+
     @model_validator(mode="after")
     def _check(self) -> SearchConfig:
         if self.space == "custom" and self.constraints is None:
@@ -137,6 +167,9 @@ class SearchConfig(BaseModel):
 
     def resolved_constraints(self) -> Constraints:
         return self.constraints if self.constraints is not None else preset(self.space)
+
+    def initial_ops(self) -> tuple[Op, ...]:
+        return tuple(Op.parse(text) for text in self.initial_pool)
 
 
 def build_config(raw: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,

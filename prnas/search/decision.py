@@ -23,5 +23,5 @@ def decide_cycle(cfg: SearchConfig, cycle: int, pools: Pools,
     return prune_and_replace(
         pools, alphas, histories, candidates=spec.candidates, morphs=spec.morphs,
         constraints=cfg.resolved_constraints(), rng=cycle_rng(cfg.seed, cycle),
-        final=cycle == len(cfg.schedule) - 1, retries=cfg.morph_retries,
+        final=cycle == len(cfg.schedule) - 1,
     )

@@ -110,7 +110,7 @@ class Search:
         self._test = test
         self.cycle = 0  # 0-based index of the cycle being trained
         self.epoch = 0  # epochs completed within that cycle
-        self.pools: Pools = initial_pools(cfg.network.nodes)
+        self.pools: Pools = initial_pools(cfg.network.nodes, cfg.initial_ops())
         self.histories = initial_histories(self.pools)
         self.net = self._build_net(self.pools)
         self._fresh_cycle()
@@ -145,7 +145,8 @@ class Search:
         # A compiled forward is traced again for every cycle's network (new pools).
         self.steps = SearchSteps(self.net, self.alphas, self.w_opt, self.a_opt,
                                  grad_clip=o.grad_clip, perf=self.perf, device=self.device,
-                                 forward=compiled(self.net, self.perf))
+                                 forward=compiled(self.net, self.perf),
+                                 alpha_grad_clip=o.alpha_grad_clip)
         self.controller.reset()
 
     # ----------------------------------------------------------------- queries

@@ -69,29 +69,43 @@ def _choose_survivors(ranked: list[tuple[Op, float]], n_keep: int, keep_conv: bo
     return keep
 
 
+def _proposals(survivors: list[tuple[Op, float]], constraints: Constraints
+               ) -> list[tuple[float, Op, Morphism, Op]]:
+    """Every (probability, parent, morphism, child) of the paper's proposal: a parent drawn by
+    its softmax weight renormalised over the survivors that can be morphed, then one of its
+    available morphisms uniformly."""
+    parents = [(op, w, available_morphisms(op, constraints)) for op, w in survivors]
+    parents = [(op, w, moves) for op, w, moves in parents if moves]
+    total = sum(w for _, w, _ in parents)
+    out = []
+    for parent, w, moves in parents:
+        # Softmax weights that underflowed to 0 everywhere: every parent equally likely.
+        p_parent = w / total if total > 0 else 1 / len(parents)
+        out += [(p_parent / len(moves), parent, m, child) for m, child in moves]
+    return out
+
+
 def _propose(survivors: list[tuple[Op, float]], constraints: Constraints, rng: random.Random,
-             taken: set[Op], history: frozenset[Op], retries: int) -> NewOp | None:
-    """Sample parent by renormalised softmax, morph uniformly; prefer undiscovered children."""
-    parents = [(op, w) for op, w in survivors if available_morphisms(op, constraints)]
-    if not parents:
-        return None
-    fallback: NewOp | None = None
-    for _ in range(retries):
-        (parent, _w), = rng.choices(parents, weights=[w for _, w in parents], k=1)
-        morphism, child = rng.choice(available_morphisms(parent, constraints))
-        if child in taken:
+             taken: set[Op], history: frozenset[Op]) -> NewOp | None:
+    """One new op for an edge: an undiscovered child whenever any survivor has one, else a
+    rediscovered (previously pruned) one, else None.
+
+    Enumerated rather than retried: the reference draws parent and morphism up to 200 times
+    looking for an undiscovered child before it takes a pruned one, which may rediscover
+    although undiscovered children exist. Here the draw is made once among the undiscovered
+    children, with the paper's distribution conditioned on them (exactly what unlimited
+    retries would give); only when there are none, among the rediscoverable ones likewise.
+    """
+    proposals = [p for p in _proposals(survivors, constraints) if p[3] not in taken]
+    for rediscovered in (False, True):
+        options = [p for p in proposals if (p[3] in history) == rediscovered]
+        if not options:
             continue
-        if child not in history:
-            return NewOp(child, parent, morphism, rediscovered=False)
-        if fallback is None:
-            fallback = NewOp(child, parent, morphism, rediscovered=True)
-    if fallback is not None:
-        return fallback
-    # Random proposals found nothing outside the pool: take any admissible child, in order.
-    for parent, _ in parents:
-        for morphism, child in available_morphisms(parent, constraints):
-            if child not in taken:
-                return NewOp(child, parent, morphism, rediscovered=child in history)
+        weights = [p[0] for p in options]
+        if not sum(weights) > 0:
+            weights = [1.0] * len(options)
+        (_, parent, morphism, child), = rng.choices(options, weights=weights, k=1)
+        return NewOp(child, parent, morphism, rediscovered=rediscovered)
     return None
 
 
@@ -105,7 +119,6 @@ def prune_and_replace(
     constraints: Constraints,
     rng: random.Random,
     final: bool,
-    retries: int = 50,
 ) -> PolicyResult:
     """Per edge: keep the ``candidates - morphs`` most probable ops (at least one conv unless
     ``final``), then add ``morphs`` morphed children of the survivors.
@@ -138,7 +151,7 @@ def prune_and_replace(
             history = histories[t][e]
             added: list[NewOp] = []
             for _ in range(morphs):
-                new = _propose(survivors, constraints, rng, taken, history, retries)
+                new = _propose(survivors, constraints, rng, taken, history)
                 if new is None:
                     break
                 added.append(new)

@@ -37,10 +37,14 @@ Alphas = Mapping[str, Sequence[torch.Tensor]]
 class SearchSteps:
     def __init__(self, net: SearchNetwork, alphas: Alphas, w_opt: torch.optim.Optimizer,
                  a_opt: torch.optim.Optimizer, *, grad_clip: float, perf: Resolved,
-                 device: torch.device, forward: nn.Module | None = None) -> None:
+                 device: torch.device, forward: nn.Module | None = None,
+                 alpha_grad_clip: float | None = None) -> None:
         self.net, self.alphas = net, alphas
         self.w_opt, self.a_opt = w_opt, a_opt
         self.grad_clip = grad_clip
+        # The reference clips the architecture gradients too (norm 5, its train_search.py):
+        # the Adam step then sees the same gradient scale as in the paper's runs.
+        self.alpha_grad_clip = alpha_grad_clip
         self.perf, self.device = perf, device
         self.fast = perf.fast_path
         # ``forward`` may be a torch.compile'd wrapper of ``net`` sharing its parameters.
@@ -90,6 +94,9 @@ class SearchSteps:
 
     def alpha_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.alpha_gradients(x, y)
+        if self.alpha_grad_clip is not None:
+            # One norm over both cell types' alphas, as the reference clips them together.
+            nn.utils.clip_grad_norm_(self._alpha_list, self.alpha_grad_clip)
         self.a_opt.step()
 
     # ----------------------------------------------------------------- weight step

@@ -39,14 +39,18 @@ def widen(expansions: tuple[int, ...]) -> tuple[int, ...]:
 def state_moves(state: ConvState, functional: bool = True) -> list[tuple[Morphism, ConvState]]:
     """Every morphism of a conv state, unconstrained.
 
-    ``functional`` collapses 1x1 kernels to dilation 1: dilation moves are not
-    offered on them and shrinking a kernel to 1x1 drops the dilation.
+    ``functional`` is the search's rule, the reference implementation's: 1x1
+    kernels exist only with dilation 1, so dilation moves are not offered on
+    them, and kernel -2 is not offered where it would make a 1x1 of a dilated
+    kernel (the reference skips that move rather than dropping the dilation).
+    The child sets are the same either way (conv_k1_d1 stays one kernel -2 away
+    from conv_k3_d1), only the proposal distribution differs. ``functional=False``
+    is the paper's way of counting, where a 1x1 with dilation 2 is a state of its own.
     """
     k, d, e = state
     moves: list[tuple[Morphism, ConvState]] = [(Morphism.KERNEL_UP, (k + 2, d, e))]
-    if k > 1:
-        k2 = k - 2
-        moves.append((Morphism.KERNEL_DOWN, (k2, 1 if functional and k2 == 1 else d, e)))
+    if k > 1 and not (functional and k == 3 and d > 1):
+        moves.append((Morphism.KERNEL_DOWN, (k - 2, d, e)))
     if not (functional and k == 1):
         moves.append((Morphism.DILATION_UP, (k, d + 1, e)))
         if d > 1:

@@ -26,10 +26,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny import tiny_search
 
 from prnas.runtime import checkpoint
 from prnas.space.genotype import Genotype
-from tests.tiny import tiny_search
 
 ROOT = Path(__file__).resolve().parents[1]
 

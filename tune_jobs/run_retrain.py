@@ -9,6 +9,7 @@ Examples (from the repository root):
   python tune_jobs/run_retrain.py --from-search runs/search-dl --num-samples 3 --dataset cifar100
   python tune_jobs/run_retrain.py --from-search runs/search-dl --random DL:5 --num-samples 3
   python tune_jobs/run_retrain.py --genotype prdarts-dl2 --params-only --dataset cifar100
+  python tune_jobs/run_retrain.py --genotype darts-v2,pdarts --params-only --network imagenet
   python tune_jobs/run_retrain.py --name demo --resume          # continue a killed experiment
 
 Seeds are 0..N-1 for ``--num-samples N``. ``--random SPACE:N[:STEPS]`` adds N
@@ -44,6 +45,7 @@ from prnas.retrain.params import dataset_shape, network_cost
 from prnas.space.genotype import Genotype
 
 PARQUET = "retrain.parquet"
+IMAGENET_CONFIG = Path(__file__).resolve().parent / "configs" / "retrain_imagenet.yaml"
 RANDOM_DIR = "random_cells"
 
 
@@ -61,7 +63,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="seed of the random cells (default 0)")
     p.add_argument("--num-samples", type=int, default=1, help="seeds per genotype: 0..N-1")
     p.add_argument("--config", help="retrain YAML (default: the paper's protocol)")
-    p.add_argument("--dataset", choices=["cifar10", "cifar100", "demo", "imagefolder"],
+    p.add_argument("--network", choices=["cifar", "imagenet"],
+                   help="evaluation network; imagenet without --config uses the ImageNet "
+                        "protocol (tune_jobs/configs/retrain_imagenet.yaml)")
+    p.add_argument("--dataset", choices=["cifar10", "cifar100", "demo", "imagefolder",
+                                         "imagenet"],
                    help="override data.dataset")
     p.add_argument("--data-dir", help="override data.data_dir (CIFAR root)")
     p.add_argument("--epochs", type=int, help="override epochs (the cosine schedule follows)")
@@ -92,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out = parse_set_args(args.set)
+    if args.network:
+        out["eval_network"] = args.network
     if args.dataset:
         out["data.dataset"] = args.dataset
     if args.data_dir:
@@ -129,7 +137,8 @@ def params_only(cfg: RetrainConfig, refs: list[GenotypeRef],
         print(json.dumps({"genotype": label, "kind": kind, "params": params,
                           "params_m": round(params / 1e6, 2), "macs": macs,
                           "macs_m": round(macs / 1e6, 1), **cost, "dataset": cfg.data.dataset,
-                          "num_classes": shape[0], "channels": cfg.channels,
+                          "num_classes": shape[0], "network": cfg.eval_network,
+                          "channels": cfg.channels,
                           "layers": cfg.layers, "genotype_path": path}), flush=True)
     return 0
 
@@ -144,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_samples < 1:
         return _fail(f"--num-samples must be >= 1, got {args.num_samples}")
     try:
-        cfg = load_config(args.config, _overrides(args))
+        cfg = load_config(args.config or (IMAGENET_CONFIG if args.network == "imagenet" else None),
+                          _overrides(args))
         cells = _random(args)
         named = bool(args.genotype or args.from_search)
         refs = _refs(args) if named or not (cells or args.resume) else []

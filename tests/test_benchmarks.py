@@ -60,3 +60,16 @@ def test_adaptive_batch_reports_the_share_of_the_threshold(capsys):
     row = next(r for r in _records(capsys) if r["bench"] == "adaptive_batch")
     assert row["out_of_memory_backoffs"] == 0
     assert row["reached_pct"] > 0 and row["final_batch"] >= 24
+
+
+def test_retrain_ddp_prints_pipeline_and_both_worker_counts(capsys):
+    import retrain_ddp
+
+    retrain_ddp.main(["--images", "4", "--jpeg-size", "48", "--input-size", "32",
+                      "--channels", "4", "--layers", "3", "--batch", "4",
+                      "--loader-workers", "0", "--workers", "2"])
+    recs = _records(capsys)
+    assert [r["loader_workers"] for r in recs if r["bench"] == "data_pipeline"] == [0]
+    train = [r for r in recs if r["bench"] == "ddp_training"]
+    assert [r["workers"] for r in train] == [1, 2]
+    assert all(r["images_per_s"] > 0 for r in recs if "images_per_s" in r)

@@ -11,6 +11,8 @@ Examples (from the repository root):
   python tune_jobs/run_retrain.py --genotype prdarts-dl2 --params-only --dataset cifar100
   python tune_jobs/run_retrain.py --genotype darts-v2,pdarts --params-only --network imagenet
   python tune_jobs/run_retrain.py --name demo --resume          # continue a killed experiment
+  python tune_jobs/run_retrain.py --genotype darts-v2 --network imagenet \
+      --data-dir /data/imagenet --workers-per-trial 8 --name in-dartsv2   # DDP on 8 GPUs
 
 Seeds are 0..N-1 for ``--num-samples N``. ``--random SPACE:N[:STEPS]`` adds N
 cells drawn uniformly from the cells a search in SPACE with STEPS morph rounds
@@ -82,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=float,
                    help="default: 1 + data.num_workers; also torch's thread count")
     p.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
+    p.add_argument("--workers-per-trial", type=int, metavar="N",
+                   help="data-parallel retraining (PyTorch DDP through Ray Train): each "
+                        "(genotype, seed) in turn on N workers, one GPU each when the cluster "
+                        "has GPUs; global batch = batch_size.b_max (docs/retrain.md)")
     p.add_argument("--max-failures", type=int, default=1,
                    help="retries of a failed trial from its last checkpoint")
     p.add_argument("--address", help="join a Ray cluster (e.g. auto); default: start locally")
@@ -160,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         refs = _refs(args) if named or not (cells or args.resume) else []
     except (ConfigError, ValueError, FileNotFoundError) as err:
         return _fail(str(err))
+    if args.workers_per_trial is not None and args.workers_per_trial < 1:
+        return _fail(f"--workers-per-trial must be >= 1, got {args.workers_per_trial}")
     if args.params_only:
         if not refs and not cells:
             return _fail("--params-only needs --genotype, --from-search or --random")
@@ -245,6 +253,8 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
     except ClusterResourceError as err:
         return _fail(str(err))
     experiment = storage / name
+    if args.workers_per_trial is not None:
+        return _run_ddp(args, cfg, refs, experiment, gpus)
     if args.resume:
         from ray import tune
 
@@ -275,6 +285,42 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
         print(f"{len(results.errors)} trial(s) failed; fix the cause and rerun with "
               f"--name {name} --resume", file=sys.stderr)
         return 1
+    return 0
+
+
+DDP_PLAN = "ddp_plan.json"
+
+
+def _run_ddp(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
+             experiment: Path, gpus: float) -> int:
+    """Each (genotype, seed) on ``--workers-per-trial`` workers; the plan is stored so that
+    ``--resume`` continues every run from its last checkpoint."""
+    from prnas._io import atomic_write_text
+    from prnas.retrain.config import build_config
+    from prnas.retrain.results import format_summary, summarize
+    from prnas.tune.retrain_ddp import run_all
+
+    plan_path = experiment / DDP_PLAN
+    if args.resume:
+        if not plan_path.is_file():
+            return _fail(f"--resume: {experiment} holds no data-parallel retrain ({DDP_PLAN})")
+        plan = json.loads(plan_path.read_text())
+        cfg = build_config(plan["retrain"])
+        refs = [GenotypeRef.from_dict(r) for r in plan["genotypes"]]
+    else:
+        plan = {"retrain": cfg.model_dump(mode="json"), "genotypes": [r.to_dict() for r in refs],
+                "seeds": args.num_samples, "workers": args.workers_per_trial}
+        experiment.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(plan_path, json.dumps(plan, indent=1) + "\n")
+    use_gpu = gpus > 0
+    print(f"retraining {len(refs)} genotype(s) x {plan['seeds']} seed(s), each on "
+          f"{plan['workers']} {'GPU' if use_gpu else 'CPU'} worker(s), into {experiment}",
+          file=sys.stderr)
+    df = run_all(cfg, refs, range(int(plan["seeds"])), workers=int(plan["workers"]),
+                 use_gpu=use_gpu, experiment=experiment, max_failures=args.max_failures,
+                 cpus_per_worker=1.0 + cfg.data.explicit_workers)
+    print(f"\n{len(df)} rows -> {experiment / PARQUET}")
+    print(format_summary(summarize(df, cfg.report_last)))
     return 0
 
 

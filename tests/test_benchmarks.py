@@ -65,8 +65,8 @@ def test_adaptive_batch_reports_the_share_of_the_threshold(capsys):
 def test_retrain_ddp_prints_pipeline_and_both_worker_counts(capsys):
     import retrain_ddp
 
-    retrain_ddp.main(["--images", "4", "--jpeg-size", "48", "--input-size", "32",
-                      "--channels", "4", "--layers", "3", "--batch", "4",
+    retrain_ddp.main(["--images", "8", "--jpeg-size", "48", "--input-size", "32",
+                      "--channels", "8", "--layers", "3", "--batch", "8",
                       "--loader-workers", "0", "--workers", "2"])
     recs = _records(capsys)
     assert [r["loader_workers"] for r in recs if r["bench"] == "data_pipeline"] == [0]

@@ -276,10 +276,14 @@ def train_local(cfg: RetrainConfig, genotype: Genotype, world_size: int,
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         init = f"file://{Path(tmp) / 'rendezvous'}"
-        # Forked CPU workers skip re-importing torch (seconds each); CUDA needs fresh ones.
-        cpu = cfg.device == "cpu" or not torch.cuda.is_available()
-        method = "fork" if cpu and not torch.cuda.is_initialized() else "spawn"
-        mp.start_processes(_local_worker, nprocs=world_size, join=True, start_method=method,
+        # A fork server imports torch and this module once and forks the workers from a
+        # process that never ran autograd or CUDA (forking this one is not safe: its
+        # autograd and CUDA state do not survive a fork), saving a torch import per worker.
+        import multiprocessing
+
+        multiprocessing.set_forkserver_preload([__name__])
+        mp.start_processes(_local_worker, nprocs=world_size, join=True,
+                           start_method="forkserver",
                            args=(world_size, init, cfg.model_dump(mode="json"),
                                  genotype.to_json(), str(out), stop_after))
 

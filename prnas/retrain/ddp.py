@@ -37,6 +37,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,11 @@ __all__ = ["DataParallelRetrainer", "GlobalBatchNorm2d", "SampleSeeded", "conver
            "global_batches", "train_local"]
 
 CHECKPOINT, METRICS = "checkpoint.pt", "metrics.jsonl"
+
+# The differentiable all-reduce is deprecated in favour of a private module; it is the
+# public autograd-aware one, so its once-per-layer warning only floods the logs.
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_reduce",
+                        category=FutureWarning)
 
 
 # ---------------------------------------------------------------- BatchNorm over all workers
@@ -204,7 +210,7 @@ class DataParallelRetrainer(Retrainer):
             convert_batchnorm(self.model, cuda)
             self.forward = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if cuda else None,
-                broadcast_buffers=False)
+                forward_sync_buffers=False)  # buffers are global already (BatchNorm above)
 
     def _all_sum(self, values: list[float]) -> list[float]:
         t = torch.tensor(values, dtype=torch.float64)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from prnas.data.testing import write_image_folder
-from prnas.model_file import load_model
+from prnas.model_file import load_model, read
 from prnas.presets import load_genotype
 from prnas.retrain import build_config
 from prnas.retrain.ddp import DataParallelRetrainer, GlobalBatchNorm2d, train_local
@@ -77,6 +77,7 @@ def test_two_gloo_workers_match_one_process_and_resume(tmp_path, tree):
     single.save_model(tmp_path / "model.pt")
     assert not any(isinstance(m, GlobalBatchNorm2d) for m in load_model(
         tmp_path / "model.pt").modules())
+    assert read(tmp_path / "model.pt").classes == ("class_0", "class_1")
 
 
 def test_global_batch_must_split_evenly(tree):

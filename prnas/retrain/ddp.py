@@ -139,24 +139,24 @@ class SampleSeeded(Dataset):
     Set :attr:`epoch` before creating each epoch's loader.
     """
 
-    def __init__(self, base: Dataset, seed: int) -> None:
-        self.base = base
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.inner = dataset
         self.seed = seed
         self.epoch = 0
 
+    @property
+    def base(self) -> Any:
+        """The untransformed dataset (its ``classes`` name the labels in ``model.pt``)."""
+        return getattr(self.inner, "base", self.inner)
+
     def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
+        return len(self.inner)  # type: ignore[arg-type]
 
     def __getitem__(self, i: int) -> Any:
         state = np.random.SeedSequence([self.seed, self.epoch, int(i), 11]).generate_state(1)[0]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(state))
-            return self.base[i]
-
-    def __getattr__(self, name: str) -> Any:  # ``classes`` etc. of the wrapped dataset
-        if name == "base":
-            raise AttributeError(name)
-        return getattr(self.base, name)
+            return self.inner[i]
 
 
 def global_batches(n: int, batch: int, generator: torch.Generator) -> list[list[int]]:

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prnas._io import atomic_write_bytes
 from prnas.nn.eval_net import EvalNetwork
+from prnas.nn.eval_networks import build_eval_network
 from prnas.space.genotype import Genotype
 
 __all__ = ["FORMAT", "MODEL_FILE", "ModelFile", "ModelFileError", "NetworkSpec", "find",
@@ -60,6 +61,9 @@ class NetworkSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Which DARTS evaluation network (prnas.nn.eval_networks); files from before it was
+    # recorded are CIFAR networks.
+    kind: Literal["cifar", "imagenet"] = "cifar"
     channels: int = Field(ge=2, multiple_of=2)
     layers: int = Field(ge=3)
     num_classes: int = Field(ge=1)
@@ -122,10 +126,10 @@ class ModelFile:
     def build(self, *, auxiliary: bool | None = None) -> EvalNetwork:
         """A freshly initialised network of this file's shape (weights not loaded)."""
         n = self.network
-        return EvalNetwork(self.genotype, channels=n.channels, layers=n.layers,
-                           num_classes=n.num_classes,
-                           auxiliary=n.auxiliary if auxiliary is None else auxiliary,
-                           in_channels=n.in_channels, stem_multiplier=n.stem_multiplier)
+        return build_eval_network(n.kind, self.genotype, channels=n.channels, layers=n.layers,
+                                  num_classes=n.num_classes,
+                                  auxiliary=n.auxiliary if auxiliary is None else auxiliary,
+                                  in_channels=n.in_channels, stem_multiplier=n.stem_multiplier)
 
     def network_for_inference(self, which: Weights = "final",
                               device: str | torch.device = "cpu") -> EvalNetwork:

@@ -284,6 +284,13 @@ CASES: list[tuple[str, str, Callable[[Path], list[str]], str]] = [
     ("run_retrain-lr-inf", "run_retrain",
      lambda t: ["--genotype", "darts-v2", "--storage", str(t / "runs"), "--set", "lr=.inf"],
      "lr"),
+    ("run_retrain-workers-zero", "run_retrain",
+     lambda t: ["--genotype", "darts-v2", "--storage", str(t / "runs"),
+                "--workers-per-trial", "0"], "--workers-per-trial"),
+    ("run_retrain-imagenet-without-val", "run_retrain",
+     lambda t: ["--genotype", "darts-v2", "--network", "imagenet", "--storage",
+                str(t / "runs"), "--data-dir", str(_images(t)[3][len("data.train_dir="):])
+                .removesuffix("/train")], "no val/ folder"),
     ("run_retrain-unreachable-address", "run_retrain",
      lambda t: ["--genotype", "darts-v2", "--set", "data.dataset=demo", "--storage",
                 str(t / "runs"), "--address", "127.0.0.1:1"], "--address"),

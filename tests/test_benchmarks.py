@@ -66,3 +66,16 @@ def test_adaptive_batch_reports_the_share_of_the_threshold(capsys):
     assert row["trace"][0] == 24 and row["trace"][-1] == row["final_batch"]
     assert set(row["sizes_over_threshold"]) <= set(row["trace"])
     assert row["decisions_one_b_mult_each"] == (row["final_batch"] - 24) // 8
+
+
+def test_retrain_ddp_prints_pipeline_and_both_worker_counts(capsys):
+    import retrain_ddp
+
+    retrain_ddp.main(["--images", "8", "--jpeg-size", "48", "--input-size", "32",
+                      "--channels", "8", "--layers", "3", "--batch", "8",
+                      "--loader-workers", "0", "--workers", "2"])
+    recs = _records(capsys)
+    assert [r["loader_workers"] for r in recs if r["bench"] == "data_pipeline"] == [0]
+    train = [r for r in recs if r["bench"] == "ddp_training"]
+    assert [r["workers"] for r in train] == [1, 2]
+    assert all(r["images_per_s"] > 0 for r in recs if "images_per_s" in r)

@@ -47,8 +47,9 @@ def test_retrain_writes_a_plain_data_model_file(run):
     assert raw["format"] == "prnas-model/1"
     genotype = Genotype.from_dict(json.loads(raw["genotype"]))
     assert genotype == Genotype.load(run / "genotype.json")
-    assert raw["network"] == {"channels": 4, "layers": 3, "num_classes": 10, "in_channels": 1,
-                              "input_size": 16, "auxiliary": True, "stem_multiplier": 3}
+    assert raw["network"] == {"kind": "cifar", "channels": 4, "layers": 3, "num_classes": 10,
+                              "in_channels": 1, "input_size": 16, "auxiliary": True,
+                              "stem_multiplier": 3}
     assert raw["classes"] == [str(i) for i in range(10)]
     assert len(raw["normalisation"]["mean"]) == len(raw["normalisation"]["std"]) == 1
     rows = _metrics(run)

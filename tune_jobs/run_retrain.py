@@ -9,7 +9,10 @@ Examples (from the repository root):
   python tune_jobs/run_retrain.py --from-search runs/search-dl --num-samples 3 --dataset cifar100
   python tune_jobs/run_retrain.py --from-search runs/search-dl --random DL:5 --num-samples 3
   python tune_jobs/run_retrain.py --genotype prdarts-dl2 --params-only --dataset cifar100
+  python tune_jobs/run_retrain.py --genotype darts-v2,pdarts --params-only --network imagenet
   python tune_jobs/run_retrain.py --name demo --resume          # continue a killed experiment
+  python tune_jobs/run_retrain.py --genotype darts-v2 --network imagenet \
+      --data-dir /data/imagenet --workers-per-trial 8 --name in-dartsv2   # DDP on 8 GPUs
 
 Seeds are 0..N-1 for ``--num-samples N``. ``--random SPACE:N[:STEPS]`` adds N
 cells drawn uniformly from the cells a search in SPACE with STEPS morph rounds
@@ -44,6 +47,7 @@ from prnas.retrain.params import dataset_shape, network_cost
 from prnas.space.genotype import Genotype
 
 PARQUET = "retrain.parquet"
+IMAGENET_CONFIG = Path(__file__).resolve().parent / "configs" / "retrain_imagenet.yaml"
 RANDOM_DIR = "random_cells"
 
 
@@ -61,7 +65,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="seed of the random cells (default 0)")
     p.add_argument("--num-samples", type=int, default=1, help="seeds per genotype: 0..N-1")
     p.add_argument("--config", help="retrain YAML (default: the paper's protocol)")
-    p.add_argument("--dataset", choices=["cifar10", "cifar100", "demo", "imagefolder"],
+    p.add_argument("--network", choices=["cifar", "imagenet"],
+                   help="evaluation network; imagenet without --config uses the ImageNet "
+                        "protocol (tune_jobs/configs/retrain_imagenet.yaml)")
+    p.add_argument("--dataset", choices=["cifar10", "cifar100", "demo", "imagefolder",
+                                         "imagenet"],
                    help="override data.dataset")
     p.add_argument("--data-dir", help="override data.data_dir (CIFAR root)")
     p.add_argument("--epochs", type=int, help="override epochs (the cosine schedule follows)")
@@ -76,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=float,
                    help="default: 1 + data.num_workers; also torch's thread count")
     p.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
+    p.add_argument("--workers-per-trial", type=int, metavar="N",
+                   help="data-parallel retraining (PyTorch DDP through Ray Train): each "
+                        "(genotype, seed) in turn on N workers, one GPU each when the cluster "
+                        "has GPUs; global batch = batch_size.b_max (docs/retrain.md)")
     p.add_argument("--max-failures", type=int, default=1,
                    help="retries of a failed trial from its last checkpoint")
     p.add_argument("--address", help="join a Ray cluster (e.g. auto); default: start locally")
@@ -92,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out = parse_set_args(args.set)
+    if args.network:
+        out["eval_network"] = args.network
     if args.dataset:
         out["data.dataset"] = args.dataset
     if args.data_dir:
@@ -129,7 +143,8 @@ def params_only(cfg: RetrainConfig, refs: list[GenotypeRef],
         print(json.dumps({"genotype": label, "kind": kind, "params": params,
                           "params_m": round(params / 1e6, 2), "macs": macs,
                           "macs_m": round(macs / 1e6, 1), **cost, "dataset": cfg.data.dataset,
-                          "num_classes": shape[0], "channels": cfg.channels,
+                          "num_classes": shape[0], "network": cfg.eval_network,
+                          "channels": cfg.channels,
                           "layers": cfg.layers, "genotype_path": path}), flush=True)
     return 0
 
@@ -144,12 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_samples < 1:
         return _fail(f"--num-samples must be >= 1, got {args.num_samples}")
     try:
-        cfg = load_config(args.config, _overrides(args))
+        cfg = load_config(args.config or (IMAGENET_CONFIG if args.network == "imagenet" else None),
+                          _overrides(args))
         cells = _random(args)
         named = bool(args.genotype or args.from_search)
         refs = _refs(args) if named or not (cells or args.resume) else []
     except (ConfigError, ValueError, FileNotFoundError) as err:
         return _fail(str(err))
+    if args.workers_per_trial is not None and args.workers_per_trial < 1:
+        return _fail(f"--workers-per-trial must be >= 1, got {args.workers_per_trial}")
     if args.params_only:
         if not refs and not cells:
             return _fail("--params-only needs --genotype, --from-search or --random")
@@ -235,6 +253,8 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
     except ClusterResourceError as err:
         return _fail(str(err))
     experiment = storage / name
+    if args.workers_per_trial is not None:
+        return _run_ddp(args, cfg, refs, experiment, gpus)
     if args.resume:
         from ray import tune
 
@@ -265,6 +285,42 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
         print(f"{len(results.errors)} trial(s) failed; fix the cause and rerun with "
               f"--name {name} --resume", file=sys.stderr)
         return 1
+    return 0
+
+
+DDP_PLAN = "ddp_plan.json"
+
+
+def _run_ddp(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
+             experiment: Path, gpus: float) -> int:
+    """Each (genotype, seed) on ``--workers-per-trial`` workers; the plan is stored so that
+    ``--resume`` continues every run from its last checkpoint."""
+    from prnas._io import atomic_write_text
+    from prnas.retrain.config import build_config
+    from prnas.retrain.results import format_summary, summarize
+    from prnas.tune.retrain_ddp import run_all
+
+    plan_path = experiment / DDP_PLAN
+    if args.resume:
+        if not plan_path.is_file():
+            return _fail(f"--resume: {experiment} holds no data-parallel retrain ({DDP_PLAN})")
+        plan = json.loads(plan_path.read_text())
+        cfg = build_config(plan["retrain"])
+        refs = [GenotypeRef.from_dict(r) for r in plan["genotypes"]]
+    else:
+        plan = {"retrain": cfg.model_dump(mode="json"), "genotypes": [r.to_dict() for r in refs],
+                "seeds": args.num_samples, "workers": args.workers_per_trial}
+        experiment.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(plan_path, json.dumps(plan, indent=1) + "\n")
+    use_gpu = gpus > 0
+    print(f"retraining {len(refs)} genotype(s) x {plan['seeds']} seed(s), each on "
+          f"{plan['workers']} {'GPU' if use_gpu else 'CPU'} worker(s), into {experiment}",
+          file=sys.stderr)
+    df = run_all(cfg, refs, range(int(plan["seeds"])), workers=int(plan["workers"]),
+                 use_gpu=use_gpu, experiment=experiment, max_failures=args.max_failures,
+                 cpus_per_worker=1.0 + cfg.data.explicit_workers)
+    print(f"\n{len(df)} rows -> {experiment / PARQUET}")
+    print(format_summary(summarize(df, cfg.report_last)))
     return 0
 
 

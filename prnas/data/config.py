@@ -21,9 +21,10 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    dataset: Literal["cifar10", "cifar100", "demo", "imagefolder"] = "cifar10"
+    dataset: Literal["cifar10", "cifar100", "demo", "imagefolder", "imagenet"] = "cifar10"
     data_dir: str | None = Field(
-        None, description=f"CIFAR root; null -> ${DATA_DIR_ENV} -> {DEFAULT_DATA_DIR}"
+        None, description=f"CIFAR root (imagenet: the folder holding train/ and val/); "
+        f"null -> ${DATA_DIR_ENV} -> {DEFAULT_DATA_DIR}"
     )
     download: bool = Field(False, description="let torchvision download CIFAR (needs internet)")
     train_dir: str | None = Field(None, description="imagefolder: one subfolder per class")
@@ -32,7 +33,8 @@ class DataConfig(BaseModel):
         0.2, gt=0.0, lt=1.0, description="demo/imagefolder without test tree: test share"
     )
     input_size: int | None = Field(
-        None, ge=4, description="square side in pixels; null -> 32 (16 for demo)"
+        None, ge=4, description="square side in pixels; null -> 32 (16 for demo, 224 for "
+        "imagenet)"
     )
     split_seed: int = Field(
         0, ge=0, le=2**63 - 1, description="seeds the weights/alphas split and hold-outs"
@@ -84,7 +86,7 @@ class DataConfig(BaseModel):
         """Digits are 8x8, so the demo's default is smaller than CIFAR's native 32."""
         if self.input_size is not None:
             return self.input_size
-        return 16 if self.dataset == "demo" else 32
+        return {"demo": 16, "imagenet": 224}.get(self.dataset, 32)
 
     def with_absolute_paths(self) -> DataConfig:
         """Pin every path to the current directory and environment.

@@ -205,6 +205,10 @@ def _holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray
 
 
 def _load(cfg: DataConfig) -> _Source:
+    if cfg.dataset == "imagenet":
+        from prnas.data.imagenet import imagenet_source  # it builds on this module
+
+        return imagenet_source(cfg)
     loader = {
         "cifar10": _cifar,
         "cifar100": _cifar,

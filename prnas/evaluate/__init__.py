@@ -63,6 +63,10 @@ def image_mode(mf: ModelFile) -> str:
 
 def transform(mf: ModelFile, *, resize: bool = True) -> Callable[[Any], torch.Tensor]:
     """PIL image (or [0, 1] tensor) -> the normalised ``C x H x W`` tensor the model expects."""
+    if mf.network.kind == "imagenet":  # resize 256 + centre crop 224, as it was tested
+        from prnas.data.imagenet import eval_transform
+
+        return eval_transform(mf.network.input_size, mf.mean, mf.std)
     return build_transform(mf.network.input_size, mf.mean, mf.std, resize=resize)
 
 

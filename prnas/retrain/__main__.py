@@ -139,7 +139,9 @@ def _train(trainer: Retrainer, cfg: RetrainConfig, genotype: Genotype, out: Path
                   "dataset": trainer.info.name, "seed": cfg.seed,
                   "final_test_error": trainer.final_test_error(),
                   "report_last": cfg.report_last,
-                  "test_acc": trainer.history[-1]["test_acc"], "macs": trainer.macs,
+                  "test_acc": trainer.history[-1]["test_acc"],
+                  "test_top5_error": trainer.history[-1]["test_top5_error"],
+                  "network": cfg.eval_network, "macs": trainer.macs,
                   **timing.as_dict()}
         atomic_write_text(out / RESULT, json.dumps(result, indent=1) + "\n")
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -40,6 +40,9 @@ class RetrainConfig(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig)
     channels: int = Field(36, ge=2, description="initial channels C (even)")
     layers: int = Field(20, ge=3, description="cells; reductions at layers//3 and 2*layers//3")
+    eval_network: Literal["cifar", "imagenet"] = Field(
+        "cifar", description="cifar: DARTS' NetworkCIFAR; imagenet: its NetworkImageNet "
+        "(stride-8 stem, mobile setting; prnas.nn.eval_net_imagenet)")
     auxiliary: bool = Field(True, description="auxiliary head after the 2/3 cell")
     auxiliary_weight: float = Field(0.4, ge=0.0, description="weight of the auxiliary loss")
     drop_path_prob: float = Field(
@@ -48,6 +51,13 @@ class RetrainConfig(BaseModel):
     epochs: int = Field(600, ge=1)
     lr: float = Field(0.025, gt=0.0, description="initial SGD learning rate")
     lr_min: float = Field(0.0, ge=0.0, description="cosine annealing floor")
+    lr_schedule: Literal["cosine", "exponential"] = Field(
+        "cosine", description="cosine to lr_min over all epochs, or lr * lr_gamma^epoch "
+        "(DARTS' ImageNet schedule)")
+    lr_gamma: float = Field(0.97, gt=0.0, le=1.0,
+                            description="per-epoch decay of lr_schedule=exponential")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0,
+                                   description="of the training loss (ImageNet: 0.1)")
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(3e-4, ge=0.0)
     grad_clip: float | None = Field(5.0, gt=0.0, description="gradient-norm clip; null = off")

@@ -13,11 +13,14 @@ import torch
 
 from prnas.cost import count_macs, measure_timing
 from prnas.data.config import DataConfig
-from prnas.nn.eval_net import EvalNetwork, count_parameters
+from prnas.nn.eval_net import count_parameters
+from prnas.nn.eval_networks import build_eval_network
 from prnas.retrain.config import RetrainConfig
 from prnas.space.genotype import Genotype
 
-_KNOWN_SHAPES = {"cifar10": (10, 3), "cifar100": (100, 3)}
+# imagenet: the 1000 classes of ILSVRC-2012, what published counts use, without a scan
+# of the tree (which may not be on this machine).
+_KNOWN_SHAPES = {"cifar10": (10, 3), "cifar100": (100, 3), "imagenet": (1000, 3)}
 
 
 def dataset_shape(data: DataConfig) -> tuple[int, int]:
@@ -34,8 +37,9 @@ def network_params(cfg: RetrainConfig, genotype: Genotype,
                    shape: tuple[int, int] | None = None) -> int:
     """DARTS-style count (no auxiliary head) of the evaluation network ``cfg`` would train."""
     classes, channels = shape or dataset_shape(cfg.data)
-    net = EvalNetwork(genotype, channels=cfg.channels, layers=cfg.layers, num_classes=classes,
-                      auxiliary=False, in_channels=channels)
+    net = build_eval_network(cfg.eval_network, genotype, channels=cfg.channels,
+                             layers=cfg.layers, num_classes=classes, auxiliary=False,
+                             in_channels=channels)
     return count_parameters(net)
 
 
@@ -50,9 +54,10 @@ def network_cost(cfg: RetrainConfig, genotype: Genotype, shape: tuple[int, int] 
     classes, channels = shape or dataset_shape(cfg.data)
     size = cfg.data.resolved_input_size
 
-    def build() -> EvalNetwork:
-        return EvalNetwork(genotype, channels=cfg.channels, layers=cfg.layers,
-                           num_classes=classes, auxiliary=False, in_channels=channels)
+    def build() -> torch.nn.Module:
+        return build_eval_network(cfg.eval_network, genotype, channels=cfg.channels,
+                                  layers=cfg.layers, num_classes=classes, auxiliary=False,
+                                  in_channels=channels)
 
     with torch.device("meta"):  # shapes only: counting needs no memory and no arithmetic
         shapes = build()

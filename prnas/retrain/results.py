@@ -24,7 +24,7 @@ COLUMNS = (
     "seed", "dataset", "params", "epoch",
     "train_loss", "train_acc", "test_loss", "test_acc", "test_error", "lr", "drop_path_prob",
     "epoch_time_s", "batch_size",
-) + COST_COLUMNS + ("model_path",)
+) + COST_COLUMNS + ("model_path", "test_top5_error")
 _DTYPES = {
     "trial_id": "string", "genotype": "string", "genotype_path": "string", "dataset": "string",
     "kind": "string",
@@ -35,6 +35,8 @@ _DTYPES = {
     # model file) in a trial's last row only, null before and in runs that predate them.
     "macs": "Int64", "latency_ms_b1": "float64", "throughput_b64": "float64",
     "cost_device": "string", "cost_threads": "Int64", "model_path": "string",
+    # Top-k with k = min(5, classes); null in runs that predate it.
+    "test_top5_error": "float64",
 }
 
 
@@ -46,8 +48,8 @@ def rows_to_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """
     df = pd.DataFrame(list(rows))
     for col in COLUMNS:
-        if col not in df.columns:
-            df[col] = pd.NA
+        if col not in df.columns:  # typed, so an all-missing float column stays castable
+            df[col] = pd.Series(None, index=df.index, dtype=_DTYPES.get(col, "object"))
     extra = [c for c in df.columns if c not in COLUMNS]
     df = df[list(COLUMNS) + extra]
     if len(df):

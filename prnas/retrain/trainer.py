@@ -33,7 +33,8 @@ from prnas.data.loading import (
     resolve_num_workers,
     sequential_batches,
 )
-from prnas.nn.eval_net import EvalNetwork, count_parameters
+from prnas.nn.eval_net import count_parameters
+from prnas.nn.eval_networks import build_eval_network
 from prnas.retrain.config import RetrainConfig
 from prnas.retrain.schedule import drop_path_at, final_error
 from prnas.runtime import checkpoint
@@ -89,8 +90,8 @@ class Retrainer:
         seed_everything(cfg.seed)
         self.train_set, self.test_set, self.info = datasets or retrain_datasets(
             cfg.data, cutout=cfg.cutout)
-        self.model = EvalNetwork(
-            self.genotype, channels=cfg.channels, layers=cfg.layers,
+        self.model = build_eval_network(
+            cfg.eval_network, self.genotype, channels=cfg.channels, layers=cfg.layers,
             num_classes=self.info.num_classes, auxiliary=cfg.auxiliary,
             in_channels=self.info.in_channels,
         ).to(self.device, memory_format=(torch.channels_last if self.perf.channels_last
@@ -101,8 +102,7 @@ class Retrainer:
         self.macs = count_macs(self.model, self.input_shape)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=cfg.epochs, eta_min=cfg.lr_min)
+        self.scheduler = lr_scheduler(self.optimizer, cfg)
         self.controller = BatchSizeController(
             cfg.batch_size, probe_for(self.device, cfg.batch_size.memory_budget_bytes))
         # Batch order (and worker seeds) from their own stream, so changing how the
@@ -110,6 +110,8 @@ class Retrainer:
         self.generator = torch.Generator().manual_seed(
             int(np.random.SeedSequence([cfg.seed, 1]).generate_state(1)[0]))
         self.criterion = nn.CrossEntropyLoss()
+        # Smoothing regularises training only; the reported test loss stays plain (as DARTS).
+        self.train_criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         # Device-resident data (prnas.data.loading): crops, flips and Cutout drawn from
         # a stream of their own, saved with the other RNG states.
         self.augment_generator = augment_generator(cfg.seed)
@@ -151,7 +153,7 @@ class Retrainer:
         self.model.drop_path_prob = drop_prob
         lr = self.optimizer.param_groups[0]["lr"]
         train_loss, train_acc, sizes = self._train_pass()
-        test_loss, test_acc = self.evaluate()
+        test_loss, test_acc, test_top5 = self.evaluate_topk()
         self.scheduler.step()
         self.epoch += 1
         if self.best is None or test_acc > self.best["test_acc"]:
@@ -165,6 +167,7 @@ class Retrainer:
             "test_loss": test_loss,
             "test_acc": test_acc,
             "test_error": 100.0 - test_acc,
+            "test_top5_error": 100.0 - test_top5,
             "lr": lr,
             "drop_path_prob": drop_prob,
             "epoch_time_s": time.perf_counter() - start,
@@ -211,9 +214,9 @@ class Retrainer:
             logits, aux = self.forward(to_memory_format(x, self.perf))
         logits = logits.float()
         # The objective DARTS optimises and reports: main loss + weighted auxiliary loss.
-        loss = self.criterion(logits, y)
+        loss = self.train_criterion(logits, y)
         if aux is not None and self.cfg.auxiliary_weight > 0:
-            loss = loss + self.cfg.auxiliary_weight * self.criterion(aux.float(), y)
+            loss = loss + self.cfg.auxiliary_weight * self.train_criterion(aux.float(), y)
         loss.backward()
         if self.cfg.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -221,12 +224,18 @@ class Retrainer:
         hits = int((logits.argmax(1) == y).sum())
         return float(loss.detach()), hits, len(y)
 
-    @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
         """(mean cross-entropy, accuracy in %) on the test set, without drop-path or aux head."""
+        loss, acc, _ = self.evaluate_topk()
+        return loss, acc
+
+    @torch.no_grad()
+    def evaluate_topk(self) -> tuple[float, float, float]:
+        """(mean cross-entropy, top-1 %, top-5 %) on the test set; top-5 is top-k with
+        k = min(5, classes), so 100 % on fewer than six classes."""
         self.model.eval()
         loader = self._loader(self.test_set, None, batch_size=self.cfg.test_batch_size)
-        total_loss, correct, seen = 0.0, 0, 0
+        total_loss, correct, correct5, seen = 0.0, 0, 0, 0
         for x, y in loader:
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
@@ -234,9 +243,16 @@ class Retrainer:
                 logits, _ = self.forward(to_memory_format(x, self.perf))
             logits = logits.float()
             total_loss += float(self.criterion(logits, y)) * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            hits1, hits5 = topk_hits(logits, y)
+            correct += hits1
+            correct5 += hits5
             seen += len(y)
-        return total_loss / seen, 100.0 * correct / seen
+        return self._reduce_eval(total_loss, correct, correct5, seen)
+
+    def _reduce_eval(self, total_loss: float, correct: int, correct5: int,
+                     seen: int) -> tuple[float, float, float]:
+        """Sums -> means; the data-parallel retrainer sums over its workers first."""
+        return total_loss / seen, 100.0 * correct / seen, 100.0 * correct5 / seen
 
     def _loader(self, dataset: Dataset | DeviceDataset,
                 batch_sampler: AdaptiveBatchSampler | None,
@@ -317,12 +333,14 @@ class Retrainer:
             raise RuntimeError("save_model() needs at least one finished epoch")
         cfg, info, last = self.cfg, self.info, self.history[-1]
         network = model_file.NetworkSpec(
-            channels=cfg.channels, layers=cfg.layers, num_classes=info.num_classes,
-            in_channels=info.in_channels, input_size=info.input_size, auxiliary=cfg.auxiliary)
+            kind=cfg.eval_network, channels=cfg.channels, layers=cfg.layers,
+            num_classes=info.num_classes, in_channels=info.in_channels,
+            input_size=info.input_size, auxiliary=cfg.auxiliary)
         metrics = {"epochs": self.epoch, "seed": cfg.seed, "dataset": info.name,
                    "params": self.params, "macs": self.macs, "report_last": cfg.report_last,
                    "final_test_error": self.final_test_error(),
-                   **{k: last[k] for k in ("test_acc", "test_error", "test_loss")}}
+                   **{k: last[k] for k in ("test_acc", "test_error", "test_loss",
+                                           "test_top5_error")}}
         model_file.save(
             path, self.model, self.genotype, network, mean=info.mean, std=info.std,
             classes=class_names(self.train_set, info.num_classes),
@@ -361,6 +379,23 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any],
         elif a != b and name not in _RESTORE_MAY_DIFFER:
             out.append(f"{name}: {a!r} -> {b!r}")
     return out
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer,
+                 cfg: RetrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch: cosine to ``lr_min`` (CIFAR) or ``lr * lr_gamma^epoch``
+    (DARTS' ImageNet ``StepLR(1, gamma)``)."""
+    if cfg.lr_schedule == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_gamma)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs,
+                                                      eta_min=cfg.lr_min)
+
+
+def topk_hits(logits: torch.Tensor, y: torch.Tensor, k: int = 5) -> tuple[int, int]:
+    """(top-1 hits, top-k hits) of a batch; k is capped at the class count."""
+    top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+    match = top == y.unsqueeze(1)
+    return int(match[:, 0].sum()), int(match.any(dim=1).sum())
 
 
 def class_names(dataset: Dataset, num_classes: int) -> list[str]:

@@ -1,0 +1,115 @@
+"""The ImageNet (mobile setting) evaluation network of the DARTS protocol.
+
+It mirrors DARTS' ``NetworkImageNet`` module for module, so parameter counts
+are comparable with the published ones (DARTS V2 4.7M, P-DARTS 4.9M at C=48,
+14 cells, 1000 classes): a stem of two stride-2 3x3 convolutions (``stem0``)
+and a third stride-2 one (``stem1``) that feed a cell's two inputs at 1/4 and
+1/8 of the resolution (so the first cell factorises its ``s0``), cells with
+reductions at 1/3 and 2/3, an auxiliary head after the 2/3 cell and a global
+average pool before the classifier.
+
+Two deliberate, parameter-free generalisations make the same network run on
+the small images of tests and trials: the global pool is adaptive (DARTS'
+``AvgPool2d(7)`` on the 7x7 map of a 224x224 input computes the same thing),
+and the auxiliary head pools adaptively to 2x2 when its map is not the 7x7 of
+224 px inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from prnas.nn.eval_net import EvalCell
+from prnas.space.genotype import Genotype
+
+__all__ = ["AuxiliaryHeadImageNet", "EvalNetworkImageNet"]
+
+
+class AuxiliaryHeadImageNet(nn.Module):
+    """DARTS' ``AuxiliaryHeadImageNet``, including its omitted BatchNorm after the 2x2 conv
+    (DARTS' published runs trained without it, and its count never included the head)."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.relu = nn.ReLU(inplace=False)
+        self.pool = nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False)
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(x)
+        h, w = x.shape[-2:]
+        # 7x7 (224 px inputs) and 8x8 pool to 2x2 exactly as DARTS; other sizes adaptively.
+        exact = 7 <= h <= 8 and 7 <= w <= 8
+        x = self.pool(x) if exact else nn.functional.adaptive_avg_pool2d(x, 2)
+        return self.classifier(self.features(x).flatten(1))
+
+
+class EvalNetworkImageNet(nn.Module):
+    """DARTS' NetworkImageNet for a genotype; the same interface as
+    :class:`~prnas.nn.eval_net.EvalNetwork` (``drop_path_prob``, ``(logits, aux)``)."""
+
+    def __init__(self, genotype: Genotype, channels: int = 48, layers: int = 14,
+                 num_classes: int = 1000, auxiliary: bool = True, in_channels: int = 3) -> None:
+        super().__init__()
+        if layers < 3:
+            raise ValueError(f"layers must be >= 3 (two reduction cells and a normal one), "
+                             f"got {layers}")
+        if channels < 2 or channels % 2:
+            raise ValueError(f"channels must be a positive even number (the stem halves it), "
+                             f"got {channels}")
+        self.genotype = genotype
+        self.layers = layers
+        self.aux_index = 2 * layers // 3
+        self.drop_path_prob = 0.0
+        c = channels
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(in_channels, c // 2, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+        )
+        self.stem1 = nn.Sequential(
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+        )
+        c_prev_prev, c_prev = c, c
+        # stem0's output is at twice stem1's resolution: the first cell reduces its s0.
+        reduction_prev = True
+        c_aux = c_prev
+        self.cells = nn.ModuleList()
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                c *= 2
+            spec, concat = ((genotype.reduce, genotype.reduce_concat) if reduction
+                            else (genotype.normal, genotype.normal_concat))
+            cell = EvalCell(spec, concat, c_prev_prev, c_prev, c, reduction, reduction_prev)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            c_prev_prev, c_prev = c_prev, cell.out_channels
+            if i == self.aux_index:
+                c_aux = c_prev
+        self.auxiliary_head = AuxiliaryHeadImageNet(c_aux, num_classes) if auxiliary else None
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        aux = None
+        s0 = self.stem0(x)
+        s1 = self.stem1(s0)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self.aux_index and self.auxiliary_head is not None and self.training:
+                aux = self.auxiliary_head(s1)
+        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        return logits, aux

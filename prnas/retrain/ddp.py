@@ -1,0 +1,334 @@
+"""Data-parallel retraining (PyTorch DDP): one retrain on N workers that computes what one
+process computes with the same global batch and seed.
+
+Every worker holds one contiguous shard of each global batch, so for the
+arithmetic to match a single process, three things that a naive DDP loop
+gets wrong per worker are made global:
+
+- **BatchNorm statistics.** A worker's shard has other mean/variance than the
+  global batch; training-mode BatchNorm therefore normalises with statistics
+  summed over all workers (``torch.nn.SyncBatchNorm`` on CUDA; on CPU, where
+  it is not implemented, :class:`GlobalBatchNorm2d`, the same arithmetic with
+  autograd-aware all-reduces), and the running statistics follow the global
+  batch on every worker.
+- **Augmentation.** Each training image is transformed under a torch seed
+  derived from ``(seed, epoch, image index)`` (:class:`SampleSeeded`), so it
+  gets the same crop, flip, jitter and Cutout whichever worker, DataLoader
+  process or batch it lands in.
+- **Drop-path.** Every worker draws the masks of the whole global batch from
+  its (identical) RNG stream and keeps its own rows
+  (:func:`prnas.nn.drop_path.global_batch_masks`).
+
+Gradients are averaged by DDP over equal shards, i.e. the gradient of the
+global batch's mean loss; the global batch is ``batch_size.b_max``, fixed (an
+adaptive size or an out-of-memory back-off on one worker would desynchronise
+the others), and an epoch's last incomplete global batch is dropped so every
+shard is equal. Metrics are summed over the workers.
+
+No Ray here: :func:`train_local` runs it on one machine with
+``torch.multiprocessing`` (tests, benchmarks, a GPU box without Ray), and
+``prnas.tune.retrain_ddp`` runs the same class through Ray Train's
+``TorchTrainer`` on a node or cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from prnas._io import atomic_write_text
+from prnas.nn.drop_path import global_batch_masks
+from prnas.retrain.config import RetrainConfig
+from prnas.retrain.trainer import Retrainer
+from prnas.runtime.guards import TrainingDiverged
+from prnas.space.genotype import Genotype
+
+__all__ = ["DataParallelRetrainer", "GlobalBatchNorm2d", "SampleSeeded", "convert_batchnorm",
+           "global_batches", "train_local"]
+
+CHECKPOINT, METRICS = "checkpoint.pt", "metrics.jsonl"
+
+# The differentiable all-reduce is deprecated in favour of a private module; it is the
+# public autograd-aware one, so its once-per-layer warning only floods the logs.
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_reduce",
+                        category=FutureWarning)
+
+
+# ---------------------------------------------------------------- BatchNorm over all workers
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the global batch.
+
+    Two all-reduces per call (sum and count, then the centred sum of squares),
+    both differentiable (``torch.distributed.nn``), so the backward pass is the
+    global batch's as well. Outside training or without a process group of
+    more than one worker it is exactly ``nn.BatchNorm2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized()
+                and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        c = x.shape[1]
+        local_n = torch.tensor([x.numel() // c], dtype=x.dtype, device=x.device)
+        sums = all_reduce(torch.cat([x.sum(dim=(0, 2, 3)), local_n]))
+        count = sums[c].detach()
+        mean = sums[:c] / count
+        centred = x - mean.view(1, -1, 1, 1)
+        var = all_reduce((centred * centred).sum(dim=(0, 2, 3))) / count
+        out = centred * torch.rsqrt(var + self.eps).view(1, -1, 1, 1)
+        if self.affine:
+            out = out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                     else self.momentum)
+                unbiased = var.detach() * count / max(float(count) - 1.0, 1.0)
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(unbiased, alpha=m)
+        return out
+
+
+def convert_batchnorm(model: nn.Module, cuda: bool) -> nn.Module:
+    """Every BatchNorm2d of ``model`` synchronised over the process group, in place.
+
+    The new layers share the old ones' parameters and buffers (an optimiser built
+    before keeps working, state-dict keys are unchanged, so ``model.pt`` loads
+    into the plain network).
+    """
+    if cuda:
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for name, child in list(model.named_children()):
+        if type(child) is nn.BatchNorm2d:
+            new = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum,
+                                    child.affine, child.track_running_stats)
+            if child.affine:
+                new.weight, new.bias = child.weight, child.bias
+            if child.track_running_stats:
+                new.running_mean, new.running_var = child.running_mean, child.running_var
+                new.num_batches_tracked = child.num_batches_tracked
+            new.train(child.training)
+            setattr(model, name, new)
+        else:
+            convert_batchnorm(child, cuda)
+    return model
+
+
+# ---------------------------------------------------------------- data
+
+
+class SampleSeeded(Dataset):
+    """``base[i]`` drawn under a torch seed of ``(seed, epoch, i)``: an image's augmentation
+    does not depend on the worker, DataLoader process or batch that loads it.
+
+    Set :attr:`epoch` before creating each epoch's loader.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.inner = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    @property
+    def base(self) -> Any:
+        """The untransformed dataset (its ``classes`` name the labels in ``model.pt``)."""
+        return getattr(self.inner, "base", self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> Any:
+        state = np.random.SeedSequence([self.seed, self.epoch, int(i), 11]).generate_state(1)[0]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(state))
+            return self.inner[i]
+
+
+def global_batches(n: int, batch: int, generator: torch.Generator) -> list[list[int]]:
+    """One epoch's shuffled global batches of exactly ``batch`` images (the rest dropped)."""
+    order = torch.randperm(n, generator=generator).tolist()
+    return [order[i:i + batch] for i in range(0, n - batch + 1, batch)]
+
+
+# ---------------------------------------------------------------- the trainer
+
+
+class DataParallelRetrainer(Retrainer):
+    """:class:`Retrainer` as worker ``rank`` of ``world_size`` (defaults: the initialised
+    process group, else a single process); same checkpoints, rows and ``model.pt``.
+
+    With ``world_size == 1`` it is the single-process reference the workers match:
+    the same fixed global batch, sample-seeded augmentation and dropped last batch.
+    Only rank 0 should write files (:attr:`is_chief`).
+    """
+
+    def __init__(self, cfg: RetrainConfig, genotype: Genotype, *, rank: int | None = None,
+                 world_size: int | None = None, progress: bool = False) -> None:
+        group = dist.is_available() and dist.is_initialized()
+        self.rank = rank if rank is not None else (dist.get_rank() if group else 0)
+        self.world_size = world_size if world_size is not None else (
+            dist.get_world_size() if group else 1)
+        batch = cfg.batch_size.b_max
+        if batch % self.world_size:
+            raise ValueError(f"batch_size.b_max {batch} (the global batch) must be divisible "
+                             f"by the {self.world_size} workers")
+        if cfg.data.device_resident is True:
+            raise ValueError("data.device_resident: true is not supported by data-parallel "
+                             "retraining (its batch-wise augmentation is not per sample); "
+                             "use false or auto")
+        # Device-resident data augments whole batches from one stream: not per sample.
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
+            update={"device_resident": False})})
+        super().__init__(cfg, genotype, progress=progress)
+        self.global_batch = batch
+        self.step_losses: list[float] = []
+
+    @property
+    def is_chief(self) -> bool:
+        return self.rank == 0
+
+    def setup(self, datasets: tuple[Dataset, Dataset, Any] | None = None) -> None:
+        super().setup(datasets)
+        self.train_set = SampleSeeded(self.train_set, self.cfg.seed)
+        if self.world_size > 1:
+            cuda = self.device.type == "cuda"
+            convert_batchnorm(self.model, cuda)
+            self.forward = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if cuda else None,
+                forward_sync_buffers=False)  # buffers are global already (BatchNorm above)
+
+    def _all_sum(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64)
+        if self.world_size > 1:
+            if dist.get_backend() == "nccl":
+                t = t.to(self.device)
+            dist.all_reduce(t)
+        return [float(v) for v in t.cpu()]
+
+    def _train_pass(self) -> tuple[float, float, list[int]]:
+        self.model.train()
+        batches = global_batches(len(self.train_set), self.global_batch, self.generator)
+        if not batches:
+            raise ValueError(f"{len(self.train_set)} training images do not fill one global "
+                             f"batch of {self.global_batch} (batch_size.b_max)")
+        per = self.global_batch // self.world_size
+        mine = [b[self.rank * per:(self.rank + 1) * per] for b in batches]
+        self.train_set.epoch = self.epoch
+        loader = DataLoader(self.train_set, batch_sampler=mine, num_workers=self.num_workers,
+                            pin_memory=self.device.type == "cuda",
+                            persistent_workers=False)
+        total_loss = correct = seen = 0.0
+        self.step_losses = []
+        with global_batch_masks(self.rank, self.world_size):
+            for x, y in loader:
+                x = x.to(self.device, non_blocking=True)
+                y = y.to(self.device, non_blocking=True)
+                loss, hits, used = self._step(x, y)
+                step_loss, step_hits, step_seen = self._all_sum([loss * used, hits, used])
+                if not math.isfinite(step_loss):
+                    raise TrainingDiverged.at(step_loss, f"epoch {self.epoch + 1} step "
+                                              f"{len(self.step_losses) + 1}")
+                self.step_losses.append(step_loss / step_seen)
+                total_loss += step_loss
+                correct += step_hits
+                seen += step_seen
+        return total_loss / seen, 100.0 * correct / seen, [self.global_batch] * len(batches)
+
+    def _loader(self, dataset: Dataset, batch_sampler: Any, batch_size: int = 1) -> Any:
+        """Evaluation batches: every worker a strided share of the test set, summed in
+        :meth:`_reduce_eval`. Never given the batch-order generator (a DataLoader draws its
+        worker seed from it), so evaluating does not move the next epoch's order."""
+        mine = list(range(self.rank, len(dataset), self.world_size))  # type: ignore[arg-type]
+        batches = batch_sampler or [mine[i:i + batch_size]
+                                    for i in range(0, len(mine), batch_size)]
+        return DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers,
+                          pin_memory=self.device.type == "cuda")
+
+    def _reduce_eval(self, total_loss: float, correct: int, correct5: int,
+                     seen: int) -> tuple[float, float, float]:
+        total_loss, c1, c5, n = self._all_sum([total_loss, correct, correct5, seen])
+        return super()._reduce_eval(total_loss, int(c1), int(c5), int(n))
+
+
+# ---------------------------------------------------------------- one machine, no Ray
+
+
+def train_local(cfg: RetrainConfig, genotype: Genotype, world_size: int,
+                out: str | os.PathLike, *, stop_after: int | None = None) -> None:
+    """Train on ``world_size`` local processes (gloo on CPU, NCCL on CUDA: one GPU each),
+    resuming from ``out/checkpoint.pt`` if present; rank 0 writes the checkpoint after
+    every epoch and ``metrics.jsonl`` (the rows plus each epoch's global step losses).
+
+    ``stop_after`` ends the processes after that many epochs in total (as a crash would).
+    """
+    import torch.multiprocessing as mp
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        init = f"file://{Path(tmp) / 'rendezvous'}"
+        # A fork server imports torch and this module once and forks the workers from a
+        # process that never ran autograd or CUDA (forking this one is not safe: its
+        # autograd and CUDA state do not survive a fork), saving a torch import per worker.
+        import multiprocessing
+
+        multiprocessing.set_forkserver_preload([__name__])
+        mp.start_processes(_local_worker, nprocs=world_size, join=True,
+                           start_method="forkserver",
+                           args=(world_size, init, cfg.model_dump(mode="json"),
+                                 genotype.to_json(), str(out), stop_after))
+
+
+def _local_worker(rank: int, world_size: int, init: str, cfg_raw: dict[str, Any],
+                  genotype_json: str, out: str, stop_after: int | None) -> None:
+    from prnas.retrain.config import build_config
+
+    cfg = build_config(cfg_raw)
+    cuda = cfg.device != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(rank)
+        cfg = cfg.model_copy(update={"device": f"cuda:{rank}"})
+    else:
+        torch.set_num_threads(1)  # the workers share the machine's cores
+    dist.init_process_group("nccl" if cuda else "gloo", init_method=init, rank=rank,
+                            world_size=world_size)
+    try:
+        trainer = DataParallelRetrainer(cfg, Genotype.from_dict(json.loads(genotype_json)),
+                                        rank=rank, world_size=world_size)
+        trainer.setup()
+        folder = Path(out)
+        if (folder / CHECKPOINT).is_file():
+            trainer.restore(folder / CHECKPOINT)
+        steps = _read_steps(folder / METRICS)
+        while not trainer.done and (stop_after is None or trainer.epoch < stop_after):
+            trainer.train_epoch()
+            steps.append(list(trainer.step_losses))
+            if trainer.is_chief:
+                trainer.save(folder / CHECKPOINT)
+                atomic_write_text(folder / METRICS, "".join(
+                    json.dumps({**row, "step_losses": s}) + "\n"
+                    for row, s in zip(trainer.history, steps, strict=True)))
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _read_steps(path: Path) -> list[list[float]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line)["step_losses"] for line in path.read_text().splitlines()]

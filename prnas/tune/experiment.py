@@ -7,7 +7,6 @@ arguments and started (or joined) Ray; tests call it too, on a shared Ray.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 from collections.abc import Sequence
@@ -195,11 +194,6 @@ def run_search(exp: SearchExperiment | None = None, *,
     """
     if (exp is None) == (resume_path is None):
         raise ValueError("pass either an experiment or a resume_path")
-    # Tiny demo cycles checkpoint faster than Tune likes to snapshot; that is fine here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Every resumed pause warns that storage has no result.json yet (the driver syncs it
-    # later). Expected here, and the parquet files do not read result.json.
-    logging.getLogger("ray.tune.logger.logger").setLevel(logging.ERROR)
     if resume_path is not None:
         path = Path(resume_path)
         tuner = restore_tuner(path)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 
 from prnas.search.pools import softmax
@@ -106,19 +107,24 @@ JSON_COLUMNS = ("epoch_metrics", "pools", "pools_next", "alphas", "decisions", "
 
 # ----------------------------------------------------------------------------- the record
 def decode(value: Any) -> Any:
-    """A nested cell as plain Python: JSON text parsed, NaN/None as None, arrays as lists."""
-    if value is None:
+    """A nested cell as plain Python: JSON text parsed, NaN/NA as None, arrays as lists."""
+    if value is None or value is pd.NA:
         return None
     if isinstance(value, str):
         return json.loads(value) if value else None
     if isinstance(value, float) and math.isnan(value):
         return None
+    return _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    """Already-parsed nested values (or parquet lists/structs) as lists, dicts and scalars."""
     if hasattr(value, "tolist") and not isinstance(value, Mapping):
-        return decode(value.tolist())
+        return _plain(value.tolist())
     if isinstance(value, list | tuple):
-        return [decode(v) for v in value]
+        return [_plain(v) for v in value]
     if isinstance(value, Mapping):
-        return {k: decode(v) for k, v in value.items()}
+        return {k: _plain(v) for k, v in value.items()}
     if hasattr(value, "item"):
         return value.item()
     return value
@@ -213,6 +219,18 @@ def _status(op: str, dropped: set[str] | None, nxt: Mapping | None, t: str,
     if nxt is None:
         return None
     return SURVIVED if op in nxt[t][e] else DROPPED
+
+
+def cycle_row(record: Mapping[str, Any], *, trial_id: str, name: str, space: str, seed: int,
+              morphs: int | None, gpus_per_trial: float | None,
+              wall_time_s: float | None = None, wall_time_total_s: float | None = None
+              ) -> dict[str, Any]:
+    """A ``cycles.jsonl`` object: an engine cycle record in its JSON form
+    (``prnas.search.policy.cycle_to_json``) with the trial's identity and resources."""
+    return {"trial_id": trial_id, "name": name, "space": space, "seed": seed,
+            "decisions": None, "pools_next": None, **record, "morphs": morphs,
+            "gpus_per_trial": gpus_per_trial, "wall_time_s": wall_time_s,
+            "wall_time_total_s": wall_time_total_s}
 
 
 # ----------------------------------------------------------------------------- jsonl files

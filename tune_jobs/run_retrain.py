@@ -259,7 +259,7 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
                             max_failures=args.max_failures,
                             max_concurrent=args.max_concurrent, verbose=args.verbose)
     results = tuner.fit()
-    df = result_rows(results)
+    df = result_rows(experiment)
     write_parquet(df, experiment / PARQUET)
     report_last = _report_last(results, cfg)
     print(f"\n{len(df)} rows -> {experiment / PARQUET}")

@@ -46,14 +46,21 @@ def _version(text: str) -> tuple[int, int]:
     return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
-RAY_VERSION = _version(ray.__version__)
-if RAY_VERSION < MINIMUM:
-    raise ImportError(f"prnas needs Ray >= {MINIMUM[0]}.{MINIMUM[1]} (found {ray.__version__}): "
-                      "see prnas/tune/ray_compat.py for the Ray internals it relies on")
-if RAY_VERSION > TESTED:
-    warnings.warn(f"Ray {ray.__version__} is newer than the {TESTED[0]}.{TESTED[1]} prnas was "
-                  "checked against; run tests/test_ray_compat.py (see prnas/tune/ray_compat.py)",
-                  stacklevel=2)
+def check_version(text: str) -> tuple[int, int]:
+    """(major, minor) of a Ray version; ImportError below :data:`MINIMUM`, a warning above
+    :data:`TESTED`. Run at import."""
+    version = _version(text)
+    if version < MINIMUM:
+        raise ImportError(f"prnas needs Ray >= {MINIMUM[0]}.{MINIMUM[1]} (found {text}): "
+                          "see prnas/tune/ray_compat.py for the Ray internals it relies on")
+    if version > TESTED:
+        warnings.warn(f"Ray {text} is newer than the {TESTED[0]}.{TESTED[1]} prnas was checked "
+                      "against; run tests/test_ray_compat.py (see prnas/tune/ray_compat.py)",
+                      stacklevel=3)
+    return version
+
+
+RAY_VERSION = check_version(ray.__version__)
 
 #: Loggers that print a line per checkpoint, restore or resumed pause (i.e. per cycle)
 #: and the level that silences them; the drivers print their own line per cycle.

@@ -45,7 +45,7 @@ from typing import Any
 from ray import tune
 
 from prnas._io import atomic_write_text
-from prnas.records import CYCLES_FILE, GENOTYPE_FILE, jsonl_text
+from prnas.records import CYCLES_FILE, GENOTYPE_FILE, cycle_row, jsonl_text
 from prnas.runtime import checkpoint
 from prnas.runtime.device import release_cached_memory
 from prnas.search.config import SearchConfig, build_config
@@ -256,11 +256,10 @@ class SearchTrainable(tune.Trainable):
         for rec in records:
             cycle = int(rec["cycle"])
             wall, total = self._walls.get(cycle, (None, None))
-            rows.append({"trial_id": self.trial_id, **self._identity(),
-                         "decisions": None, "pools_next": None, **cycle_to_json(rec),
-                         "morphs": self.cfg.schedule[cycle - 1].morphs,
-                         "gpus_per_trial": float(gpus or 0),
-                         "wall_time_s": wall, "wall_time_total_s": total})
+            rows.append(cycle_row(cycle_to_json(rec), trial_id=self.trial_id, **self._identity(),
+                                  morphs=self.cfg.schedule[cycle - 1].morphs,
+                                  gpus_per_trial=float(gpus or 0), wall_time_s=wall,
+                                  wall_time_total_s=total))
         return rows
 
     def _write_cycles(self) -> None:

@@ -110,6 +110,9 @@ class FanOutSearch(BasicVariantGenerator):
     next cycle starts on it (``reset_config``, then the checkpoint restore) instead
     of in a new process. The scheduler tells it which trials those are.
 
+    Both behaviours it builds on are Ray internals, listed (items 1 and 2) and checked
+    by contract tests in :mod:`prnas.tune.ray_compat`.
+
     Nothing changes for Tune's end of the experiment: a trial counts only while
     it can still resume (waiting, running, paused, or being stopped for its
     pause), so with no such trial left this is exactly the grid's own

@@ -58,7 +58,7 @@ SEARCH_KEY = "search"
 DECISION_KEY = "prnas_decision"
 FAULT_KEY = "prnas_fault"
 CHECKPOINT_FILE = "search.pt"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: "pending" as plain JSON (prnas.search.policy.cycle_to_json)
 
 
 class DecisionError(RuntimeError):

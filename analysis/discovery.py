@@ -58,7 +58,7 @@ def morph_rounds(rows: pd.DataFrame) -> int:
     """
     if "morphs" in rows.columns and rows["morphs"].notna().any():
         return int((pd.to_numeric(rows["morphs"], errors="coerce").fillna(0) > 0).sum())
-    return sum(any(d.get("added") for d in (decisions or [])) for decisions in rows["decisions"])
+    return sum(any(d.get("new") for d in (decisions or [])) for decisions in rows["decisions"])
 
 
 def discoverable_ops(space: str, steps: int, paper_counting: bool = True) -> int | None:

@@ -1,8 +1,11 @@
 """Where each candidate of one edge came from, and when it left (the prune-and-replace story).
 
-Built from the results file alone: each cycle's trained ``pools`` and
-``alphas`` say who was there and how strong, each cycle's ``decisions`` say
-which new op was morphed from which parent. An op that is dropped and later
+Built from ``candidates.parquet``: each candidate row says who was in the pool
+in a cycle and how strong, whether it was ``new`` (and from which ``parent``,
+by which ``morphism``) and whether the cycle's decision left it ``survived``
+or ``dropped``. Those fates are worked out once, by
+:func:`prnas.records.candidate_fates` (the writer's function; given results
+rows only, the same function derives them). An op that is dropped and later
 rediscovered gets one row per stay ("stint"), so nothing is merged away.
 """
 
@@ -13,7 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from analysis.pools import op_type, softmax
+from analysis.pools import op_type
+from prnas.records import DROPPED, CycleRecord, candidate_fates
 
 LINEAGE_COLUMNS = [
     "op", "type", "entered_cycle", "parent", "morphism", "rediscovered", "last_cycle",
@@ -22,22 +26,25 @@ LINEAGE_COLUMNS = [
 TYPE_COLORS = {"skip": "#7f7f7f", "pool": "#2ca02c", "conv": "#1f77b4"}
 
 
-def _decision(decisions, cell_type: str, edge: int) -> dict:
-    for d in decisions or []:
-        if d.get("cell_type") == cell_type and int(d.get("edge", -1)) == edge:
-            return d
-    return {}
+def trial_candidates(rows: pd.DataFrame) -> pd.DataFrame:
+    """candidates.parquet rows of one trial from its results rows, by the writer's function."""
+    return pd.DataFrame(candidate_fates(CycleRecord.from_row(r)
+                                        for r in rows.to_dict("records")))
 
 
-def edge_lineage(rows: pd.DataFrame, cell_type: str = "normal", edge: int = 0) -> pd.DataFrame:
+def edge_lineage(rows: pd.DataFrame, cell_type: str = "normal", edge: int = 0,
+                 candidates: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per stay of an op in the pool of (``cell_type``, ``edge``) of one trial.
 
-    Columns: ``op``, ``type`` (skip/pool/conv), ``entered_cycle`` (first cycle it
-    was trained in), ``parent`` and ``morphism`` (NA for the initial ops),
-    ``rediscovered`` (it had been in this edge's pool before), ``last_cycle``
-    (last cycle trained), ``dropped_after`` (the cycle whose decision removed
-    it; NA while it stays), ``first_weight``/``last_weight`` (softmax weight in
-    those cycles), ``final`` (in the pool after the trial's last decision).
+    ``rows`` are the trial's results rows; ``candidates`` its rows of
+    ``candidates.parquet`` (:func:`analysis.loaders.load_candidates`), derived from
+    ``rows`` when not given. Columns: ``op``, ``type`` (skip/pool/conv),
+    ``entered_cycle`` (first cycle it was trained in), ``parent`` and ``morphism``
+    (NA for the initial ops), ``rediscovered`` (it had been in this edge's pool
+    before), ``last_cycle`` (last cycle trained), ``dropped_after`` (the cycle whose
+    decision removed it; NA while it stays), ``first_weight``/``last_weight``
+    (softmax weight in those cycles), ``final`` (in the pool after the trial's last
+    decision).
     """
     rows = rows.sort_values("cycle")
     if rows.empty:
@@ -49,50 +56,42 @@ def edge_lineage(rows: pd.DataFrame, cell_type: str = "normal", edge: int = 0) -
     n_edges = len(first_pools[cell_type])
     if not 0 <= edge < n_edges:
         raise ValueError(f"edge {edge} out of range: {cell_type} cells have {n_edges} edges")
+    cands = trial_candidates(rows) if candidates is None else candidates
+    cands = cands[(cands["cell_type"] == cell_type) & (cands["edge"] == edge)]
     stints: list[dict] = []
     open_: dict[str, dict] = {}
-    origin: dict[str, dict] = {}  # op -> how it was added by the previous decision
-    for row in rows.itertuples(index=False):
-        pool = list((row.pools or {}).get(cell_type, [[]] * n_edges)[edge])
-        alphas = (row.alphas or {}).get(cell_type)
-        weights = softmax(alphas[edge]) if alphas and len(alphas[edge]) == len(pool) else \
-            [float("nan")] * len(pool)
-        for op, w in zip(pool, weights):
-            if op in open_:
-                open_[op]["last_cycle"], open_[op]["last_weight"] = row.cycle, w
+    for cycle, group in cands.sort_values(["cycle", "position"]).groupby("cycle", sort=True):
+        for c in group.itertuples(index=False):
+            w = float(c.weight)
+            new = bool(pd.notna(c.new) and c.new)
+            if c.op in open_ and not new:
+                open_[c.op]["last_cycle"], open_[c.op]["last_weight"] = int(cycle), w
                 continue
-            how = origin.get(op, {})
-            stint = {"op": op, "type": op_type(op), "entered_cycle": row.cycle,
-                     "parent": how.get("parent"), "morphism": how.get("morphism"),
-                     "rediscovered": bool(how.get("rediscovered", False)),
-                     "last_cycle": row.cycle, "dropped_after": None,
+            stint = {"op": c.op, "type": op_type(c.op), "entered_cycle": int(cycle),
+                     "parent": c.parent if new else None,
+                     "morphism": c.morphism if new else None,
+                     "rediscovered": bool(new and pd.notna(c.rediscovered) and c.rediscovered),
+                     "last_cycle": int(cycle), "dropped_after": None,
                      "first_weight": w, "last_weight": w, "final": False}
             stints.append(stint)
-            open_[op] = stint
-        nxt = (row.pools_next or {}).get(cell_type) if row.pools_next else None
-        decision = _decision(row.decisions, cell_type, edge)
-        if nxt is not None:
-            survivors = set(nxt[edge])
-        elif decision:
-            survivors = {op for op, _ in decision.get("kept", [])} | \
-                {a["op"] for a in decision.get("added", [])}
-        else:
-            survivors = set(pool)  # no decision recorded (yet): nobody was dropped
-        # A dropped op can be re-added by the same decision (a rediscovery when the edge's
-        # space is exhausted): it restarts from its parent's weights, so it is a new stay.
-        dropped = {op for op, _ in decision.get("dropped", [])}
-        for op in list(open_):
-            if op not in survivors or op in dropped:
-                open_.pop(op)["dropped_after"] = row.cycle
-        origin = {a["op"]: a for a in decision.get("added", [])}
-        for op, how in origin.items():  # added by the last decision, never trained
-            if op in survivors and op not in open_ and row.cycle == rows["cycle"].iloc[-1]:
-                stints.append({"op": op, "type": op_type(op), "entered_cycle": row.cycle + 1,
-                               "parent": how.get("parent"), "morphism": how.get("morphism"),
-                               "rediscovered": bool(how.get("rediscovered", False)),
-                               "last_cycle": None, "dropped_after": None,
-                               "first_weight": float("nan"), "last_weight": float("nan"),
-                               "final": True})
+            open_[c.op] = stint
+        for c in group.itertuples(index=False):
+            if c.status == DROPPED and c.op in open_:
+                open_.pop(c.op)["dropped_after"] = int(cycle)
+    # New ops of the trial's last decision that were never trained (an interrupted trial):
+    # not in candidates.parquet, which holds trained candidates only.
+    last = CycleRecord.from_row(rows.iloc[-1].to_dict())
+    decision = last.decision(cell_type, edge) or {}
+    survivors = set((last.pools_next or {}).get(cell_type, [[]] * n_edges)[edge])
+    for how in decision.get("new", []):
+        if how["op"] in survivors and how["op"] not in open_:
+            stints.append({"op": how["op"], "type": op_type(how["op"]),
+                           "entered_cycle": last.cycle + 1, "parent": how.get("parent"),
+                           "morphism": how.get("morphism"),
+                           "rediscovered": bool(how.get("rediscovered", False)),
+                           "last_cycle": None, "dropped_after": None,
+                           "first_weight": float("nan"), "last_weight": float("nan"),
+                           "final": True})
     for stint in open_.values():
         stint["final"] = True
     df = pd.DataFrame.from_records(stints, columns=LINEAGE_COLUMNS)

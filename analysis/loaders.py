@@ -1,11 +1,13 @@
 """Experiment folders -> tidy pandas frames with documented columns and dtypes.
 
-The search and retrain drivers write parquet files that other parts of the
-project own and may extend; this module is the one place that knows their
-shape. It checks what it needs is there (naming the file and the column when
-not), decodes the JSON columns once, fills the statistics it can derive from
-the pools, and tags each row with the folder it came from, so several
-experiments can be analysed together. Nothing here needs Ray or torch.
+The search and retrain drivers write parquet files whose names and schemas
+:mod:`prnas.records` owns; this module reads them through it. It checks what
+it needs is there (naming the file and the column when not), decodes the JSON
+columns once, and tags each row with the folder it came from, so several
+experiments can be analysed together. Everything it reports is in the rows
+themselves (resources, schedule, wall time); for results files from other
+writers that lack a derivable column (pool statistics, ``pools_next``, a wall
+time) it derives it from the pools and cycle times. Nothing here needs Ray or torch.
 
 Trials are identified by ``(experiment, trial_id)`` (:data:`TRIAL_KEY`): Tune
 trial ids are unique within one experiment only.
@@ -13,7 +15,6 @@ trial ids are unique within one experiment only.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -24,16 +25,14 @@ import numpy as np
 import pandas as pd
 
 from analysis.pools import pool_stats
+from prnas.records import CANDIDATES_FILE, JSON_COLUMNS, RESULTS_FILE, RETRAIN_FILE
+from prnas.records import decode as _decode
 
-RESULTS_FILE = "results.parquet"
-CANDIDATES_FILE = "candidates.parquet"
-RETRAIN_FILE = "retrain.parquet"
 TRIAL_KEY = ["experiment", "trial_id"]
 
 # results.parquet ------------------------------------------------------------------------------
 RESULTS_REQUIRED = ("trial_id", "seed", "space", "cycle", "train_acc", "valid_acc",
                     "epoch_metrics", "pools", "alphas", "decisions")
-JSON_COLUMNS = ("epoch_metrics", "pools", "pools_next", "alphas", "decisions")
 _RESULTS_FLOAT = (
     "train_loss", "train_acc", "valid_loss", "valid_acc", "test_loss", "test_acc",
     "cycle_time_s", "images_per_s", "batch_size_mean", "batch_size_max", "peak_memory_mb",
@@ -42,16 +41,14 @@ _RESULTS_FLOAT = (
     "similarity_normal", "similarity_reduce",
 )
 _RESULTS_INT = ("num_cycles", "epochs", "grace_epochs", "candidates_normal", "candidates_reduce")
-# Columns holding a trial's cumulative wall seconds: Tune's name, then prnas.tune.results' name.
-_WALL_TIME_COLUMNS = ("time_total_s", "wall_time_total_s")
-# A Tune trial folder's params.json: {"resources": {"gpu": ...}, "search": {search config}}.
-PARAMS_FILE = "params.json"
+# Written by the search trial into every row (prnas.records.RESULTS_SCHEMA); NA when absent.
+_RESULTS_OPTIONAL: dict[str, str] = {"gpus_per_trial": "float64", "morphs": "Int64"}
 
 # candidates.parquet ---------------------------------------------------------------------------
 CANDIDATES_REQUIRED = ("trial_id", "cycle", "cell_type", "edge", "op", "weight", "status")
 _CANDIDATES_OPTIONAL: dict[str, str] = {
     "seed": "Int64", "space": "string", "alpha": "float64", "new": "boolean",
-    "parent": "string", "morphism": "string",
+    "parent": "string", "morphism": "string", "rediscovered": "boolean",
 }
 
 # retrain.parquet ------------------------------------------------------------------------------
@@ -151,23 +148,9 @@ def decode(value: Any) -> Any:
     """A JSON column cell -> plain Python: JSON strings parsed, arrow arrays made lists.
 
     Writers may store the nested columns as JSON text (the documented form) or
-    as native parquet lists/structs; both read back the same.
+    as native parquet lists/structs; both read back the same (``prnas.records.decode``).
     """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return json.loads(value) if value else None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, np.ndarray):
-        return [decode(v) for v in value.tolist()]
-    if isinstance(value, list | tuple):
-        return [decode(v) for v in value]
-    if isinstance(value, dict):
-        return {k: decode(v) for k, v in value.items()}
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+    return _decode(value)
 
 
 # ----------------------------------------------------------------------------- results
@@ -182,10 +165,9 @@ def load_results(*dirs: str | os.PathLike) -> pd.DataFrame:
     cumulative seconds; from the file, else the running sum of ``cycle_time_s``),
     ``ratio_*``/``similarity_*``/``candidates_*`` (recomputed from ``pools`` when
     absent), the decoded JSON columns (Python objects), ``genotype_path``
-    (absolute, or None), ``experiment_dir``, and from a Tune trial folder's
-    ``params.json`` (when ``trial_dir`` points to one) ``gpus_per_trial``
-    (float64) and the cycle's scheduled ``morphs`` (Int64). A cycle reported
-    twice (a restored trial) keeps its last row.
+    (absolute, or None), ``experiment_dir``, ``gpus_per_trial`` (float64) and the
+    cycle's scheduled ``morphs`` (Int64), both as the trial wrote them (NA when a
+    file lacks them). A cycle reported twice (a restored trial) keeps its last row.
     """
     _need_dirs(dirs, "load_results")
     return _concat(_results_one(_folder(d, RESULTS_FILE, "search")) for d in dirs)
@@ -209,12 +191,11 @@ def _results_one(path: Path) -> pd.DataFrame:
     for col in _RESULTS_INT:
         if col not in df.columns:
             df[col] = pd.NA
-    wall = next((c for c in _WALL_TIME_COLUMNS if c in df.columns and df[c].notna().any()), None)
-    if wall is None:
+    if "wall_time_total_s" in df.columns and df["wall_time_total_s"].notna().any():
+        df["time_total_s"] = df["wall_time_total_s"]
+    else:  # a writer without wall times: the running sum of the cycles' training times
         df["time_total_s"] = df.groupby("trial_id")["cycle_time_s"].cumsum(skipna=True)
-    elif wall != "time_total_s":
-        df["time_total_s"] = df[wall]
-    _fill_from_trial_params(df)
+    df = _with_optional(df, _RESULTS_OPTIONAL)
     if df["num_cycles"].isna().all() and len(df):
         df["num_cycles"] = df.groupby("trial_id")["cycle"].transform("max")
     df = df.astype({c: "float64" for c in _RESULTS_FLOAT} | {c: "Int64" for c in _RESULTS_INT})
@@ -233,41 +214,6 @@ def _fill_pool_stats(df: pd.DataFrame) -> None:
             df[col] = stats[col]
         else:
             df[col] = df[col].where(df[col].notna(), stats[col])
-
-
-def _fill_from_trial_params(df: pd.DataFrame) -> None:
-    """``gpus_per_trial`` and the cycle's ``morphs`` from a Tune trial's ``params.json``.
-
-    The results rows do not repeat the resources a trial held or the schedule
-    it followed, but its folder (``trial_dir``) keeps both; GPU-hours and the
-    morph budget behind #ops need them. Columns a writer did fill are kept.
-    """
-    if "trial_dir" not in df.columns:
-        for col, dtype in (("gpus_per_trial", "float64"), ("morphs", "Int64")):
-            df[col] = df[col].astype(dtype) if col in df.columns else pd.Series(
-                [None] * len(df), index=df.index, dtype=dtype)
-        return
-    gpus, morphs = [], []
-    cache: dict[str, dict] = {}
-    for trial_dir, cycle in zip(df["trial_dir"], df["cycle"]):
-        params = cache.get(trial_dir)
-        if params is None:
-            path = Path(str(trial_dir)) / PARAMS_FILE
-            try:
-                params = json.loads(path.read_text()) if isinstance(trial_dir, str) else {}
-            except (OSError, ValueError):
-                params = {}
-            cache[trial_dir] = params if isinstance(params, dict) else {}
-            params = cache[trial_dir]
-        gpu = (params.get("resources") or {}).get("gpu")
-        gpus.append(float(gpu) if isinstance(gpu, int | float) else np.nan)
-        schedule = (params.get("search") or {}).get("schedule") or []
-        spec = schedule[cycle - 1] if 0 < cycle <= len(schedule) else {}
-        m = spec.get("morphs") if isinstance(spec, dict) else None
-        morphs.append(m if isinstance(m, int) else pd.NA)
-    for col, values, dtype in (("gpus_per_trial", gpus, "float64"), ("morphs", morphs, "Int64")):
-        filled = pd.Series(values, index=df.index, dtype=dtype)
-        df[col] = filled if col not in df.columns else df[col].where(df[col].notna(), filled)
 
 
 def _fill_pools_next(df: pd.DataFrame) -> None:

@@ -143,6 +143,14 @@ def write_table(numeric: pd.DataFrame, shown: pd.DataFrame, stem: Path) -> list[
     return [csv, md]
 
 
+def _trial_rows(candidates: pd.DataFrame | None, key: tuple[str, str]) -> pd.DataFrame | None:
+    """One trial's rows of candidates.parquet (None: none loaded, lineage derives them)."""
+    if candidates is None:
+        return None
+    exp, tid = key
+    return candidates[(candidates["experiment"] == exp) & (candidates["trial_id"] == tid)]
+
+
 def _parse_edge(text: str | None) -> tuple[str, int] | None:
     if text is None:
         return None
@@ -165,6 +173,10 @@ def build_report(experiment: str | os.PathLike, retrain: str | os.PathLike | Non
         prepare_out(out, force)  # raises
     edge_choice = _parse_edge(lineage_edge)
     results = loaders.load_results(experiment)
+    try:
+        candidates = loaders.load_candidates(experiment)
+    except loaders.ExperimentError:  # a results file without its candidates: derived instead
+        candidates = None
     retrain_df = loaders.load_retrain(retrain) if retrain is not None else None
     keys = loaders.trial_keys(results)
     if trials:
@@ -174,14 +186,15 @@ def build_report(experiment: str | os.PathLike, retrain: str | os.PathLike | Non
                                           f"{experiment}")
     if edge_choice is not None:  # an edge no trial has fails here, before --out is touched
         for key in keys:
-            lineage.edge_lineage(loaders.select_trial(results, key), *edge_choice)
+            lineage.edge_lineage(loaders.select_trial(results, key), *edge_choice,
+                                 candidates=_trial_rows(candidates, key))
     if force and out.is_dir() and any(out.iterdir()):
         _own_files(out)  # refuses a folder without a manifest before deleting anything
     prepare_out(out, force)
     before = _files_under(out)
     try:
         return _write_report(out, experiment, retrain, results, retrain_df, keys, edge_choice,
-                             cell_engine, paper_counting, report_last)
+                             cell_engine, paper_counting, report_last, candidates)
     finally:
         # Also after a failure: a later --force can then remove what this run wrote.
         _write_manifest(out, before)
@@ -189,7 +202,8 @@ def build_report(experiment: str | os.PathLike, retrain: str | os.PathLike | Non
 
 def _write_report(out: Path, experiment, retrain, results: pd.DataFrame,
                   retrain_df: pd.DataFrame | None, keys, edge_choice, cell_engine: str,
-                  paper_counting: bool, report_last: int) -> Path:
+                  paper_counting: bool, report_last: int,
+                  candidates: pd.DataFrame | None = None) -> Path:
     fig_dir, tab_dir = out / FIGURES, out / TABLES
     page = _Page()
     exp_name = results["experiment"].iloc[0] if len(results) else str(experiment)
@@ -245,7 +259,8 @@ def _write_report(out: Path, experiment, retrain, results: pd.DataFrame,
         else:
             page.para("No genotype.json for this trial (unfinished?): no cell diagrams.")
         cell, edge = edge_choice or ("normal", lineage.busiest_edge(rows, "normal"))
-        lin = lineage.edge_lineage(rows, cell, edge)
+        lin = lineage.edge_lineage(rows, cell, edge,
+                                   candidates=_trial_rows(candidates, (exp, tid)))
         page.heading(3, f"Operation lineage, {cell} cell, edge {edge}")
         lpaths = figures.save_figure(
             lineage.lineage_figure(lin, f"{exp}/{tid}: {cell} cell, edge {edge}"),

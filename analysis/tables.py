@@ -21,8 +21,6 @@ from analysis.discovery import (
 from analysis.loaders import TRIAL_KEY, trial_genotype_path
 from prnas.space.genotype import Genotype
 
-# Columns a writer may use for the accelerators one trial held; the first present wins.
-GPU_COLUMNS = ("gpus_per_trial", "num_gpus", "gpus", "resources_gpu", "gpu")
 SEARCH_COLUMNS = [
     "experiment", "trial_id", "seed", "space", "cycles", "num_cycles", "finished",
     "train_acc", "valid_acc", "genotype_normal", "genotype_reduce", "genotype_path",
@@ -38,20 +36,17 @@ def cell_string(spec) -> str:
 
 
 def _gpus(rows: pd.DataFrame) -> float | None:
-    for col in GPU_COLUMNS:
-        if col in rows.columns:
-            values = pd.to_numeric(rows[col], errors="coerce").dropna()
-            if len(values) and values.iloc[-1] > 0:
-                return float(values.iloc[-1])
-    return None
+    values = pd.to_numeric(rows["gpus_per_trial"], errors="coerce").dropna() \
+        if "gpus_per_trial" in rows.columns else pd.Series(dtype=float)
+    return float(values.iloc[-1]) if len(values) and values.iloc[-1] > 0 else None
 
 
 def search_table(results: pd.DataFrame, paper_counting: bool = True) -> pd.DataFrame:
     """One row per trial: final accuracies, genotype, #ops discovered/discoverable, cost.
 
     ``wall_time_s`` is the trial's last cumulative ``time_total_s``. ``cost_hours``
-    is wall time x GPUs per trial in ``GPU-hours`` when a GPU column
-    (:data:`GPU_COLUMNS`) says how many the trial held, else plain wall time in
+    is wall time x GPUs per trial in ``GPU-hours`` when ``gpus_per_trial`` (written
+    by the trial into each row) says how many it held, else plain wall time in
     ``device-hours`` (one device assumed, which is what a single-GPU Tune trial is).
     """
     records = []

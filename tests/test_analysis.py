@@ -29,6 +29,7 @@ from tiny import tiny_search
 from analysis import cells, figures, lineage, loaders, tables
 from analysis.__main__ import main as cli_main
 from analysis.pools import softmax
+from prnas.search.policy import cycle_to_json
 from prnas.space.genotype import Genotype
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,9 +67,10 @@ def run_search_driver(storage: Path, name: str = "exp") -> Path:
 def _candidate_rows(trial_id: str, seed: int, space: str, log: list[dict]) -> list[dict]:
     """candidates.parquet rows from a cycle log, written independently of the analysis code."""
     rows, added_before = [], {}
-    for m in log:
-        pools, alphas = json.loads(m["pools"]), json.loads(m["alphas"])
-        kept = {(d["cell_type"], d["edge"]): {op for op, _ in d["kept"]} for d in m["decisions"]}
+    for m in map(cycle_to_json, log):
+        pools, alphas = m["pools"], m["alphas"]
+        kept = {(d["cell_type"], d["edge"]): {op for op, _ in d["survived"]}
+                for d in m["decisions"]}
         for t, edges in pools.items():
             for e, edge in enumerate(edges):
                 for op, a, w in zip(edge, alphas[t][e], softmax(alphas[t][e])):
@@ -80,7 +82,7 @@ def _candidate_rows(trial_id: str, seed: int, space: str, log: list[dict]) -> li
                         "new": how is not None, "parent": how and how["parent"],
                         "morphism": how and how["morphism"]})
         added_before = {(d["cell_type"], d["edge"], a["op"]): a
-                        for d in m["decisions"] for a in d["added"]}
+                        for d in m["decisions"] for a in d["new"]}
     return rows
 
 
@@ -98,12 +100,11 @@ def write_search_in_process(root: Path) -> Path:
         trial_dir = root / f"{cfg.space}-seed{seed}-{trial_id}"
         genotype.save(trial_dir / "genotype.json")
         total = 0.0
-        for m in search.cycle_log:
+        for m in map(cycle_to_json, search.cycle_log):
             total += m["cycle_time_s"]
-            row = {k: v for k, v in m.items() if k != "new_pools"}
+            row = {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in m.items()}
             results.append({
                 **row, "trial_id": trial_id, "seed": seed, "space": cfg.space,
-                "pools_next": m["new_pools"], "decisions": json.dumps(m["decisions"]),
                 # Relative, as a writer inside the experiment folder may store it.
                 "genotype_path": str(trial_dir.relative_to(root) / "genotype.json"),
                 "wall_time_total_s": total,
@@ -211,8 +212,9 @@ def test_load_results_columns_and_dtypes(results, experiment):
 
 def test_results_fill_derivable_columns(experiment, tmp_path):
     df = pd.read_parquet(experiment / "results.parquet")
+    # A thin writer: no derivable statistics, wall times, resources or schedule.
     drop = ["ratio_normal_conv", "similarity_reduce", "pools_next", "wall_time_total_s",
-            "time_total_s", "trial_dir"]
+            "time_total_s", "trial_dir", "gpus_per_trial", "morphs"]
     df.drop(columns=[c for c in drop if c in df.columns]).to_parquet(
         tmp_path / "results.parquet")
     full = loaders.load_results(experiment)

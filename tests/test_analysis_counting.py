@@ -15,9 +15,9 @@ INIT = ["max_pool_3x3", "avg_pool_3x3", "skip", "conv_k3_d1"]
 
 
 def _decision(cell, edge, kept, dropped, added):
-    return {"cell_type": cell, "edge": edge, "kept": [[op, 0.3] for op in kept],
+    return {"cell_type": cell, "edge": edge, "survived": [[op, 0.3] for op in kept],
             "dropped": [[op, 0.1] for op in dropped],
-            "added": [{"op": op, "parent": parent, "morphism": m, "rediscovered": r}
+            "new": [{"op": op, "parent": parent, "morphism": m, "rediscovered": r}
                       for op, parent, m, r in added]}
 
 

@@ -55,8 +55,8 @@ def test_pool_sizes_follow_schedule_and_new_ops_are_morphs_of_survivors():
             assert all(len(set(edge)) == len(edge) for edge in edges)
     for res in results:
         for d in res.decisions:
-            kept = {op for op, _ in d.kept}
-            for new in d.added:
+            kept = {op for op, _ in d.survived}
+            for new in d.new:
                 assert new.parent in kept
                 assert apply_morphism(new.parent, new.morphism) == new.op
                 assert DL.admits(new.op)
@@ -70,8 +70,8 @@ def test_dropped_are_the_lowest_weights():
                             rng=random.Random(0), final=False)
     for d in res.decisions:
         assert [str(op) for op, _ in d.dropped] == ["avg_pool_3x3", "max_pool_3x3"]
-        assert {str(op) for op, _ in d.kept} == {"skip", "conv_k3_d1"}
-        assert len(d.added) == 1
+        assert {str(op) for op, _ in d.survived} == {"skip", "conv_k3_d1"}
+        assert len(d.new) == 1
 
 
 def test_at_least_one_conv_survives_outside_final_cycle():
@@ -94,15 +94,15 @@ def test_histories_prevent_rediscovery_until_exhausted(seed):
     trail, results = _run_cycles(seed, [(6, 3)] * 4)
     for res in results:
         for d in res.decisions:
-            for new in d.added:
-                assert new.op not in {op for op, _ in d.kept}
+            for new in d.new:
+                assert new.op not in {op for op, _ in d.survived}
     # An op that left an edge comes back only flagged as rediscovered.
     seen: dict = {}
     for pools, res in zip(trail, results):
         for d in res.decisions:
             key = (d.cell_type, d.edge)
             history = seen.setdefault(key, set(pools[d.cell_type][d.edge]))
-            for new in d.added:
+            for new in d.new:
                 assert new.rediscovered == (new.op in history)
                 history.add(new.op)
 
@@ -129,7 +129,7 @@ def test_rediscovery_only_when_space_is_exhausted():
         res = prune_and_replace(pools, alphas, hist, candidates=3, morphs=1, constraints=DL,
                                 rng=random.Random(seed), final=False)
         for d in res.decisions:
-            assert [(str(n.op), str(n.parent), n.morphism, n.rediscovered) for n in d.added] == [
+            assert [(str(n.op), str(n.parent), n.morphism, n.rediscovered) for n in d.new] == [
                 ("conv_k5_d2_e1", "conv_k7_d2_e1", "kernel_down", False)]
     # Now that child was tried before too: every child of every survivor is pruned, so a
     # pruned one returns (flagged), drawn by the paper's distribution: mostly the likely
@@ -140,7 +140,7 @@ def test_rediscovery_only_when_space_is_exhausted():
         res = prune_and_replace(pools, alphas, hist, candidates=3, morphs=1, constraints=DL,
                                 rng=random.Random(seed), final=False)
         for d in res.decisions:
-            (new,) = d.added
+            (new,) = d.new
             assert new.rediscovered
             assert str(new.op) in [*pruned, "conv_k5_d2_e1"]
             assert apply_morphism(new.parent, new.morphism) == new.op
@@ -162,7 +162,7 @@ def test_new_ops_follow_the_papers_distribution_among_undiscovered_children():
         res = prune_and_replace(pools, alphas, hist, candidates=3, morphs=1, constraints=DL,
                                 rng=random.Random(seed), final=False)
         for d in res.decisions:
-            (new,) = d.added
+            (new,) = d.new
             counts[str(new.op)] += 1
     n = sum(counts.values())
     assert n == 2400

@@ -18,12 +18,8 @@ pytest.importorskip("ray")
 
 from tiny import tiny_search
 
-from prnas.tune.results import (  # noqa: E402
-    CANDIDATES_SCHEMA,
-    RESULTS_SCHEMA,
-    schema_markdown,
-    write_results,
-)
+from prnas.records import CANDIDATES_SCHEMA, RESULTS_SCHEMA, schema_markdown  # noqa: E402
+from prnas.tune.results import write_results  # noqa: E402
 from prnas.tune.scheduler import decision_for  # noqa: E402
 from prnas.tune.search_trainable import DECISION_KEY, SearchTrainable  # noqa: E402
 
@@ -140,7 +136,7 @@ def test_candidate_rows_agree_with_pools_and_decisions(experiment):
         trial = trial.sort_values("cycle")
         for prev, cur in zip(trial.itertuples(), trial.iloc[1:].itertuples()):
             added = {(d["cell_type"], d["edge"], a["op"]): a
-                     for d in json.loads(prev.decisions) for a in d["added"]}
+                     for d in json.loads(prev.decisions) for a in d["new"]}
             new = cand[(cand["trial_id"] == tid) & (cand["cycle"] == cur.cycle) & cand["new"]]
             assert {(x.cell_type, x.edge, x.op) for x in new.itertuples()} == set(added)
             for x in new.itertuples():

@@ -190,6 +190,14 @@ def test_trainable_steps_checkpoints_and_resets(tmp_path):
 
         mf = read(second["model_path"])
         assert mf.metrics["test_acc"] == second["test_acc"] and mf.genotype.name == "darts-v2"
+        # The trial's own per-epoch records (what retrain.parquet is built from).
+        from prnas.records import EPOCHS_FILE, read_jsonl
+
+        kept = read_jsonl(Path(trial.trial_folder()) / EPOCHS_FILE, "epoch")
+        assert [r["epoch"] for r in kept] == [1, 2]
+        assert [r["test_acc"] for r in kept] == [first["test_acc"], second["test_acc"]]
+        assert kept[-1]["model_path"] == second["model_path"] and "model_path" not in kept[0]
+        assert {r["genotype"] for r in kept} == {"darts-v2"}
         again = RetrainTrainable(config=conf)
         again.load_checkpoint(str(tmp_path))
         assert again.step()["train_loss"] == second["train_loss"]
@@ -200,6 +208,26 @@ def test_trainable_steps_checkpoints_and_resets(tmp_path):
         again.stop()
     finally:
         torch.set_num_threads(threads)
+
+
+def test_retrain_console_prints_one_line_per_epoch_and_trial(capsys):
+    from types import SimpleNamespace
+
+    from prnas.tune.retrain import EpochPrinter
+
+    trial = SimpleNamespace(trial_id="t1", config={"genotype": "darts-v2", "seed": 1},
+                            status="RUNNING", last_result={"model_path": "/x/model.pt"})
+    other = SimpleNamespace(status="PENDING")
+    printer = EpochPrinter()
+    printer.on_trial_result(0, [trial, other], trial, {
+        "epoch": 2, "epochs": 3, "test_error": 12.345, "train_acc": 80.0, "lr": 0.025,
+        "epoch_time_s": 1.25})
+    printer.on_trial_result(0, [trial, other], trial, {"trial_id": "t1"})  # no epoch: no line
+    printer.on_trial_complete(0, [trial], trial)
+    assert capsys.readouterr().out.splitlines() == [
+        "[darts-v2 seed 1 (t1)] epoch 2/3: test err 12.35%, train acc 80.00%, lr 0.02500, "
+        "1.2s  | trials: 1 running, 1 pending",
+        "[darts-v2 seed 1 (t1)] finished: /x/model.pt"]
 
 
 # ---------------------------------------------------------------- real Ray

@@ -11,7 +11,8 @@ from prnas.runtime import checkpoint
 from prnas.search import __main__ as cli
 from prnas.search.config import ConfigError, build_config, load_config
 from prnas.search.engine import Search
-from prnas.search.pools import initial_pools
+from prnas.search.policy import decisions_to_json
+from prnas.search.pools import initial_pools, pools_plain
 from prnas.space import Op, apply_morphism
 
 TINY = tiny_search(
@@ -48,7 +49,7 @@ def test_pools_follow_schedule_and_new_ops_carry_parent_weights():
         assert all(len(edge) == 4 for edge in edges)
     new_sd = s.net.state_dict()
     # Survivors keep their trained tensors under the same name.
-    survivors = [(t, d.edge, op) for d in result.decisions for op, _ in d.kept
+    survivors = [(t, d.edge, op) for d in result.decisions for op, _ in d.survived
                  for t in [d.cell_type]]
     checked = 0
     for key, value in new_sd.items():
@@ -106,11 +107,11 @@ def test_full_search_yields_genotype_and_metrics(tmp_path):
         for key in ("train_loss", "valid_acc", "images_per_s", "batch_size_mean",
                     "peak_memory_mb", "ratio_normal_conv", "similarity_reduce", "test_acc"):
             assert key in m
-        assert len(json.loads(m["epoch_metrics"])) == TINY["schedule"][m["cycle"] - 1]["epochs"]
+        assert len(m["epoch_metrics"]) == TINY["schedule"][m["cycle"] - 1]["epochs"]
         assert abs(m["ratio_normal_skip"] + m["ratio_normal_pool"] + m["ratio_normal_conv"]
                    - 1) < 1e-9
     # Each genotype op was in the final cycle's pool of its edge.
-    last_pools = json.loads(s.cycle_log[-1]["pools"])
+    last_pools = pools_plain(s.cycle_log[-1]["pools"])
     all_normal = {op for edge in last_pools["normal"] for op in edge}
     assert {str(op) for op, _ in g.normal} <= all_normal
     path = tmp_path / "g.json"
@@ -119,7 +120,8 @@ def test_full_search_yields_genotype_and_metrics(tmp_path):
 
 
 def _summary(search):
-    return ([(m["pools"], json.dumps(m["decisions"]), m["alphas"]) for m in search.cycle_log],
+    return ([(m["pools"], json.dumps(decisions_to_json(m["decisions"])), m["alphas"])
+             for m in search.cycle_log],
             search.genotype.to_dict())
 
 
@@ -271,7 +273,7 @@ def test_a_child_keeps_its_own_training_across_later_cycles():
         _favour(s, t, e, new.op)
         result = s.decide()
         assert new.op in {op for d in result.decisions if (d.cell_type, d.edge) == (t, e)
-                          for op, _ in d.kept}
+                          for op, _ in d.survived}
         s.apply(result)
         assert s.cycle == cycle
         after = _module_state(s, t, e, new.op)

@@ -120,7 +120,7 @@ def test_tune_trials_equal_the_in_process_search(baseline):
             genotype = search.run()
         finally:
             torch.set_num_threads(before)
-        assert [c["alphas"] for c in search.cycle_log] == list(rows["alphas"])
+        assert [json.dumps(c["alphas"]) for c in search.cycle_log] == list(rows["alphas"])
         assert [c["valid_acc"] for c in search.cycle_log] == list(rows["valid_acc"])
         saved = json.loads(Path(rows["genotype_path"][0]).read_text())
         assert saved["normal"] == genotype.to_dict()["normal"]
@@ -159,7 +159,7 @@ def test_survivors_keep_their_weights_when_the_decision_is_applied(baseline, tmp
         t: [[str(op) for op in edge] for edge in edges]
         for t, edges in trainable.search.pools.items()}
     kept = {(d["cell_type"], d["edge"], op) for d in json.loads(first["decisions"])
-            for op, _w in d["kept"]}
+            for op, _w in d["survived"]}
     net = trainable.search.net
     checked = 0
     for i, cell in enumerate(net.cells):
@@ -268,7 +268,8 @@ def test_reused_actor_continuing_its_trial_keeps_its_engine(tmp_path, monkeypatc
         reference = Search(trial_search_config(config), log=None)
         genotype = reference.run()
         assert [r["cycle"] for r in results] == [1, 2, 3]
-        assert [r["alphas"] for r in results] == [c["alphas"] for c in reference.cycle_log]
+        assert [r["alphas"] for r in results] == [json.dumps(c["alphas"])
+                                                  for c in reference.cycle_log]
         assert trainable.search.genotype.to_dict() == genotype.to_dict()
         other = {k: v for k, v in config.items() if k != DECISION_KEY} | {"seed": 4}
         assert trainable.reset(other)
@@ -318,7 +319,7 @@ def _cli():
 def test_cli_interrupted_experiment_resumes_and_completes(baseline, storage, tmp_path,
                                                           capsys):
     """``--stop-after-cycles 1`` stops the driver as Ctrl+C would; ``--resume`` finishes."""
-    from prnas.tune.results import CANDIDATES_FILE, RESULTS_FILE
+    from prnas.records import CANDIDATES_FILE, RESULTS_FILE
 
     main = _cli()
     config = tmp_path / "tiny.yaml"

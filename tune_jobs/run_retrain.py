@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
          storage: Path, name: str) -> int:
     from prnas.retrain.results import format_summary, summarize, write_parquet
+    from prnas.tune import ray_compat
     from prnas.tune.cluster import (
         ClusterConnectError,
         ClusterResourceError,
@@ -236,10 +237,13 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
     )
     from prnas.tune.retrain import build_tuner, restore_tuner, result_rows
 
-    # Tiny demo epochs checkpoint faster than Tune likes to snapshot; that is fine here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    for key, value in ray_compat.DRIVER_ENV.items():
+        os.environ.setdefault(key, value)
+    if args.verbose < 2:
+        ray_compat.quiet_logs()
     try:
-        url = init_ray(args.address, args.num_cpus, args.dashboard)
+        url = init_ray(args.address, args.num_cpus, args.dashboard,
+                       worker_setup=None if args.verbose >= 2 else ray_compat.quiet_logs)
     except ClusterConnectError as err:
         return _fail(str(err))
     if url:
@@ -275,7 +279,7 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
                             max_failures=args.max_failures,
                             max_concurrent=args.max_concurrent, verbose=args.verbose)
     results = tuner.fit()
-    df = result_rows(results)
+    df = result_rows(experiment)
     write_parquet(df, experiment / PARQUET)
     report_last = _report_last(results, cfg)
     print(f"\n{len(df)} rows -> {experiment / PARQUET}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] | None,
          experiment: Path, fault: dict | None) -> int:
+    from prnas.tune import ray_compat
     from prnas.tune.cluster import (
         ClusterConnectError,
         ClusterResourceError,
@@ -194,8 +196,12 @@ def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] |
     )
     from prnas.tune.experiment import SearchExperiment, run_search
 
+    for key, value in ray_compat.DRIVER_ENV.items():
+        os.environ.setdefault(key, value)
+    ray_compat.quiet_logs()  # the driver prints its own line per cycle
     try:
-        url = init_ray(args.address, args.num_cpus, args.dashboard)
+        url = init_ray(args.address, args.num_cpus, args.dashboard,
+                       worker_setup=None if args.log_epochs else ray_compat.quiet_logs)
     except ClusterConnectError as err:
         return _fail(str(err))
     if url:

@@ -23,6 +23,7 @@ from prnas.runtime.checkpoint import CheckpointError
 from prnas.runtime.guards import TrainingDiverged
 from prnas.runtime.lock import LOCK_NAME, FolderLock, FolderLocked, folder_entries
 from prnas.search.config import ConfigError, SearchConfig, load_config
+from prnas.search.policy import cycle_to_json
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -62,7 +63,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def write_outputs(out: Path, search) -> None:
     """Everything derived from the state is rewritten from it, so files never disagree."""
-    lines = "".join(json.dumps(m) + "\n" for m in search.cycle_log)
+    lines = "".join(json.dumps(cycle_to_json(m)) + "\n" for m in search.cycle_log)
     atomic_write_text(out / "metrics.jsonl", lines)
     if search.genotype is not None:
         search.genotype.save(out / "genotype.json")

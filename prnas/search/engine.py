@@ -9,7 +9,6 @@ through ``state_dict()``, at epoch granularity.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import resource
@@ -46,7 +45,7 @@ from prnas.runtime.schedules import cosine_lr
 from prnas.search.config import SearchConfig
 from prnas.search.decision import decide_cycle
 from prnas.search.genotype import derive_genotype
-from prnas.search.policy import PolicyResult, result_to_dict
+from prnas.search.policy import PolicyResult, cycle_from_json, cycle_to_json
 from prnas.search.pools import (
     CELL_TYPES,
     Pools,
@@ -61,7 +60,7 @@ from prnas.search.pools import (
 from prnas.search.steps import SearchSteps
 from prnas.space.genotype import Genotype
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: cycle_log in the survived/dropped/new vocabulary, plain JSON
 EpochHook = Callable[["Search", dict], None]
 
 
@@ -269,7 +268,7 @@ class Search:
 
     # ----------------------------------------------------------------- cycles
     def run_cycle(self, on_epoch: EpochHook | None = None) -> dict:
-        """Train the rest of the current cycle; return its flat metrics (pools/alphas as JSON)."""
+        """Train the rest of the current cycle; return its record (see :meth:`cycle_metrics`)."""
         while not self.cycle_done:
             m = self.train_epoch()
             if on_epoch is not None:
@@ -277,6 +276,9 @@ class Search:
         return self.cycle_metrics()
 
     def cycle_metrics(self) -> dict:
+        """The cycle's record: scalar metrics plus native values (``pools`` and ``histories``
+        as Pools/Histories, ``alphas`` and ``epoch_metrics`` as lists); encoded only where it
+        leaves the process (``prnas.search.policy.cycle_to_json``)."""
         spec = self.cfg.schedule[self.cycle]
         last = self.epoch_log[-1]
         m: dict[str, Any] = {
@@ -290,10 +292,10 @@ class Search:
             "batch_size_max": int(max(e["batch_size_max"] for e in self.epoch_log)),
             "peak_memory_mb": float(max(e["peak_memory_mb"] for e in self.epoch_log)),
             **pool_statistics(self.pools),
-            "epoch_metrics": json.dumps(self.epoch_log),
-            "pools": pools_to_json(self.pools),
-            "alphas": json.dumps(self.alpha_values()),
-            "histories": histories_to_json(self.histories),
+            "epoch_metrics": [dict(e) for e in self.epoch_log],
+            "pools": self.pools,
+            "alphas": self.alpha_values(),
+            "histories": self.histories,
         }
         if self._test is not None:
             m["test_loss"], m["test_acc"] = self._evaluate(None, self._test)
@@ -312,15 +314,15 @@ class Search:
         if not self.cycle_done:
             raise RuntimeError("apply() before the cycle finished training")
         record = dict(metrics if metrics is not None else self.cycle_metrics())
-        record["decisions"] = result_to_dict(result)["decisions"]
-        record["new_pools"] = pools_to_json(result.pools)
+        record["decisions"] = result.decisions
+        record["pools_next"] = result.pools
         self.cycle_log.append(record)
         if self.cycle == self.num_cycles - 1:
             self.genotype = derive_genotype(
                 self.pools, self.alpha_values(), self.cfg.network.nodes, name=self.cfg.name,
                 source=f"prnas search, space {self.cfg.space}, seed {self.cfg.seed}")
             # self.pools stays what the net and alphas were built for, so a finished
-            # search's state loads again; the final pools are in cycle_log["new_pools"].
+            # search's state loads again; the final pools are in cycle_log["pools_next"].
             self.finished = True
             return
         old = self.net
@@ -369,7 +371,8 @@ class Search:
             "alphas": {t: [a.detach().cpu() for a in self.alphas[t]] for t in CELL_TYPES},
             "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
             "controller": self.controller.state_dict(),
-            "epoch_log": self.epoch_log, "cycle_log": self.cycle_log,
+            "epoch_log": self.epoch_log,
+            "cycle_log": [cycle_to_json(r) for r in self.cycle_log],
             "genotype": self.genotype.to_dict() if self.genotype else None,
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                     "python": random.getstate(), "augment": self._augment_rng.get_state()},
@@ -395,7 +398,8 @@ class Search:
         self.w_opt.load_state_dict(state["w_opt"])
         self.a_opt.load_state_dict(state["a_opt"])
         self.controller.load_state_dict(state["controller"])
-        self.epoch_log, self.cycle_log = state["epoch_log"], state["cycle_log"]
+        self.epoch_log = state["epoch_log"]
+        self.cycle_log = [cycle_from_json(r) for r in state["cycle_log"]]
         self.genotype = Genotype.from_dict(state["genotype"]) if state["genotype"] else None
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])

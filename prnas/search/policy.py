@@ -11,7 +11,19 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from prnas.search.pools import CELL_TYPES, Histories, Pools, check_alphas_match, softmax
+from prnas.search.pools import (
+    CELL_TYPES,
+    Histories,
+    Pools,
+    check_alphas_match,
+    histories_from_json,
+    histories_plain,
+    histories_to_json,
+    pools_from_json,
+    pools_plain,
+    pools_to_json,
+    softmax,
+)
 from prnas.space.constraints import Constraints
 from prnas.space.morphisms import Morphism, available_morphisms
 from prnas.space.ops import Op
@@ -27,21 +39,33 @@ class NewOp:
 
 @dataclass(frozen=True)
 class EdgeDecision:
+    """One edge's fate after a cycle, in the vocabulary used everywhere downstream
+    (``prnas.records``, the parquet files, the analysis): survived, dropped, new."""
+
     cell_type: str
     edge: int
-    kept: tuple[tuple[Op, float], ...]
+    survived: tuple[tuple[Op, float], ...]
     dropped: tuple[tuple[Op, float], ...]
-    added: tuple[NewOp, ...]
+    new: tuple[NewOp, ...]
 
     def to_dict(self) -> dict:
         return {
             "cell_type": self.cell_type,
             "edge": self.edge,
-            "kept": [[str(op), w] for op, w in self.kept],
+            "survived": [[str(op), w] for op, w in self.survived],
             "dropped": [[str(op), w] for op, w in self.dropped],
-            "added": [{"op": str(n.op), "parent": str(n.parent), "morphism": str(n.morphism),
-                       "rediscovered": n.rediscovered} for n in self.added],
+            "new": [{"op": str(n.op), "parent": str(n.parent), "morphism": str(n.morphism),
+                     "rediscovered": n.rediscovered} for n in self.new],
         }
+
+    @classmethod
+    def from_dict(cls, x: Mapping) -> EdgeDecision:
+        return cls(x["cell_type"], int(x["edge"]),
+                   tuple((Op.parse(s), float(w)) for s, w in x["survived"]),
+                   tuple((Op.parse(s), float(w)) for s, w in x["dropped"]),
+                   tuple(NewOp(Op.parse(n["op"]), Op.parse(n["parent"]),
+                               Morphism(n["morphism"]), bool(n["rediscovered"]))
+                         for n in x["new"]))
 
 
 @dataclass(frozen=True)
@@ -51,7 +75,7 @@ class PolicyResult:
     decisions: tuple[EdgeDecision, ...]
 
     def new_ops(self) -> list[tuple[str, int, NewOp]]:
-        return [(d.cell_type, d.edge, n) for d in self.decisions for n in d.added]
+        return [(d.cell_type, d.edge, n) for d in self.decisions for n in d.new]
 
 
 def cycle_rng(seed: int, cycle: int) -> random.Random:
@@ -131,13 +155,13 @@ def prune_and_replace(
         raise ValueError(f"need 0 <= morphs < candidates, got morphs={morphs}, "
                          f"candidates={candidates}")
     check_alphas_match(pools, alphas)
-    new_pools: dict[str, list[tuple[Op, ...]]] = {}
+    pools_next: dict[str, list[tuple[Op, ...]]] = {}
     new_hist: dict[str, list[frozenset[Op]]] = {}
     decisions = []
     for t in CELL_TYPES:
         if t not in pools:
             continue
-        new_pools[t], new_hist[t] = [], []
+        pools_next[t], new_hist[t] = [], []
         for e, (edge, a) in enumerate(zip(pools[t], alphas[t])):
             weights = softmax(a)
             # Stable order on ties: by weight, then by position in the pool.
@@ -165,36 +189,55 @@ def prune_and_replace(
                 kept_ops |= {op for op, _ in refill}
                 dropped = tuple(p for p in dropped if p[0] not in kept_ops)
                 survivors = [(op, w) for op, w in zip(edge, weights) if op in kept_ops]
-            new_pools[t].append(tuple(op for op, _ in survivors) + tuple(n.op for n in added))
+            pools_next[t].append(tuple(op for op, _ in survivors) + tuple(n.op for n in added))
             new_hist[t].append(history | {n.op for n in added})
             decisions.append(EdgeDecision(t, e, tuple(survivors), dropped, tuple(added)))
     return PolicyResult(
-        pools={t: tuple(v) for t, v in new_pools.items()},
+        pools={t: tuple(v) for t, v in pools_next.items()},
         histories={t: tuple(v) for t, v in new_hist.items()},
         decisions=tuple(decisions),
     )
 
 
 def result_to_dict(result: PolicyResult) -> dict:
-    from prnas.search.pools import histories_to_json, pools_to_json
-
+    """The JSON form of a decision (pools and histories as JSON text, as in the parquet files):
+    used only where a decision leaves the process, i.e. into a Tune trial config."""
     return {"pools": pools_to_json(result.pools),
             "histories": histories_to_json(result.histories),
-            "decisions": [d.to_dict() for d in result.decisions]}
+            "decisions": decisions_to_json(result.decisions)}
 
 
-def result_from_dict(d: dict) -> PolicyResult:
-    from prnas.search.pools import histories_from_json, pools_from_json
-
-    decisions = tuple(
-        EdgeDecision(
-            x["cell_type"], int(x["edge"]),
-            tuple((Op.parse(s), float(w)) for s, w in x["kept"]),
-            tuple((Op.parse(s), float(w)) for s, w in x["dropped"]),
-            tuple(NewOp(Op.parse(n["op"]), Op.parse(n["parent"]), Morphism(n["morphism"]),
-                        bool(n["rediscovered"])) for n in x["added"]),
-        )
-        for x in d["decisions"]
-    )
+def result_from_dict(d: Mapping) -> PolicyResult:
     return PolicyResult(pools_from_json(d["pools"]), histories_from_json(d["histories"]),
-                        decisions)
+                        decisions_from_json(d["decisions"]))
+
+
+def decisions_to_json(decisions: Sequence[EdgeDecision]) -> list[dict]:
+    return [d.to_dict() for d in decisions]
+
+
+def decisions_from_json(raw: Sequence[Mapping]) -> tuple[EdgeDecision, ...]:
+    return tuple(EdgeDecision.from_dict(x) for x in raw)
+
+
+# The engine's per-cycle record (``Search.cycle_log`` entries, ``Search.cycle_metrics()``)
+# holds native values under these keys; everything else in it is a JSON scalar.
+def cycle_to_json(record: Mapping) -> dict:
+    """A cycle record as plain JSON values (nested objects, not JSON text): the one encoding
+    of a cycle for files (``cycles.jsonl``, ``metrics.jsonl``, checkpoints)."""
+    out = dict(record)
+    for key, encode in (("pools", pools_plain), ("pools_next", pools_plain),
+                        ("histories", histories_plain), ("decisions", decisions_to_json)):
+        if out.get(key) is not None:
+            out[key] = encode(out[key])
+    return out
+
+
+def cycle_from_json(raw: Mapping) -> dict:
+    """The inverse of :func:`cycle_to_json`."""
+    out = dict(raw)
+    for key, decode in (("pools", pools_from_json), ("pools_next", pools_from_json),
+                        ("histories", histories_from_json), ("decisions", decisions_from_json)):
+        if out.get(key) is not None:
+            out[key] = decode(out[key])
+    return out

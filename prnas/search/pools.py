@@ -47,9 +47,13 @@ def softmax(xs: Sequence[float]) -> list[float]:
     return [v / s for v in e]
 
 
+def pools_plain(pools: Mapping[str, Sequence[Sequence[Op]]]) -> dict[str, list[list[str]]]:
+    """Pools as plain JSON values: ``{cell_type: [[op str] per edge]}``."""
+    return {t: [[str(op) for op in edge] for edge in edges] for t, edges in pools.items()}
+
+
 def pools_to_json(pools: Mapping[str, Sequence[Sequence[Op]]]) -> str:
-    return json.dumps({t: [[str(op) for op in edge] for edge in edges]
-                       for t, edges in pools.items()})
+    return json.dumps(pools_plain(pools))
 
 
 def pools_from_json(text: str | dict) -> Pools:
@@ -58,9 +62,12 @@ def pools_from_json(text: str | dict) -> Pools:
             for t, edges in raw.items()}
 
 
+def histories_plain(hist: Histories) -> dict[str, list[list[str]]]:
+    return {t: [sorted(str(op) for op in edge) for edge in edges] for t, edges in hist.items()}
+
+
 def histories_to_json(hist: Histories) -> str:
-    return json.dumps({t: [sorted(str(op) for op in edge) for edge in edges]
-                       for t, edges in hist.items()})
+    return json.dumps(histories_plain(hist))
 
 
 def histories_from_json(text: str | dict) -> Histories:

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,17 +68,22 @@ def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None,
-             dashboard: bool = False) -> str | None:
+             dashboard: bool = False, worker_setup: Callable[[], None] | None = None
+             ) -> str | None:
     """Start a local Ray (``address=None``) or join one (``"auto"``, ``"ray://host:port"``).
 
     Returns the dashboard URL when there is one. ``num_cpus`` caps a local
-    instance only; a joined cluster brings its own resources. Idempotent: an
-    already initialised Ray is reused as it is.
+    instance only; a joined cluster brings its own resources. ``worker_setup`` runs
+    in every worker process (Ray's ``worker_process_setup_hook``; the entry points
+    pass ``ray_compat.quiet_logs``). Idempotent: an already initialised Ray is
+    reused as it is.
     """
     import ray
 
     if not ray.is_initialized():
         kwargs: dict = {"logging_level": logging.WARNING, "configure_logging": True}
+        if worker_setup is not None:
+            kwargs["runtime_env"] = {"worker_process_setup_hook": worker_setup}
         if address is None:
             kwargs.update(num_cpus=num_cpus, include_dashboard=dashboard)
         else:

@@ -7,7 +7,6 @@ arguments and started (or joined) Ray; tests call it too, on a shared Ray.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ import pandas as pd
 from ray import tune
 
 from prnas.search.config import SearchConfig
+from prnas.tune.progress import TrialProgress
 from prnas.tune.results import summary, write_results
 from prnas.tune.scheduler import FanOutSearch, PruneAndReplaceScheduler
 from prnas.tune.search_trainable import FAULT_KEY, SEARCH_KEY, SearchTrainable
@@ -90,34 +90,23 @@ def _label(trial: Any) -> str:
     return f"{trial.config.get('space')} seed {trial.config.get('seed')} ({trial.trial_id})"
 
 
-class ProgressPrinter(tune.Callback):
-    """One readable line per cycle, finished trial and error (Tune's tables would show JSON).
+class ProgressPrinter(TrialProgress):
+    """One readable line per cycle, finished trial and error (Tune's tables would show JSON)."""
 
-    Prints to stdout: Tune pickles callbacks with the experiment, so no stream is kept.
-    """
+    def label(self, trial: Any) -> str:
+        return _label(trial)
 
-    def out(self, line: str) -> None:
-        print(line, flush=True)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+    def line(self, result: dict[str, Any]) -> str | None:
         if "cycle" not in result:
-            return
+            return None
         again = " (reported again for a decision)" if result.get("redecide") else ""
-        counts = {s: sum(t.status == s for t in trials)
-                  for s in ("RUNNING", "PAUSED", "PENDING", "TERMINATED", "ERROR")}
-        self.out(f"[{_label(trial)}] cycle {result['cycle']}/{result['num_cycles']}{again}: "
-                 f"valid acc {result['valid_acc']:.3f}, train acc {result['train_acc']:.3f}, "
-                 f"{result['candidates_normal']}+{result['candidates_reduce']} candidates, "
-                 f"{result['cycle_time_s']:.1f}s  | trials: "
-                 + ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n))
+        return (f"cycle {result['cycle']}/{result['num_cycles']}{again}: "
+                f"valid acc {result['valid_acc']:.3f}, train acc {result['train_acc']:.3f}, "
+                f"{result['candidates_normal']}+{result['candidates_reduce']} candidates, "
+                f"{result['cycle_time_s']:.1f}s")
 
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        path = (trial.last_result or {}).get("genotype_path")
-        if path:
-            self.out(f"[{_label(trial)}] finished: {path}")
-
-    def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self.out(f"[{_label(trial)}] FAILED: see {trial.path}/error.txt")
+    def finished(self, trial: Any) -> str | None:
+        return (trial.last_result or {}).get("genotype_path")
 
 
 class InterruptAfterCycles(tune.Callback):
@@ -195,11 +184,6 @@ def run_search(exp: SearchExperiment | None = None, *,
     """
     if (exp is None) == (resume_path is None):
         raise ValueError("pass either an experiment or a resume_path")
-    # Tiny demo cycles checkpoint faster than Tune likes to snapshot; that is fine here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # Every resumed pause warns that storage has no result.json yet (the driver syncs it
-    # later). Expected here, and the parquet files do not read result.json.
-    logging.getLogger("ray.tune.logger.logger").setLevel(logging.ERROR)
     if resume_path is not None:
         path = Path(resume_path)
         tuner = restore_tuner(path)

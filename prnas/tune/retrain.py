@@ -4,10 +4,17 @@ The Trainable is a thin shell around :class:`prnas.retrain.Retrainer`: its
 checkpoint is the Retrainer's complete state, so a trial that dies (or a whole
 experiment that is killed and restored with ``--resume``) continues from its
 last epoch exactly as the in-process CLI does.
+
+Like a search trial's ``cycles.jsonl``, each trial rewrites its ``epochs.jsonl``
+(:data:`prnas.records.EPOCHS_FILE`) after every epoch from its checkpointed
+history, so it never holds an epoch a retry threw away; ``retrain.parquet`` is
+built from these files (:func:`result_rows`), not from Tune's result logs. The
+console gets one line per epoch and trial (:class:`EpochPrinter`).
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,12 +23,16 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
+from prnas._io import atomic_write_text
+from prnas.records import EPOCHS_FILE, jsonl_text, read_jsonl, trial_dirs
 from prnas.retrain.config import RetrainConfig, build_config
 from prnas.retrain.genotypes import GenotypeRef
 from prnas.retrain.results import rows_to_frame
 from prnas.retrain.trainer import Retrainer
 from prnas.runtime.device import configure_threads, release_cached_memory
+from prnas.tune import ray_compat
 from prnas.tune.cluster import claim_gpu_share, trial_gpu_fraction
+from prnas.tune.progress import TrialProgress
 
 CHECKPOINT_FILE = "retrain.pt"
 MODEL_FILE = "model.pt"  # the trained network, in the trial folder (prnas.model_file)
@@ -47,28 +58,43 @@ class RetrainTrainable(tune.Trainable):
         self.retrainer.setup()
         self.labels = {"genotype": self.ref.label, "genotype_path": self.ref.path,
                        "kind": self.ref.kind, "seed": cfg.seed, "dataset": self.retrainer.info.name}
+        self._final: dict[str, Any] = {}  # the last epoch's cost and model file
 
     def step(self) -> dict[str, Any]:
         row = self.retrainer.train_epoch()
         if self.retrainer.done:
             # The last epoch: keep the network and measure what it costs at inference.
-            row = {**row, **self.retrainer.measure_timing().as_dict(),
-                   "model_path": self._save_model()}
-        return {**row, **self.labels, "done": self.retrainer.done}
+            self._final = {**self.retrainer.measure_timing().as_dict(),
+                           "model_path": self._save_model()}
+            row = {**row, **self._final}
+        self._write_epochs()
+        return {**row, **self.labels, "done": self.retrainer.done,
+                "epochs": self.retrainer.cfg.epochs}
+
+    def epoch_rows(self) -> list[dict[str, Any]]:
+        """Every epoch of this trial so far, from its (checkpointed) history."""
+        rows = [{"trial_id": self.trial_id, **r, **self.labels} for r in self.retrainer.history]
+        if rows and self.retrainer.done:
+            rows[-1].update(self._final)
+        return rows
+
+    def _write_epochs(self) -> None:
+        folder, fs = ray_compat.trial_storage(self)
+        text = jsonl_text(self.epoch_rows())
+        if fs is None:
+            atomic_write_text(Path(folder) / EPOCHS_FILE, text)
+            return
+        fs.create_dir(folder, recursive=True)  # remote storage: objects replace whole
+        with fs.open_output_stream(f"{folder}/{EPOCHS_FILE}") as f:
+            f.write(text.encode())
 
     def trial_folder(self) -> str:
         """The trial's folder in the experiment storage, not Ray's scratch ``logdir``."""
-        storage = getattr(self, "_storage", None)
-        if storage is not None and storage.trial_dir_name:
-            return storage.trial_fs_path
-        return self.logdir
+        return ray_compat.trial_storage(self)[0]
 
     def _save_model(self) -> str:
-        import pyarrow.fs as pafs
-
-        folder = self.trial_folder()
-        fs = getattr(getattr(self, "_storage", None), "storage_filesystem", None)
-        if fs is None or isinstance(fs, pafs.LocalFileSystem):
+        folder, fs = ray_compat.trial_storage(self)
+        if fs is None:
             path = Path(folder) / MODEL_FILE
             self.retrainer.save_model(path)
             return str(path)
@@ -123,7 +149,26 @@ def _trial_dirname(trial: Any) -> str:
     return f"{safe}-seed{trial.config['seed']}-{trial.trial_id}"
 
 
+class EpochPrinter(TrialProgress):
+    """One line per epoch and trial, like the search's line per cycle."""
+
+    def label(self, trial: Any) -> str:
+        return f"{trial.config.get('genotype')} seed {trial.config.get('seed')} ({trial.trial_id})"
+
+    def line(self, result: dict[str, Any]) -> str | None:
+        if "epoch" not in result or "test_error" not in result:
+            return None
+        of = f"/{result['epochs']}" if result.get("epochs") else ""
+        return (f"epoch {result['epoch']}{of}: test err {result['test_error']:.2f}%, "
+                f"train acc {result['train_acc']:.2f}%, lr {result['lr']:.5f}, "
+                f"{result['epoch_time_s']:.1f}s")
+
+    def finished(self, trial: Any) -> str | None:
+        return (trial.last_result or {}).get("model_path")
+
+
 def run_config(storage: Path, name: str, max_failures: int = 1, verbose: int = 1) -> tune.RunConfig:
+    """``verbose``: 0 quiet, 1 a line per epoch and trial, 2 also Ray's status table."""
     return tune.RunConfig(
         name=name,
         storage_path=str(storage),
@@ -131,7 +176,8 @@ def run_config(storage: Path, name: str, max_failures: int = 1, verbose: int = 1
         # Every epoch: an epoch is the unit of work and of loss on failure.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1,
                                                 checkpoint_at_end=True),
-        verbose=verbose,
+        callbacks=[EpochPrinter()] if verbose >= 1 else [],
+        verbose=verbose if verbose >= 2 else 0,
     )
 
 
@@ -157,24 +203,10 @@ def restore_tuner(path: Path, gpus_per_trial: float, cpus_per_trial: float) -> t
                               resume_unfinished=True, resume_errored=True)
 
 
-def result_rows(results: tune.ResultGrid) -> pd.DataFrame:
-    """Every reported epoch of every trial, in the documented parquet schema."""
-    frames = []
-    for result in results:
-        df = result.metrics_dataframe
-        if df is None or df.empty or "epoch" not in df.columns:
-            continue
-        frames.append(df)
-    if not frames:
-        return rows_to_frame([])
-    df = pd.concat(frames, ignore_index=True)
-    # Ray's bookkeeping columns (config/*, timestamps, ...) are not part of the schema.
-    keep = [c for c in df.columns if not c.startswith("config/") and c not in _RAY_NOISE]
-    return rows_to_frame(df[keep].to_dict("records"))
-
-
-_RAY_NOISE = {
-    "done", "timestamp", "date", "time_this_iter_s", "time_total_s", "pid", "hostname",
-    "node_ip", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
-    "should_checkpoint", "training_iteration", "logdir",
-}
+def result_rows(experiment: str | os.PathLike) -> pd.DataFrame:
+    """Every epoch of every trial from the trials' own ``epochs.jsonl``, in the documented
+    parquet schema (Tune's result logs are not read: a restarted trial may leave them
+    with epochs its retry replaced)."""
+    rows = [r for d in trial_dirs(experiment, EPOCHS_FILE)
+            for r in read_jsonl(d / EPOCHS_FILE, "epoch")]
+    return rows_to_frame(rows)

@@ -28,7 +28,6 @@ imports, datasets, network, some 4-5 s a cycle.
 
 from __future__ import annotations
 
-import json
 import logging
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -39,8 +38,7 @@ from ray.tune.search import BasicVariantGenerator
 
 from prnas.search.decision import decide_cycle
 from prnas.search.policy import result_to_dict
-from prnas.search.pools import histories_from_json, pools_from_json
-from prnas.tune.search_trainable import DECISION_KEY, trial_search_config
+from prnas.tune.search_trainable import DECISION_KEY, decode_result, trial_search_config
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -56,8 +54,8 @@ def decision_for(config: dict[str, Any], result: dict[str, Any]) -> dict[str, An
     cycle = int(result["cycle"]) - 1
     try:
         cfg = trial_search_config(config)
-        res = decide_cycle(cfg, cycle, pools_from_json(result["pools"]),
-                           json.loads(result["alphas"]), histories_from_json(result["histories"]))
+        rec = decode_result(result)
+        res = decide_cycle(cfg, cycle, rec["pools"], rec["alphas"], rec["histories"])
         return {"cycle": cycle, **result_to_dict(res)}
     except Exception as err:  # noqa: BLE001 - any failure fails this trial only
         log.error("prune-and-replace decision failed for cycle %d:\n%s", cycle + 1,
@@ -111,6 +109,9 @@ class FanOutSearch(BasicVariantGenerator):
     trial between its PAUSE and its next result keeps that trial's actor, so the
     next cycle starts on it (``reset_config``, then the checkpoint restore) instead
     of in a new process. The scheduler tells it which trials those are.
+
+    Both behaviours it builds on are Ray internals, listed (items 1 and 2) and checked
+    by contract tests in :mod:`prnas.tune.ray_compat`.
 
     Nothing changes for Tune's end of the experiment: a trial counts only while
     it can still resume (waiting, running, paused, or being stopped for its

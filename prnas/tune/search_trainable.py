@@ -18,8 +18,14 @@ candidate per edge and does not change the derived genotype), writes
 
 Each step also rewrites ``cycles.jsonl`` in the trial folder from the engine's
 own cycle log: per cycle its metrics, the decision applied after it and the
-pools that followed. Built from checkpointed state, it never holds a cycle a
-retry threw away; ``prnas.tune.results`` turns these files into parquet.
+pools that followed, as plain JSON objects (:mod:`prnas.records`). Built from
+checkpointed state, it never holds a cycle a retry threw away;
+``prnas.tune.results`` turns these files into parquet.
+
+The engine hands over native values (Pools, PolicyResult); they are encoded
+once here, where they cross into Tune's result dict (:func:`encode_result`,
+nested values as JSON text), and decoded once by the scheduler
+(:func:`decode_result`).
 
 Trial config keys: ``search`` (a SearchConfig dump), ``seed`` and ``space``
 (set by the fan-out, override ``search``), ``resources`` ({"cpu", "gpu"} per
@@ -31,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import time
 from pathlib import Path
@@ -40,19 +45,20 @@ from typing import Any
 from ray import tune
 
 from prnas._io import atomic_write_text
+from prnas.records import CYCLES_FILE, GENOTYPE_FILE, cycle_row, jsonl_text
 from prnas.runtime import checkpoint
 from prnas.runtime.device import release_cached_memory
 from prnas.search.config import SearchConfig, build_config
 from prnas.search.engine import Search
-from prnas.search.policy import result_from_dict, result_to_dict
+from prnas.search.policy import cycle_from_json, cycle_to_json, result_from_dict
+from prnas.tune import ray_compat
 from prnas.tune.cluster import claim_gpu_share, trial_gpu_fraction
-from prnas.tune.results import CYCLES_FILE, GENOTYPE_FILE
 
 SEARCH_KEY = "search"
 DECISION_KEY = "prnas_decision"
 FAULT_KEY = "prnas_fault"
 CHECKPOINT_FILE = "search.pt"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: "pending" as plain JSON (prnas.search.policy.cycle_to_json)
 
 
 class DecisionError(RuntimeError):
@@ -81,6 +87,26 @@ def trial_search_config(config: dict[str, Any]) -> SearchConfig:
     return cfg.model_copy(update={"name": f"{cfg.name}-{cfg.space}-seed{cfg.seed}"})
 
 
+def encode_result(record: dict[str, Any]) -> dict[str, Any]:
+    """An engine cycle record as a Tune result: nested values as JSON text (the parquet form).
+
+    JSON text rather than nested dicts because Tune flattens nested result dicts for its
+    loggers and metric lookups; the text crosses unchanged and is decoded once.
+    """
+    return {k: json.dumps(v) if isinstance(v, dict | list) else v
+            for k, v in cycle_to_json(record).items()}
+
+
+def decode_result(result: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`encode_result`: native Pools, Histories, decisions, lists."""
+    plain = {k: json.loads(v) if k in _NESTED and isinstance(v, str) else v
+             for k, v in result.items()}
+    return cycle_from_json(plain)
+
+
+_NESTED = ("pools", "pools_next", "alphas", "histories", "decisions", "epoch_metrics")
+
+
 def _sans_decision(config: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy({k: v for k, v in config.items() if k != DECISION_KEY})
 
@@ -106,11 +132,6 @@ class SearchTrainable(tune.Trainable):
             batch = self.cfg.batch.model_copy(update={"memory_budget_bytes": budget})
             self.cfg = self.cfg.model_copy(update={"batch": batch})
         log = print if config.get("log_epochs") else None
-        if log is None:
-            # Ray logs two INFO lines per checkpoint and restore, i.e. per cycle; the
-            # driver prints its own line per cycle.
-            for name in ("ray.tune.trainable.trainable", "ray.train._internal.storage"):
-                logging.getLogger(name).setLevel(logging.WARNING)
         self.search = Search(self.cfg, log=log)
         # Metrics of the cycle trained but not yet decided on: a restored trial can
         # report them again instead of retraining the cycle.
@@ -150,7 +171,8 @@ class SearchTrainable(tune.Trainable):
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         state = {"version": CHECKPOINT_VERSION, "search": self.search.state_dict(),
-                 "pending": self._pending, "final": self._final, "walls": self._walls}
+                 "pending": None if self._pending is None else cycle_to_json(self._pending),
+                 "final": self._final, "walls": self._walls}
         checkpoint.save_atomic(state, Path(checkpoint_dir) / CHECKPOINT_FILE)
 
     def load_checkpoint(self, checkpoint_dir: str | dict | None) -> None:
@@ -161,7 +183,8 @@ class SearchTrainable(tune.Trainable):
             raise ValueError(f"checkpoint format {state.get('version')} is not "
                              f"{CHECKPOINT_VERSION}")
         self.search.load_state_dict(state["search"])
-        self._pending, self._final = state["pending"], state["final"]
+        self._pending = None if state["pending"] is None else cycle_from_json(state["pending"])
+        self._final = state["final"]
         self._walls = dict(state["walls"])
 
     # ----------------------------------------------------------------- one cycle
@@ -191,9 +214,8 @@ class SearchTrainable(tune.Trainable):
         self._pending = None
         path = self._write(GENOTYPE_FILE, s.genotype.to_json() + "\n")
         self._write_cycles()
-        decided = result_to_dict(final)
-        self._final = self._result(metrics, decisions=json.dumps(decided["decisions"]),
-                                   pools_next=decided["pools"], genotype_path=path, done=True)
+        self._final = self._result({**metrics, "decisions": final.decisions,
+                                    "pools_next": final.pools}, genotype_path=path, done=True)
         return self._final
 
     def apply_decision(self) -> bool:
@@ -216,8 +238,8 @@ class SearchTrainable(tune.Trainable):
         return {"seed": self.cfg.seed, "space": self.cfg.space, "name": self.cfg.name}
 
     def _result(self, metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        return {**metrics, **self._identity(), "redecide": False, "genotype_path": None,
-                **extra}
+        return {**encode_result(metrics), **self._identity(), "redecide": False,
+                "genotype_path": None, **extra}
 
     # ----------------------------------------------------------------- outputs
     def cycle_rows(self) -> list[dict[str, Any]]:
@@ -230,36 +252,28 @@ class SearchTrainable(tune.Trainable):
         records = list(self.search.cycle_log)
         if self._pending is not None:
             records.append(self._pending)
+        gpus = (self.config.get("resources") or {}).get("gpu")
         for rec in records:
-            row = {k: v for k, v in rec.items() if k not in ("decisions", "new_pools")}
-            row["decisions"] = json.dumps(rec["decisions"]) if "decisions" in rec else None
-            row["pools_next"] = rec.get("new_pools")
-            wall, total = self._walls.get(int(rec["cycle"]), (None, None))
-            rows.append({"trial_id": self.trial_id, **self._identity(), **row,
-                         "wall_time_s": wall, "wall_time_total_s": total})
+            cycle = int(rec["cycle"])
+            wall, total = self._walls.get(cycle, (None, None))
+            rows.append(cycle_row(cycle_to_json(rec), trial_id=self.trial_id, **self._identity(),
+                                  morphs=self.cfg.schedule[cycle - 1].morphs,
+                                  gpus_per_trial=float(gpus or 0), wall_time_s=wall,
+                                  wall_time_total_s=total))
         return rows
 
     def _write_cycles(self) -> None:
-        self._write(CYCLES_FILE, "".join(json.dumps(r) + "\n" for r in self.cycle_rows()))
+        self._write(CYCLES_FILE, jsonl_text(self.cycle_rows()))
 
     def trial_folder(self) -> str:
-        """The trial's folder in the experiment storage (where Tune's result.json lives).
-
-        Not ``self.logdir``: since Ray 2.7 that is a scratch working directory on
-        the worker, which is not synced to storage by default.
-        """
-        storage = getattr(self, "_storage", None)
-        if storage is not None and storage.trial_dir_name:
-            return storage.trial_fs_path
-        return self.logdir
+        """The trial's folder in the experiment storage (where Tune's result.json lives)."""
+        return ray_compat.trial_storage(self)[0]
 
     def _write(self, name: str, text: str) -> str:
         """Write a file into the trial folder, atomically where the filesystem allows."""
-        import pyarrow.fs as pafs
-
         folder = self.trial_folder()
-        fs = getattr(getattr(self, "_storage", None), "storage_filesystem", None)
-        if fs is None or isinstance(fs, pafs.LocalFileSystem):
+        fs = ray_compat.trial_storage(self)[1]
+        if fs is None:
             path = Path(folder) / name
             atomic_write_text(path, text)
             return str(path)

@@ -1,0 +1,298 @@
+"""The experiment's on-disk contract: file names, the parquet schemas, the per-cycle record and
+the one place a candidate's fate (survived / dropped / new, and its parent) is worked out.
+
+The Tune layer writes through it (``prnas.tune.search_trainable`` each trial's
+``cycles.jsonl``, ``prnas.tune.results`` the two parquet files, ``prnas.tune.retrain``
+each trial's ``epochs.jsonl``) and ``analysis`` reads through it, so the writer and the
+reader cannot drift apart. No Ray and no torch here: analysis code runs it on a copied
+experiment folder.
+
+Fates use one vocabulary everywhere (decisions, candidates, lineage): a candidate
+``survived`` or was ``dropped`` by a cycle's decision, or is ``new`` (entered the pool
+at the start of a cycle), with the ``parent`` it was morphed from and the ``morphism``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from prnas.search.pools import softmax
+
+# ----------------------------------------------------------------------------- file names
+CYCLES_FILE = "cycles.jsonl"  # per search trial: one plain JSON object per cycle
+GENOTYPE_FILE = "genotype.json"  # per search trial, once it finished
+RESULTS_FILE = "results.parquet"  # per search experiment: one row per trial and cycle
+CANDIDATES_FILE = "candidates.parquet"  # per search experiment: one row per candidate
+EPOCHS_FILE = "epochs.jsonl"  # per retrain trial: one plain JSON object per epoch
+RETRAIN_FILE = "retrain.parquet"  # per retrain experiment: one row per trial and epoch
+
+# ----------------------------------------------------------------------------- fates
+SURVIVED = "survived"
+DROPPED = "dropped"
+
+_S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+
+#: results.parquet: (column, type, meaning). Order is the file's column order.
+RESULTS_SCHEMA: list[tuple[str, pa.DataType, str]] = [
+    ("trial_id", _S, "Tune trial id"),
+    ("name", _S, "search name (config name, space, seed)"),
+    ("space", _S, "constraint preset: DL, DR, UR or custom"),
+    ("seed", _I, "search seed"),
+    ("cycle", _I, "1-based cycle"),
+    ("num_cycles", _I, "cycles in the schedule"),
+    ("epochs", _I, "epochs of this cycle"),
+    ("grace_epochs", _I, "leading epochs with frozen alphas"),
+    ("morphs", _I, "new candidates per edge this cycle's decision adds (the schedule's)"),
+    ("train_loss", _F, "last epoch's training loss (weights half)"),
+    ("train_acc", _F, "last epoch's training accuracy"),
+    ("valid_loss", _F, "loss on the alphas half after the cycle"),
+    ("valid_acc", _F, "accuracy on the alphas half after the cycle"),
+    ("test_loss", _F, "test loss (null unless evaluate_test)"),
+    ("test_acc", _F, "test accuracy (null unless evaluate_test)"),
+    ("cycle_time_s", _F, "training time of the cycle's epochs"),
+    ("images_per_s", _F, "mean training throughput"),
+    ("batch_size_mean", _F, "mean adaptive batch size"),
+    ("batch_size_max", _I, "largest adaptive batch size"),
+    ("peak_memory_mb", _F, "peak memory of the trial process"),
+    *[(f"ratio_{t}_{k}", _F, f"share of {k} candidates in {t} cells")
+      for t in ("normal", "reduce") for k in ("skip", "pool", "conv")],
+    ("similarity_normal", _F, "mean pool similarity, normal cell (paper IV-B)"),
+    ("similarity_reduce", _F, "mean pool similarity, reduction cell"),
+    ("candidates_normal", _I, "candidates over all normal-cell edges"),
+    ("candidates_reduce", _I, "candidates over all reduction-cell edges"),
+    ("pools", _S, "JSON {cell_type: [[op, ...] per edge]}: the pools trained this cycle"),
+    ("pools_next", _S, "JSON pools after this cycle's decision (null if not decided)"),
+    ("decisions", _S, "JSON list per edge: survived, dropped, new (op, parent, morphism)"),
+    ("alphas", _S, "JSON {cell_type: [[alpha, ...] per edge]} at the end of the cycle"),
+    ("histories", _S, "JSON {cell_type: [[op, ...] per edge]}: every op ever in the pool"),
+    ("epoch_metrics", _S, "JSON list of per-epoch metrics"),
+    ("genotype_path", _S, "the trial's genotype.json (null until the trial finished)"),
+    ("wall_time_s", _F, "wall time of the trial step: apply the last decision, train"),
+    ("wall_time_total_s", _F, "sum of wall_time_s up to and including this cycle"),
+    ("gpus_per_trial", _F, "GPUs the trial held (fractions when trials share one)"),
+    ("trial_dir", _S, "the trial's folder"),
+]
+
+#: candidates.parquet: one row per trial, cycle, cell type, edge and candidate.
+CANDIDATES_SCHEMA: list[tuple[str, pa.DataType, str]] = [
+    ("trial_id", _S, "Tune trial id"),
+    ("space", _S, "constraint preset"),
+    ("seed", _I, "search seed"),
+    ("cycle", _I, "1-based cycle"),
+    ("cell_type", _S, "normal or reduce"),
+    ("edge", _I, "edge index (node by node; node j has j+2 inputs)"),
+    ("position", _I, "index of the candidate in the edge's pool"),
+    ("op", _S, "candidate op string"),
+    ("alpha", _F, "architecture weight at the end of the cycle"),
+    ("weight", _F, "softmax of the edge's alphas"),
+    ("status", _S, "survived or dropped by this cycle's decision (null if not decided)"),
+    ("new", _B, "entered the pool at the start of this cycle (false in cycle 1)"),
+    ("parent", _S, "for new candidates: the op it was morphed from"),
+    ("morphism", _S, "for new candidates: the morphism applied"),
+    ("rediscovered", _B, "new, although it had been in this edge's pool before"),
+]
+
+#: The results columns that hold nested values (JSON text in parquet, objects in jsonl).
+JSON_COLUMNS = ("epoch_metrics", "pools", "pools_next", "alphas", "decisions", "histories")
+
+
+# ----------------------------------------------------------------------------- the record
+def decode(value: Any) -> Any:
+    """A nested cell as plain Python: JSON text parsed, NaN/NA as None, arrays as lists."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, str):
+        return json.loads(value) if value else None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    """Already-parsed nested values (or parquet lists/structs) as lists, dicts and scalars."""
+    if hasattr(value, "tolist") and not isinstance(value, Mapping):
+        return _plain(value.tolist())
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+@dataclass(frozen=True)
+class CycleRecord:
+    """One cycle of one search trial: a line of ``cycles.jsonl`` and a row of results.parquet.
+
+    The nested values are plain JSON values (op strings), the form both files and the
+    analysis use; ``columns`` holds every other (scalar) column of the row.
+    """
+
+    trial_id: str
+    cycle: int
+    pools: dict[str, list[list[str]]]
+    alphas: dict[str, list[list[float]]]
+    decisions: list[dict] | None = None  # None: not decided (yet)
+    pools_next: dict[str, list[list[str]]] | None = None
+    columns: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> CycleRecord:
+        """From a results row or a ``cycles.jsonl`` object (nested values as JSON or not)."""
+        rest = {k: v for k, v in row.items()
+                if k not in ("trial_id", "cycle", "pools", "alphas", "decisions", "pools_next")}
+        return cls(trial_id=str(row["trial_id"]), cycle=int(row["cycle"]),
+                   pools=decode(row["pools"]) or {}, alphas=decode(row["alphas"]) or {},
+                   decisions=decode(row.get("decisions")),
+                   pools_next=decode(row.get("pools_next")), columns=rest)
+
+    def to_row(self) -> dict[str, Any]:
+        """The plain-JSON object written to ``cycles.jsonl``."""
+        return {"trial_id": self.trial_id, "cycle": self.cycle, **self.columns,
+                "pools": self.pools, "alphas": self.alphas, "decisions": self.decisions,
+                "pools_next": self.pools_next}
+
+    def decision(self, cell_type: str, edge: int) -> dict | None:
+        for d in self.decisions or ():
+            if d["cell_type"] == cell_type and int(d["edge"]) == edge:
+                return d
+        return None
+
+
+def candidate_fates(records: Iterable[CycleRecord]) -> list[dict[str, Any]]:
+    """Every candidate of every cycle (one dict per candidates.parquet row): its weight, its
+    fate under the cycle's decision and, if it entered the pool this cycle, its parent.
+
+    The one place fates are derived; ``prnas.tune.results`` writes them and
+    ``analysis.lineage`` reads them back. ``status`` comes from the decision's own
+    dropped list, not from membership in the next pools: an op dropped and re-added as
+    a (rediscovered) child in the same step was dropped, then is new. Without a
+    decision, ``pools_next`` decides; without either, ``status`` is None (undecided).
+    """
+    out: list[dict[str, Any]] = []
+    by_trial: dict[str, list[CycleRecord]] = {}
+    for r in records:
+        by_trial.setdefault(r.trial_id, []).append(r)
+    for trial_id in sorted(by_trial):
+        added_before: dict[tuple[str, int], dict[str, dict]] = {}
+        prev_cycle = None
+        for r in sorted(by_trial[trial_id], key=lambda r: r.cycle):
+            fresh = added_before if prev_cycle == r.cycle - 1 else {}
+            for t, edges in r.pools.items():
+                for e, edge in enumerate(edges):
+                    weights = softmax(r.alphas[t][e])
+                    d = r.decision(t, e)
+                    dropped = {op for op, _ in d["dropped"]} if d else None
+                    for i, op in enumerate(edge):
+                        a = fresh.get((t, e), {}).get(op)
+                        out.append({
+                            "trial_id": trial_id, "space": r.columns.get("space"),
+                            "seed": r.columns.get("seed"), "cycle": r.cycle, "cell_type": t,
+                            "edge": e, "position": i, "op": op,
+                            "alpha": float(r.alphas[t][e][i]), "weight": weights[i],
+                            "status": _status(op, dropped, r.pools_next, t, e),
+                            "new": a is not None,
+                            "parent": a["parent"] if a else None,
+                            "morphism": a["morphism"] if a else None,
+                            "rediscovered": bool(a and a["rediscovered"]),
+                        })
+            added_before = {(d["cell_type"], int(d["edge"])): {n["op"]: n for n in d["new"]}
+                            for d in r.decisions or ()}
+            prev_cycle = r.cycle
+    return out
+
+
+def _status(op: str, dropped: set[str] | None, nxt: Mapping | None, t: str,
+            e: int) -> str | None:
+    if dropped is not None:
+        return DROPPED if op in dropped else SURVIVED
+    if nxt is None:
+        return None
+    return SURVIVED if op in nxt[t][e] else DROPPED
+
+
+def cycle_row(record: Mapping[str, Any], *, trial_id: str, name: str, space: str, seed: int,
+              morphs: int | None, gpus_per_trial: float | None,
+              wall_time_s: float | None = None, wall_time_total_s: float | None = None
+              ) -> dict[str, Any]:
+    """A ``cycles.jsonl`` object: an engine cycle record in its JSON form
+    (``prnas.search.policy.cycle_to_json``) with the trial's identity and resources."""
+    return {"trial_id": trial_id, "name": name, "space": space, "seed": seed,
+            "decisions": None, "pools_next": None, **record, "morphs": morphs,
+            "gpus_per_trial": gpus_per_trial, "wall_time_s": wall_time_s,
+            "wall_time_total_s": wall_time_total_s}
+
+
+# ----------------------------------------------------------------------------- jsonl files
+def jsonl_text(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Plain JSON objects, one a line (the form of ``cycles.jsonl`` and ``epochs.jsonl``)."""
+    return "".join(json.dumps(dict(r)) + "\n" for r in rows)
+
+
+def read_jsonl(path: str | os.PathLike, key: str) -> list[dict[str, Any]]:
+    """The objects of a jsonl file, the last one per ``key`` value, in ``key`` order."""
+    by_key: dict[int, dict[str, Any]] = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            by_key[int(r[key])] = r
+    return [by_key[k] for k in sorted(by_key)]
+
+
+def trial_dirs(experiment_dir: str | os.PathLike, filename: str = CYCLES_FILE) -> list[Path]:
+    """Trial folders of an experiment: those holding ``filename``, in name order."""
+    return sorted(p.parent for p in Path(experiment_dir).glob(f"*/{filename}"))
+
+
+def read_trial_rows(trial_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """One dict per cycle from a trial's ``cycles.jsonl``, with its folder and genotype."""
+    trial_dir = Path(trial_dir)
+    genotype = trial_dir / GENOTYPE_FILE
+    return [{**r, "trial_dir": str(trial_dir),
+             "genotype_path": str(genotype) if genotype.is_file() else None}
+            for r in read_jsonl(trial_dir / CYCLES_FILE, "cycle")]
+
+
+# ----------------------------------------------------------------------------- parquet
+def table(rows: Sequence[Mapping[str, Any]],
+          schema: list[tuple[str, pa.DataType, str]]) -> pa.Table:
+    """Documented columns with their documented types, then any others as inferred; nested
+    values become JSON text (the documented parquet form)."""
+    known = [name for name, _, _ in schema]
+    extra = sorted({k for r in rows for k in r} - set(known))
+    arrays, fields = [], []
+    for name, typ, _ in schema:
+        arrays.append(pa.array([_cell(r.get(name)) for r in rows], type=typ))
+        fields.append(pa.field(name, typ))
+    for name in extra:
+        arr = pa.array([_cell(r.get(name)) for r in rows])
+        if pa.types.is_null(arr.type):
+            arr = arr.cast(pa.string())
+        arrays.append(arr)
+        fields.append(pa.field(name, arr.type))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, dict | list):
+        return json.dumps(v)
+    return v
+
+
+def schema_markdown(schema: list[tuple[str, pa.DataType, str]]) -> str:
+    """The documented form of a schema (docs/search.md embeds it; a test keeps them equal)."""
+    lines = ["| column | type | meaning |", "|---|---|---|"]
+    lines += [f"| `{name}` | {typ} | {doc} |" for name, typ, doc in schema]
+    return "\n".join(lines)

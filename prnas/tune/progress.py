@@ -1,0 +1,49 @@
+"""One readable console line per unit of work of a trial, for both Tune jobs.
+
+The search prints one line per cycle (``prnas.tune.experiment.ProgressPrinter``), the
+retrain one per epoch (``prnas.tune.retrain.EpochPrinter``); Ray's own status table
+(JSON columns, a full table per update) stays off unless asked for. Lines go to stdout
+with a flush: Tune pickles callbacks with the experiment, so no stream is kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+
+_STATES = ("RUNNING", "PAUSED", "PENDING", "TERMINATED", "ERROR")
+
+
+class TrialProgress(tune.Callback):
+    """A line per result that :meth:`line` formats, per finished trial and per error."""
+
+    def out(self, line: str) -> None:
+        print(line, flush=True)
+
+    def label(self, trial: Any) -> str:
+        return str(trial.trial_id)
+
+    def line(self, result: dict[str, Any]) -> str | None:
+        """The result's line (without label and trial counts); None: print nothing."""
+        raise NotImplementedError
+
+    def finished(self, trial: Any) -> str | None:
+        """What a finished trial left behind, if worth a line."""
+        return None
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        text = self.line(result)
+        if text is None:
+            return
+        counts = {s: sum(t.status == s for t in trials) for s in _STATES}
+        self.out(f"[{self.label(trial)}] {text}  | trials: "
+                 + ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        text = self.finished(trial)
+        if text:
+            self.out(f"[{self.label(trial)}] finished: {text}")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.out(f"[{self.label(trial)}] FAILED: see {trial.path}/error.txt")

@@ -1,0 +1,139 @@
+"""Every Ray behaviour prnas relies on beyond Ray's documented API, in one place.
+
+Written against Ray 2.60. Importing this module checks the version: an older Ray
+lacks what is used here (ImportError); a newer one warns until
+``tests/test_ray_compat.py`` (the contract tests, which check each item below
+against the installed Ray) has passed on it and :data:`TESTED` is raised.
+
+What is relied on, and why there is no public way:
+
+1. **Actor reuse between cycles** (``FanOutSearch`` in ``prnas.tune.scheduler``).
+   ``TuneController._maybe_cache_trial_actor`` keeps a stopping trial's actor only
+   while ``search_alg.is_finished()`` is False (or a trial is staged). A search trial
+   pauses after every cycle, so ``FanOutSearch`` reports "not finished" while one is
+   between its pause and its next result; otherwise every cycle would start a new
+   worker process (imports, datasets, network: seconds a cycle). Tune has no public
+   knob for "keep this paused trial's actor".
+2. **Experiment end via ``is_finished``**. ``TuneController.is_finished`` ends the
+   experiment when all trials are finished *and* ``search_alg.is_finished()``; and
+   ``BasicVariantGenerator.next_trial`` calls ``set_finished()`` once its grid is
+   exhausted. ``FanOutSearch`` tells these two apart; if a Ray upgrade changed either,
+   an experiment could end early or hang, hence the contract test.
+3. **The trial's storage folder** from a class ``Trainable``: ``Trainable._storage``
+   (a ``StorageContext``: ``trial_fs_path``, ``storage_filesystem``). The public
+   ``ray.tune.get_context().get_trial_dir()`` only works in function trainables, and
+   ``Trainable.logdir`` is a worker-local scratch folder since Ray 2.7, not synced.
+4. **Logger names** (:data:`QUIET_LOGGERS`) and one environment variable
+   (:data:`DRIVER_ENV`) to keep the console to one line per cycle; applied by the
+   entry points only (``tune_jobs/``), never by library code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import warnings
+from typing import Any
+
+import ray
+
+MINIMUM = (2, 60)
+TESTED = (2, 60)
+
+
+def _version(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def check_version(text: str) -> tuple[int, int]:
+    """(major, minor) of a Ray version; ImportError below :data:`MINIMUM`, a warning above
+    :data:`TESTED`. Run at import."""
+    version = _version(text)
+    if version < MINIMUM:
+        raise ImportError(f"prnas needs Ray >= {MINIMUM[0]}.{MINIMUM[1]} (found {text}): "
+                          "see prnas/tune/ray_compat.py for the Ray internals it relies on")
+    if version > TESTED:
+        warnings.warn(f"Ray {text} is newer than the {TESTED[0]}.{TESTED[1]} prnas was checked "
+                      "against; run tests/test_ray_compat.py (see prnas/tune/ray_compat.py)",
+                      stacklevel=3)
+    return version
+
+
+RAY_VERSION = check_version(ray.__version__)
+
+#: Loggers that print a line per checkpoint, restore or resumed pause (i.e. per cycle)
+#: and the level that silences them; the drivers print their own line per cycle.
+QUIET_LOGGERS: dict[str, int] = {
+    "ray.tune.trainable.trainable": logging.WARNING,  # "Checkpoint saved/restored" per cycle
+    "ray.train._internal.storage": logging.WARNING,  # a sync line per checkpoint
+    "ray.tune.logger.logger": logging.ERROR,  # "no result.json yet" on every resumed pause
+}
+#: Driver environment: tiny cycles checkpoint faster than Tune likes to snapshot; fine here.
+DRIVER_ENV: dict[str, str] = {"TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+
+def quiet_logs() -> None:
+    """Silence :data:`QUIET_LOGGERS` in this process (an entry point's driver, or a worker
+    through ``init_ray(worker_setup=quiet_logs)``)."""
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+
+
+# ----------------------------------------------------------------------------- storage
+def trial_storage(trainable: Any) -> tuple[str, Any | None]:
+    """The trial's folder in the experiment storage and its pyarrow filesystem (None: local).
+
+    Outside Tune (a Trainable built by hand) there is no storage context: its logdir.
+    """
+    import pyarrow.fs as pafs
+
+    storage = getattr(trainable, "_storage", None)
+    if storage is None or not storage.trial_dir_name:
+        return trainable.logdir, None
+    fs = storage.storage_filesystem
+    return storage.trial_fs_path, None if isinstance(fs, pafs.LocalFileSystem) else fs
+
+
+# ----------------------------------------------------------------------------- contract
+class RayContractError(RuntimeError):
+    """The installed Ray no longer behaves the way prnas relies on (see this module)."""
+
+
+def _source(obj: Any) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError) as err:
+        raise RayContractError(f"cannot read the source of {obj!r}: {err}") from None
+
+
+def check_contract() -> None:
+    """Raise :class:`RayContractError`, naming the item of this module's list, if the
+    installed Ray changed what prnas relies on. Called by the contract tests."""
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.search import BasicVariantGenerator
+    from ray.tune.trainable import Trainable
+
+    def need(ok: bool, item: str) -> None:
+        if not ok:
+            raise RayContractError(f"Ray {ray.__version__} changed {item}; prnas relies on it "
+                                   "(see prnas/tune/ray_compat.py) and must be adapted")
+
+    cache = _source(TuneController._maybe_cache_trial_actor)
+    need("self._search_alg.is_finished()" in cache,
+         "item 1: TuneController._maybe_cache_trial_actor no longer asks "
+         "search_alg.is_finished() before caching a stopping actor")
+    need("_search_alg.is_finished()" in _source(TuneController.is_finished),
+         "item 2: TuneController.is_finished no longer consults search_alg.is_finished()")
+    need("set_finished()" in _source(BasicVariantGenerator.next_trial),
+         "item 2: BasicVariantGenerator.next_trial no longer calls set_finished() "
+         "when its grid is exhausted")
+    need(hasattr(TuneController, "search_alg") or "search_alg" in _source(TuneController),
+         "item 1: TuneController no longer exposes search_alg to schedulers")
+    init = _source(StorageContext.__init__)
+    need(isinstance(getattr(StorageContext, "trial_fs_path", None), property) and
+         "self.trial_dir_name" in init and "self.storage_filesystem" in init,
+         "item 3: StorageContext lost trial_fs_path/trial_dir_name/storage_filesystem")
+    need("self._storage = storage" in _source(Trainable.__init__),
+         "item 3: Trainable no longer keeps its StorageContext in self._storage")

@@ -22,8 +22,6 @@ CFG = {"eval_network": "imagenet", "channels": 8, "layers": 3, "device": "cpu", 
 
 
 @pytest.mark.ray
-@pytest.mark.skipif(not os.environ.get("PRNAS_SLOW_TESTS"),
-                    reason="1-3 min of Ray Train start-up and recovery; PRNAS_SLOW_TESTS=1 runs it")
 def test_torch_trainer_two_workers_recover_and_match_one_process(tmp_path):
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray

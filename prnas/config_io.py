@@ -7,6 +7,7 @@ and, for an unknown field, the fields that are allowed there.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -61,8 +62,9 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict:
-    """Overrides are dotted keys (``data.data_dir``) or nested mappings, merged into ``raw``."""
-    merged = _deep_merge({}, raw)
+    """Overrides are dotted keys (``data.data_dir``) or nested mappings, merged into a copy
+    of ``raw`` (a deep one: a dotted key must never write into the caller's sections)."""
+    merged = copy.deepcopy(dict(raw))
     for key, value in (overrides or {}).items():
         if "." in key:
             set_dotted(merged, key, value)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
 from typing import Any
 
@@ -36,7 +35,8 @@ from prnas.data.loading import (
 from prnas.nn.eval_net import EvalNetwork, count_parameters
 from prnas.retrain.config import RetrainConfig
 from prnas.retrain.schedule import drop_path_at, final_error
-from prnas.runtime import checkpoint
+from prnas.runtime import checkpoint, rng
+from prnas.runtime import state as run_state
 from prnas.runtime.batch_size import (
     AdaptiveBatchSampler,
     BatchSizeController,
@@ -49,13 +49,6 @@ from prnas.runtime.performance import autocast, compiled, resolve, to_memory_for
 from prnas.space.genotype import Genotype
 
 STATE_VERSION = 1
-
-# Fields that may differ between a checkpoint and the run restoring it: where
-# the data lives and how it is loaded never change what is computed.
-_RESTORE_MAY_DIFFER = {"device", "data.data_dir", "data.download", "data.num_workers",
-                       "data.device_resident",
-                       "performance.channels_last", "performance.compile",
-                       "performance.fast_path"}
 
 
 class Retrainer:
@@ -266,31 +259,21 @@ class Retrainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "controller": self.controller.state_dict(),
-            "rng": {
-                "python": random.getstate(),
-                "numpy": np.random.get_state(),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "generator": self.generator.get_state(),
-                "augment": self.augment_generator.get_state(),
-            },
+            "rng": rng.capture(generator=self.generator, augment=self.augment_generator),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state``; refuses one from another genotype or protocol."""
         if not self._ready:
             raise RuntimeError("call setup() before load_state_dict()")
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported retrain checkpoint version {state.get('version')!r}")
+        run_state.check_version(state, STATE_VERSION, "retrain")
         saved = Genotype.from_dict(state["genotype"])
         if saved != self.genotype:
             raise ValueError(f"checkpoint is of genotype {saved.name!r}, not "
                              f"{self.genotype.name!r}: the cells differ")
         # A section the checkpoint predates (e.g. ``performance``) counts as its defaults.
-        saved_cfg = {**RetrainConfig().model_dump(mode="json"), **state["config"]}
-        diff = config_differences(saved_cfg, self.cfg.model_dump(mode="json"))
-        if diff:
-            raise ValueError("checkpoint was written under another config: " + "; ".join(diff))
+        run_state.check_config(state["config"], self.cfg.model_dump(mode="json"),
+                               RetrainConfig().model_dump(mode="json"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -298,15 +281,7 @@ class Retrainer:
         self.epoch = int(state["epoch"])
         self.history = [dict(r) for r in state["history"]]
         self.best = state.get("best")  # None in checkpoints written before it was kept
-        rng = state["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self.generator.set_state(rng["generator"])
-        if "augment" in rng:  # absent from checkpoints written before it existed
-            self.augment_generator.set_state(rng["augment"])
+        rng.restore(state["rng"], generator=self.generator, augment=self.augment_generator)
 
     # ------------------------------------------------------------------ the result
 
@@ -347,20 +322,6 @@ class Retrainer:
         # CPU first: RNG states must stay CPU tensors; optimiser and model state
         # follow their parameters to the device when loaded.
         self.load_state_dict(checkpoint.load(path, map_location="cpu", kind="retrain"))
-
-
-def config_differences(saved: dict[str, Any], current: dict[str, Any],
-                       prefix: str = "") -> list[str]:
-    """``field: saved -> current`` for every field that changes what a retrain computes."""
-    out = []
-    for key in sorted(set(saved) | set(current)):
-        name = prefix + key
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, name + ".")
-        elif a != b and name not in _RESTORE_MAY_DIFFER:
-            out.append(f"{name}: {a!r} -> {b!r}")
-    return out
 
 
 def class_names(dataset: Dataset, num_classes: int) -> list[str]:

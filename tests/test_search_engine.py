@@ -330,7 +330,7 @@ def test_finished_search_state_loads_again(tmp_path, capsys):
     assert cli.main(["--config", str(cfg_path), "--out", str(out), "--quiet"]) == 0
     before = (out / "genotype.json").read_text()
     assert cli.main(["--out", str(out), "--resume", "--quiet"]) == 0
-    assert "already finished" in capsys.readouterr().out
+    assert "already finished" in capsys.readouterr().err  # progress goes to stderr
     assert (out / "genotype.json").read_text() == before
 
 

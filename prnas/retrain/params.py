@@ -34,8 +34,8 @@ def network_params(cfg: RetrainConfig, genotype: Genotype,
                    shape: tuple[int, int] | None = None) -> int:
     """DARTS-style count (no auxiliary head) of the evaluation network ``cfg`` would train."""
     classes, channels = shape or dataset_shape(cfg.data)
-    net = EvalNetwork(genotype, channels=cfg.channels, layers=cfg.layers, num_classes=classes,
-                      auxiliary=False, in_channels=channels)
+    net = EvalNetwork(genotype, channels=cfg.network.channels, layers=cfg.network.layers,
+                      num_classes=classes, auxiliary=False, in_channels=channels)
     return count_parameters(net)
 
 
@@ -51,7 +51,7 @@ def network_cost(cfg: RetrainConfig, genotype: Genotype, shape: tuple[int, int] 
     size = cfg.data.resolved_input_size
 
     def build() -> EvalNetwork:
-        return EvalNetwork(genotype, channels=cfg.channels, layers=cfg.layers,
+        return EvalNetwork(genotype, channels=cfg.network.channels, layers=cfg.network.layers,
                            num_classes=classes, auxiliary=False, in_channels=channels)
 
     with torch.device("meta"):  # shapes only: counting needs no memory and no arithmetic

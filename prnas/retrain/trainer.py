@@ -33,7 +33,7 @@ from prnas.data.loading import (
     sequential_batches,
 )
 from prnas.nn.eval_net import EvalNetwork, count_parameters
-from prnas.retrain.config import RetrainConfig
+from prnas.retrain.config import RetrainConfig, migrate
 from prnas.retrain.schedule import drop_path_at, final_error
 from prnas.runtime import checkpoint, rng
 from prnas.runtime import state as run_state
@@ -83,8 +83,8 @@ class Retrainer:
         self.train_set, self.test_set, self.info = datasets or retrain_datasets(
             cfg.data, cutout=cfg.cutout)
         self.model = EvalNetwork(
-            self.genotype, channels=cfg.channels, layers=cfg.layers,
-            num_classes=self.info.num_classes, auxiliary=cfg.auxiliary,
+            self.genotype, channels=cfg.network.channels, layers=cfg.network.layers,
+            num_classes=self.info.num_classes, auxiliary=cfg.network.auxiliary,
             in_channels=self.info.in_channels,
         ).to(self.device, memory_format=(torch.channels_last if self.perf.channels_last
                                          else torch.contiguous_format))
@@ -92,12 +92,13 @@ class Retrainer:
         self.forward = compiled(self.model, self.perf)
         self.params = count_parameters(self.model)
         self.macs = count_macs(self.model, self.input_shape)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
-                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.optim.lr,
+                                         momentum=cfg.optim.momentum,
+                                         weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=cfg.epochs, eta_min=cfg.lr_min)
+            self.optimizer, T_max=cfg.epochs, eta_min=cfg.optim.lr_min)
         self.controller = BatchSizeController(
-            cfg.batch_size, probe_for(self.device, cfg.batch_size.memory_budget_bytes))
+            cfg.batch, probe_for(self.device, cfg.batch.memory_budget_bytes))
         # Batch order (and worker seeds) from their own stream, so changing how the
         # model consumes the global RNG (e.g. drop-path) does not reshuffle the data.
         self.generator = torch.Generator().manual_seed(
@@ -205,11 +206,11 @@ class Retrainer:
         logits = logits.float()
         # The objective DARTS optimises and reports: main loss + weighted auxiliary loss.
         loss = self.criterion(logits, y)
-        if aux is not None and self.cfg.auxiliary_weight > 0:
-            loss = loss + self.cfg.auxiliary_weight * self.criterion(aux.float(), y)
+        if aux is not None and self.cfg.network.auxiliary_weight > 0:
+            loss = loss + self.cfg.network.auxiliary_weight * self.criterion(aux.float(), y)
         loss.backward()
-        if self.cfg.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if self.cfg.optim.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
         hits = int((logits.argmax(1) == y).sum())
         return float(loss.detach()), hits, len(y)
@@ -218,7 +219,7 @@ class Retrainer:
     def evaluate(self) -> tuple[float, float]:
         """(mean cross-entropy, accuracy in %) on the test set, without drop-path or aux head."""
         self.model.eval()
-        loader = self._loader(self.test_set, None, batch_size=self.cfg.test_batch_size)
+        loader = self._loader(self.test_set, None, batch_size=self.cfg.eval_batch_size)
         total_loss, correct, seen = 0.0, 0, 0
         for x, y in loader:
             x = x.to(self.device, non_blocking=True)
@@ -272,7 +273,7 @@ class Retrainer:
             raise ValueError(f"checkpoint is of genotype {saved.name!r}, not "
                              f"{self.genotype.name!r}: the cells differ")
         # A section the checkpoint predates (e.g. ``performance``) counts as its defaults.
-        run_state.check_config(state["config"], self.cfg.model_dump(mode="json"),
+        run_state.check_config(migrate(state["config"]), self.cfg.model_dump(mode="json"),
                                RetrainConfig().model_dump(mode="json"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -292,8 +293,9 @@ class Retrainer:
             raise RuntimeError("save_model() needs at least one finished epoch")
         cfg, info, last = self.cfg, self.info, self.history[-1]
         network = model_file.NetworkSpec(
-            channels=cfg.channels, layers=cfg.layers, num_classes=info.num_classes,
-            in_channels=info.in_channels, input_size=info.input_size, auxiliary=cfg.auxiliary)
+            channels=cfg.network.channels, layers=cfg.network.layers,
+            num_classes=info.num_classes, in_channels=info.in_channels,
+            input_size=info.input_size, auxiliary=cfg.network.auxiliary)
         metrics = {"epochs": self.epoch, "seed": cfg.seed, "dataset": info.name,
                    "params": self.params, "macs": self.macs, "report_last": cfg.report_last,
                    "final_test_error": self.final_test_error(),
@@ -303,7 +305,7 @@ class Retrainer:
             classes=class_names(self.train_set, info.num_classes),
             # Absolute paths: the evaluation may run from another working directory.
             data=cfg.data.with_absolute_paths().model_dump(mode="json"),
-            evaluation={"batch_size": cfg.test_batch_size,
+            evaluation={"batch_size": cfg.eval_batch_size,
                         "performance": cfg.performance.model_dump(mode="json")},
             metrics=metrics, best=self.best)
 

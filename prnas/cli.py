@@ -12,9 +12,9 @@ way and fails the same way everywhere:
   ``--resume``. The Tune jobs also take ``--storage DIR --name NAME`` (= ``DIR/NAME``).
 * ``--resume``: continue the run in ``--out`` (Tune: the experiment); the stored
   config wins over ``--config``/``--set``.
-* ``-q/--quiet``, ``-v/--verbose``: verbosity level 0 (errors and results), 1 (the
-  default: one line per epoch or cycle), 2 (also per-batch progress bars and Ray's
-  status table).
+* ``-q/--quiet``, ``-v/--verbose``: verbosity level 0 (no per-epoch lines: errors,
+  results and the search's one line per cycle), 1 (the default: also one line per
+  epoch), 2 (also per-batch progress bars, Ray's status table, trials' epoch lines).
 * **Seeds**: a run uses ``seed``; N runs of one config (``--num-samples N``) use
   ``seed, seed+1, ..., seed+N-1``, where ``seed`` is the config's (0 by default) or
   ``--seed``. :func:`seeds` is that rule.
@@ -144,7 +144,7 @@ def add_verbosity(p: argparse.ArgumentParser) -> None:
     """``-q`` (level 0), default 1, ``-v`` (level 2) into ``args.verbosity``."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=0,
-                   help="only errors and results (no per-epoch/per-cycle lines)")
+                   help="no per-epoch lines (errors, results and per-cycle lines only)")
     g.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=2,
                    help="also per-batch progress bars and Ray's status table")
     p.set_defaults(verbosity=1)

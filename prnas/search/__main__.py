@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         lock.release()
         return cli.error(str(err))
     with lock:
-        return _run(search, out, state, args.stop_after_cycles, args.verbosity)
+        return _run(search, out, state, args.stop_after_cycles)
 
 
 def _refuse_non_empty(out: Path) -> None:
@@ -125,8 +125,7 @@ def _refuse_non_empty(out: Path) -> None:
                           "it or choose another --out (nothing is overwritten)")
 
 
-def _run(search, out: Path, state: dict | None, stop_after_cycles: int | None,
-         verbosity: int = 1) -> int:
+def _run(search, out: Path, state: dict | None, stop_after_cycles: int | None) -> int:
     ckpt = out / CHECKPOINT
     if state is not None:
         cli.progress(f"resumed {out}: cycle {search.cycle + 1}, {search.epoch} epochs done")
@@ -140,10 +139,9 @@ def _run(search, out: Path, state: dict | None, stop_after_cycles: int | None,
     def on_cycle(s):
         save(s)
         write_outputs(out, s)
-        last = s.cycle_log[-1]
-        if verbosity >= 1:
-            cli.progress(f"cycle {last['cycle']} done: valid acc {last['valid_acc']:.3f}, "
-                         f"{last['cycle_time_s']:.1f}s")
+        last = s.cycle_log[-1]  # one line per cycle at every verbosity, --quiet included
+        cli.progress(f"cycle {last['cycle']} done: valid acc {last['valid_acc']:.3f}, "
+                     f"{last['cycle_time_s']:.1f}s")
 
     if search.finished:
         cli.progress("search already finished")

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from analysis.cells import ENGINES
+from prnas import cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,9 +33,9 @@ def _parser() -> argparse.ArgumentParser:
                    "normal edge that saw the most ops)")
     r.add_argument("--cells", choices=ENGINES, default="auto",
                    help="cell diagram renderer: Graphviz dot, matplotlib, or dot when installed")
-    r.add_argument("--functional-counting", action="store_true",
-                   help="count discoverable convs functionally (1x1 kernels once) instead of "
-                   "the paper's way, which reproduces Table III's 15/39/83")
+    cli.add_counting(r)
+    cli.deprecated(r, "--functional-counting", dest="counting", value="functional",
+                   new="--counting functional")
     r.add_argument("--report-last", type=int, default=5, metavar="N",
                    help="retrain error = mean test error of the last N epochs (paper: 5)")
     return p
@@ -48,13 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         index = build_report(args.experiment, args.retrain, args.out, force=args.force,
                              cell_engine=args.cells,
-                             paper_counting=not args.functional_counting, trials=args.trial,
+                             paper_counting=args.counting == "paper", trials=args.trial,
                              lineage_edge=args.lineage, report_last=args.report_last)
     except (ExperimentError, OutputExists, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"report written to {index}")
-    return 0
+        return cli.error(str(err))
+    cli.result(f"report written to {index}")
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -42,13 +42,16 @@ INPROC_LINE = re.compile(r"^cycle (\d+) done:")
 TUNE_LINE = re.compile(r"^\[.*\] cycle (\d+)/(\d+):")  # not "(reported again ...)" lines
 
 
-def streamed(cmd: list[str], pattern: re.Pattern, log: Path) -> dict:
-    """Run ``cmd``; the time (s since start) at which each matching stdout line arrived."""
+def streamed(cmd: list[str], pattern: re.Pattern, log: Path, stream: str = "stdout") -> dict:
+    """Run ``cmd``; the time (s since start) at which each matching line of ``stream``
+    arrived (the other stream goes to ``log``)."""
     t0 = time.perf_counter()
     stamps: dict[int, float] = {}
+    watched, other = ("stdout", "stderr") if stream == "stdout" else ("stderr", "stdout")
     with open(log, "w") as err, subprocess.Popen(
-            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1) as proc:
-        for line in proc.stdout:
+            cmd, cwd=ROOT, text=True, bufsize=1,
+            **{watched: subprocess.PIPE, other: err}) as proc:
+        for line in getattr(proc, watched):
             m = pattern.match(line)
             if m:
                 stamps.setdefault(int(m.group(1)), time.perf_counter() - t0)
@@ -87,7 +90,8 @@ def profile(run: dict, train_s: list[float], step_s: list[float] | None = None) 
 def run_inproc(config: str, tmp: Path) -> dict:
     out = tmp / "inproc"
     run = streamed([sys.executable, "-m", "prnas.search", "--config", config, "--out", str(out),
-                    "--quiet", "--set", "num_threads=1"], INPROC_LINE, tmp / "inproc.err")
+                    "--quiet", "--set", "num_threads=1"], INPROC_LINE, tmp / "inproc.out",
+                   stream="stderr")  # progress lines go to stderr (prnas/cli.py)
     train = [float(r["cycle_time_s"]) for r in _jsonl(out / "metrics.jsonl")]
     return profile(run, train)
 

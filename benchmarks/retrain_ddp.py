@@ -63,11 +63,12 @@ def pipeline_rate(data: Path, input_size: int, workers: int, batch: int) -> floa
 
 def training_rate(data: Path, world: int, args: argparse.Namespace, out: Path) -> float:
     cfg = build_config(overrides={
-        "eval_network": "imagenet", "channels": args.channels, "layers": args.layers,
+        "network.kind": "imagenet", "network.channels": args.channels,
+        "network.layers": args.layers,
         "epochs": 1, "data.dataset": "imagenet", "data.data_dir": str(data),
         "data.input_size": args.input_size, "data.num_workers": 0,
-        "batch_size.b_min": args.batch, "batch_size.b_max": args.batch,
-        "test_batch_size": args.batch, "device": "auto" if torch.cuda.is_available() else "cpu"})
+        "batch.b_min": args.batch, "batch.b_max": args.batch,
+        "eval_batch_size": args.batch, "device": "auto" if torch.cuda.is_available() else "cpu"})
     train_local(cfg, load_genotype(args.genotype), world, out)
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     steps = len(row["step_losses"])

@@ -39,7 +39,8 @@ VARIANTS = {
 
 
 def trainer(genotype: str, variant: str, args) -> Retrainer:
-    overrides = {"channels": args.channels, "layers": args.layers, "device": args.device,
+    overrides = {"network.channels": args.channels, "network.layers": args.layers,
+                 "device": args.device,
                  **{f"performance.{k}": v for k, v in VARIANTS[variant].items()}}
     r = Retrainer(build_config(overrides=overrides), load_genotype(genotype))
     torch.manual_seed(0)

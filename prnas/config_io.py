@@ -7,6 +7,7 @@ and, for an unknown field, the fields that are allowed there.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -61,8 +62,9 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> dict:
-    """Overrides are dotted keys (``data.data_dir``) or nested mappings, merged into ``raw``."""
-    merged = _deep_merge({}, raw)
+    """Overrides are dotted keys (``data.data_dir``) or nested mappings, merged into a copy
+    of ``raw`` (a deep one: a dotted key must never write into the caller's sections)."""
+    merged = copy.deepcopy(dict(raw))
     for key, value in (overrides or {}).items():
         if "." in key:
             set_dotted(merged, key, value)
@@ -113,9 +115,19 @@ def format_validation_error(err: ValidationError, model: type[BaseModel]) -> str
 
 def validate(model: type[M], raw: Mapping[str, Any] | None = None,
              overrides: Mapping[str, Any] | None = None, source: str | None = None) -> M:
-    """``model`` validated from ``raw`` plus ``overrides``; ConfigError naming each bad field."""
+    """``model`` validated from ``raw`` plus ``overrides``; ConfigError naming each bad field.
+
+    A model's ``renamed_fields`` (old top-level name -> new dotted name) are refused
+    first, in one line that names the new spelling.
+    """
+    merged = apply_overrides(raw or {}, overrides)
+    renamed = getattr(model, "renamed_fields", {})
+    old = [k for k in merged if k in renamed]
+    if old:
+        msg = "renamed field(s): " + "; ".join(f"{k} is now {renamed[k]}" for k in old)
+        raise ConfigError(f"{source}: {msg}" if source else msg)
     try:
-        return model.model_validate(apply_overrides(raw or {}, overrides))
+        return model.model_validate(merged)
     except ValidationError as err:
         msg = format_validation_error(err, model)
         raise ConfigError(f"{source}: {msg}" if source else msg) from None

@@ -128,9 +128,9 @@ def write_retrain_experiment(root: Path, search_dir: Path) -> Path:
     rows = []
     for n, (ref, seed) in enumerate(jobs):
         cfg = build_config(overrides={
-            "channels": 4, "layers": 3, "device": "cpu", "epochs": 2, "seed": seed,
+            "network.channels": 4, "network.layers": 3, "device": "cpu", "epochs": 2, "seed": seed,
             "data.dataset": "demo", "data.subset": 48, "data.test_subset": 24,
-            "batch_size.b_min": 16, "batch_size.b_max": 16, "test_batch_size": 64})
+            "batch.b_min": 16, "batch.b_max": 16, "eval_batch_size": 64})
         trainer = Retrainer(cfg, ref.load())
         trainer.setup()
         for _ in range(cfg.epochs):

@@ -212,7 +212,8 @@ CASES: list[tuple[str, str, Callable[[Path], list[str]], str]] = [
      "class"),
     # ---- python -m prnas.retrain
     ("retrain-lr-inf", "retrain",
-     lambda t: ["--genotype", "darts-v2", "--out", str(t / "o"), "--set", "lr=.inf"], "lr"),
+     lambda t: ["--genotype", "darts-v2", "--out", str(t / "o"), "--set", "optim.lr=.inf"],
+     "optim.lr"),
     ("retrain-seed-huge", "retrain",
      lambda t: ["--genotype", "darts-v2", "--out", str(t / "o"), "--seed", BIG], "seed"),
     ("retrain-set-bad-yaml", "retrain",
@@ -282,8 +283,8 @@ CASES: list[tuple[str, str, Callable[[Path], list[str]], str]] = [
      lambda t: ["--genotype", _genotype_file(t, lambda d: d.update(normal_concat=[7])),
                 "--storage", str(t / "runs")], "normal_concat"),
     ("run_retrain-lr-inf", "run_retrain",
-     lambda t: ["--genotype", "darts-v2", "--storage", str(t / "runs"), "--set", "lr=.inf"],
-     "lr"),
+     lambda t: ["--genotype", "darts-v2", "--storage", str(t / "runs"), "--set",
+                "optim.lr=.inf"], "optim.lr"),
     ("run_retrain-workers-zero", "run_retrain",
      lambda t: ["--genotype", "darts-v2", "--storage", str(t / "runs"),
                 "--workers-per-trial", "0"], "--workers-per-trial"),
@@ -518,8 +519,8 @@ def test_retrain_divergence_stops_with_one_line_and_keeps_last_good_checkpoint(
         return (float("inf") if len(calls) > 3 else loss, *rest)  # 3 steps per epoch
 
     monkeypatch.setattr(Retrainer, "_step", poisoned)
-    sets = {"channels": 4, "layers": 3, "device": "cpu", "batch_size.b_min": 16,
-            "batch_size.b_max": 16, "data.dataset": "demo", "data.subset": 48,
+    sets = {"network.channels": 4, "network.layers": 3, "device": "cpu", "batch.b_min": 16,
+            "batch.b_max": 16, "data.dataset": "demo", "data.subset": 48,
             "data.test_subset": 16, "epochs": 3}
     out = tmp_path / "run"
     rc = main(["--genotype", "darts-v2", "--out", str(out), "--no-progress",

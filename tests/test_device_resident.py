@@ -192,8 +192,8 @@ def test_search_on_device_resident_data_resumes_exactly(tmp_path):
 def test_retrain_on_device_resident_cifar_resumes_exactly(tmp_path):
     root = write_cifar_folder(tmp_path / "c", n_train=48, n_test=16)
     cfg = retrain_config(overrides={
-        "channels": 4, "layers": 3, "device": "cpu", "epochs": 3, "batch_size.b_min": 16,
-        "batch_size.b_max": 16, "test_batch_size": 16, "data.data_dir": str(root),
+        "network.channels": 4, "network.layers": 3, "device": "cpu", "epochs": 3, "batch.b_min": 16,
+        "batch.b_max": 16, "eval_batch_size": 16, "data.data_dir": str(root),
         "data.device_resident": True})
 
     def trainer():

@@ -23,8 +23,8 @@ from prnas.retrain.__main__ import main as retrain_main
 from prnas.runtime import checkpoint
 from prnas.space.genotype import Genotype
 
-TINY = {"channels": 4, "layers": 3, "device": "cpu", "batch_size.b_min": 16,
-        "batch_size.b_max": 16, "test_batch_size": 32, "data.dataset": "demo",
+TINY = {"network.channels": 4, "network.layers": 3, "device": "cpu", "batch.b_min": 16,
+        "batch.b_max": 16, "eval_batch_size": 32, "data.dataset": "demo",
         "data.subset": 64, "data.test_subset": 45}
 
 

@@ -17,8 +17,8 @@ from prnas.retrain.__main__ import main as cli_main
 from prnas.retrain.schedule import final_error
 from prnas.runtime.schedules import cosine_lr
 
-TINY = {"channels": 4, "layers": 3, "device": "cpu", "batch_size.b_min": 16,
-        "batch_size.b_max": 32, "test_batch_size": 64}
+TINY = {"network.channels": 4, "network.layers": 3, "device": "cpu", "batch.b_min": 16,
+        "batch.b_max": 32, "eval_batch_size": 64}
 
 
 def _demo_cfg(**extra):
@@ -31,23 +31,25 @@ def _demo_cfg(**extra):
 
 def test_defaults_are_the_paper_protocol():
     cfg = build_config()
-    assert (cfg.channels, cfg.layers, cfg.epochs) == (36, 20, 600)
-    assert (cfg.lr, cfg.lr_min, cfg.momentum, cfg.weight_decay) == (0.025, 0.0, 0.9, 3e-4)
-    assert (cfg.auxiliary_weight, cfg.drop_path_prob, cfg.grad_clip, cfg.cutout) == (
+    assert (cfg.network.channels, cfg.network.layers, cfg.epochs) == (36, 20, 600)
+    o = cfg.optim
+    assert (o.lr, o.lr_min, o.momentum, o.weight_decay) == (0.025, 0.0, 0.9, 3e-4)
+    assert (cfg.network.auxiliary_weight, cfg.drop_path_prob, o.grad_clip, cfg.cutout) == (
         0.4, 0.3, 5.0, 16)
-    assert (cfg.batch_size.b_min, cfg.batch_size.b_max) == (32, 128)
+    assert (cfg.batch.b_min, cfg.batch.b_max) == (32, 128)
     assert cfg.data.dataset == "cifar10" and cfg.report_last == 5
     # Setting one batch-size field keeps the retrain minimum of 32.
-    assert build_config({"batch_size": {"b_max": 64}}).batch_size.b_min == 32
+    assert build_config({"batch": {"b_max": 64}}).batch.b_min == 32
 
 
 @pytest.mark.parametrize(("raw", "field", "hint"), [
     ({"data": {"dataset": "mnist"}}, "data.dataset", "cifar10"),
     ({"epochs": 0}, "epochs", "greater than or equal to 1"),
-    ({"chanels": 16}, "chanels", "allowed: data, channels"),
-    ({"channels": 15}, "channels", "even"),
+    ({"chanels": 16}, "chanels", "allowed: data, network"),
+    ({"network": {"chanels": 16}}, "network.chanels", "allowed: channels"),
+    ({"network": {"channels": 15}}, "network.channels", "even"),
     ({"drop_path_prob": 1.5}, "drop_path_prob", "less than 1"),
-    ({"batch_size": {"b_min": 64, "b_max": 32}}, "batch_size.b_max", "b_min"),
+    ({"batch": {"b_min": 64, "b_max": 32}}, "batch.b_max", "b_min"),
     ({"device": "tpu"}, "device", "cuda:N"),
 ])
 def test_invalid_config_names_the_field(tmp_path, raw, field, hint):
@@ -64,8 +66,9 @@ def test_invalid_config_names_the_field(tmp_path, raw, field, hint):
 def test_overrides_are_validated_like_the_file(tmp_path):
     path = tmp_path / "ok.yaml"
     path.write_text("epochs: 7\ndata:\n  dataset: demo\n")
-    cfg = load_config(path, {"channels": 8, "data.subset": 50})
-    assert (cfg.epochs, cfg.channels, cfg.data.dataset, cfg.data.subset) == (7, 8, "demo", 50)
+    cfg = load_config(path, {"network.channels": 8, "data.subset": 50})
+    assert (cfg.epochs, cfg.network.channels, cfg.data.dataset, cfg.data.subset) == (7, 8,
+        "demo", 50)
     with pytest.raises(ConfigError, match="data.subset"):
         load_config(path, {"data.subset": -1})
 
@@ -78,7 +81,7 @@ def test_shipped_configs_validate():
     assert paper.model_dump(exclude={"data"}) == build_config().model_dump(exclude={"data"})
     assert paper.data.dataset == "cifar10"
     demo = load_config(root / "retrain_demo.yaml")
-    assert demo.data.dataset == "demo" and demo.channels < paper.channels
+    assert demo.data.dataset == "demo" and demo.network.channels < paper.network.channels
 
 
 # ---------------------------------------------------------------- schedule
@@ -161,7 +164,7 @@ def _run(cfg, epochs_before_save=None, tmp_path=None):
 
 def test_resume_reproduces_uninterrupted_run(tmp_path):
     # Odd subset and b_min: a short last batch; cutout, crops and drop-path all draw RNG.
-    cfg = _demo_cfg(epochs=3, **{"data.subset": 70, "batch_size.b_min": 24})
+    cfg = _demo_cfg(epochs=3, **{"data.subset": 70, "batch.b_min": 24})
     straight = _run(cfg)
     interrupted = _run(cfg, epochs_before_save=1, tmp_path=tmp_path)
     strip = [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in straight]
@@ -312,4 +315,40 @@ def test_bf16_retrain_runs_near_fp32_and_resume_may_change_layout(tmp_path):
                       load_genotype("prdarts-dl2"))
     again.setup()
     again.restore(tmp_path / "ck.pt")
+    assert again.epoch == 1
+
+
+@pytest.mark.parametrize(("raw", "overrides", "old", "new"), [
+    ({"channels": 16}, None, "channels", "network.channels"),
+    ({"batch_size": {"b_max": 64}}, None, "batch_size", "batch"),
+    ({}, {"lr": 0.1}, "lr", "optim.lr"),
+    ({}, {"test_batch_size": 32}, "test_batch_size", "eval_batch_size"),
+])
+def test_old_field_names_are_refused_naming_the_new_one(raw, overrides, old, new):
+    """Issue 11: the retrain schema took the search's section names; an old YAML or
+    --set fails at load, in one line, with the new spelling."""
+    with pytest.raises(ConfigError) as err:
+        build_config(raw, overrides)
+    assert f"{old} is now {new}" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_checkpoint_written_under_the_old_names_still_restores(tmp_path):
+    from prnas.retrain.config import RENAMED, migrate
+
+    cfg = _demo_cfg(epochs=2)
+    new = cfg.model_dump(mode="json")
+    old = {k: v for k, v in new.items() if k not in ("network", "optim", "batch",
+                                                      "eval_batch_size")}
+    for name, dotted in RENAMED.items():
+        section, _, field = dotted.partition(".")
+        old[name] = new[section][field] if field else new[section]
+    assert migrate(old) == new
+    trainer = Retrainer(cfg, load_genotype("darts-v2"))
+    trainer.setup()
+    trainer.train_epoch()
+    state = trainer.state_dict()
+    state["config"] = old
+    again = Retrainer(cfg, load_genotype("darts-v2"))
+    again.setup()
+    again.load_state_dict(state)
     assert again.epoch == 1

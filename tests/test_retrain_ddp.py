@@ -16,11 +16,12 @@ from prnas.retrain.ddp import DataParallelRetrainer, GlobalBatchNorm2d, train_lo
 # The ImageNet protocol's network and transforms (RandomResizedCrop, flip, colour jitter)
 # plus Cutout and drop-path (0.3, ramping to 0.15 in epoch 2), auxiliary head on: every
 # per-sample random draw and every BatchNorm is exercised.
-CFG = {"eval_network": "imagenet", "channels": 8, "layers": 3, "device": "cpu", "epochs": 2,
-       "lr": 0.01,
-       "drop_path_prob": 0.3, "cutout": 4, "lr_schedule": "exponential",
+CFG = {"network.kind": "imagenet", "network.channels": 8, "network.layers": 3, "device": "cpu",
+       "epochs": 2,
+       "optim.lr": 0.01,
+       "drop_path_prob": 0.3, "cutout": 4, "optim.lr_schedule": "exponential",
        "label_smoothing": 0.1, "data.dataset": "imagenet", "data.input_size": 32,
-       "batch_size.b_min": 16, "batch_size.b_max": 16, "test_batch_size": 8,
+       "batch.b_min": 16, "batch.b_max": 16, "eval_batch_size": 8,
        "data.num_workers": 0}
 # Tolerance: float32 sums in another order. (A CIFAR net of 4 channels on 16 px digits is
 # chaotic enough that one process on 1 or 2 threads drifts 1e-3 apart within 4 steps; this

@@ -15,10 +15,11 @@ from prnas.retrain.ddp import DataParallelRetrainer
 from prnas.retrain.genotypes import resolve
 from prnas.retrain.results import COLUMNS
 
-CFG = {"eval_network": "imagenet", "channels": 8, "layers": 3, "device": "cpu", "epochs": 2,
-       "lr": 0.01, "drop_path_prob": 0.3, "label_smoothing": 0.1, "data.dataset": "imagenet",
-       "data.input_size": 32, "batch_size.b_min": 16, "batch_size.b_max": 16,
-       "test_batch_size": 8, "data.num_workers": 0}
+CFG = {"network.kind": "imagenet", "network.channels": 8, "network.layers": 3, "device": "cpu",
+       "epochs": 2,
+       "optim.lr": 0.01, "drop_path_prob": 0.3, "label_smoothing": 0.1, "data.dataset": "imagenet",
+       "data.input_size": 32, "batch.b_min": 16, "batch.b_max": 16,
+       "eval_batch_size": 8, "data.num_workers": 0}
 
 
 @pytest.mark.ray

@@ -21,9 +21,9 @@ from prnas.retrain.results import COLUMNS, rows_to_frame
 
 CONFIG = "tune_jobs/configs/retrain_imagenet.yaml"
 # The ImageNet protocol shrunk to seconds: small images, a 3-cell net, 2 classes.
-TINY = ["--set", "channels=8", "--set", "layers=3", "--set", "data.input_size=32",
-        "--set", "batch_size.b_min=8", "--set", "batch_size.b_max=8",
-        "--set", "test_batch_size=16", "--set", "device=cpu", "--set", "data.num_workers=0"]
+TINY = ["--set", "network.channels=8", "--set", "network.layers=3", "--set", "data.input_size=32",
+        "--set", "batch.b_min=8", "--set", "batch.b_max=8",
+        "--set", "eval_batch_size=16", "--set", "device=cpu", "--set", "data.num_workers=0"]
 
 
 def _imagenet_like(root):

@@ -24,7 +24,7 @@ from prnas.tune import cluster
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tune_jobs" / "run_retrain.py"
 DEMO = ROOT / "tune_jobs" / "configs" / "retrain_demo.yaml"
-TINY = ["--set", "channels=4", "--set", "layers=3", "--set", "data.subset=300",
+TINY = ["--set", "network.channels=4", "--set", "network.layers=3", "--set", "data.subset=300",
         "--set", "data.test_subset=60"]
 
 
@@ -68,7 +68,8 @@ def test_params_only_prints_one_json_line_per_genotype(capsys):
 
 def test_params_only_measures_latency_and_throughput(capsys):
     assert _main("--genotype", "prdarts-dl1", "--params-only", "--config", str(DEMO),
-                 "--set", "channels=4", "--set", "layers=3", "--set", "device=cpu") == 0
+                 "--set", "network.channels=4", "--set", "network.layers=3", "--set",
+                     "device=cpu") == 0
     row = json.loads(capsys.readouterr().out)
     assert row["input_size"] == 16 and row["macs"] > 0
     assert row["latency_ms_b1"] > 0 and row["throughput_b64"] > 0
@@ -138,8 +139,9 @@ def test_random_cells_beside_presets_and_files_carry_their_kind(tmp_path, capsys
 
 
 def test_invalid_config_fails_before_any_compute(tmp_path, capsys):
-    assert _main("--genotype", "darts-v2", "--set", "layers=1", "--storage", str(tmp_path)) == 2
-    assert "layers:" in capsys.readouterr().err
+    assert _main("--genotype", "darts-v2", "--set", "network.layers=1", "--storage",
+        str(tmp_path)) == 2
+    assert "network.layers:" in capsys.readouterr().err
     assert _main("--genotype", "darts-v2", "--dataset", "cifar10", "--storage", str(tmp_path),
                  "--data-dir", str(tmp_path / "nowhere")) == 2
     assert "CIFAR-10 not found" in capsys.readouterr().err
@@ -168,8 +170,8 @@ def test_trainable_steps_checkpoints_and_resets(tmp_path):
     from prnas.retrain.genotypes import resolve
     from prnas.tune.retrain import RetrainTrainable, param_space
 
-    cfg = load_config(DEMO, {"data.subset": 64, "data.test_subset": 20, "channels": 4,
-                             "layers": 3, "epochs": 2, "device": "cpu"})
+    cfg = load_config(DEMO, {"data.subset": 64, "data.test_subset": 20, "network.channels": 4,
+                             "network.layers": 3, "epochs": 2, "device": "cpu"})
     space = param_space(cfg, resolve(["darts-v2", "prdarts-dl1"]), [0, 1], threads=1)
     assert space["genotype"] == {"grid_search": ["darts-v2", "prdarts-dl1"]}
     conf = {**space, "genotype": "darts-v2", "seed": 0}
@@ -237,7 +239,7 @@ def test_retrain_console_prints_one_line_per_epoch_and_trial(capsys):
 def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
     args = ["--genotype", "darts-v2", "--num-samples", "2", "--config", str(DEMO), *TINY,
             "--epochs", "3", "--storage", str(tmp_path), "--name", "exp", "--num-cpus", "2",
-            "--cpus-per-trial", "1", "--verbose", "0"]
+            "--cpus-per-trial", "1", "--quiet"]
     exp = tmp_path / "exp"
     proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -259,7 +261,7 @@ def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
     assert refused.returncode == 2 and "--resume" in refused.stderr
 
     resumed = _run("--storage", str(tmp_path), "--name", "exp", "--resume", "--num-cpus", "2",
-                   "--cpus-per-trial", "1", "--verbose", "0")
+                   "--cpus-per-trial", "1", "--quiet")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "darts-v2" in resumed.stdout and "+-" in resumed.stdout
 
@@ -290,8 +292,8 @@ def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
 
     # The killed-and-resumed trials computed exactly what one uninterrupted
     # in-process run of the same protocol computes.
-    cfg = load_config(DEMO, {"data.subset": 300, "data.test_subset": 60, "channels": 4,
-                             "layers": 3, "epochs": 3, "device": "cpu"})
+    cfg = load_config(DEMO, {"data.subset": 300, "data.test_subset": 60, "network.channels": 4,
+                             "network.layers": 3, "epochs": 3, "device": "cpu"})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the trials (--cpus-per-trial 1)
     for seed in (0, 1):

@@ -332,7 +332,7 @@ def test_finished_search_state_loads_again(tmp_path, capsys):
     assert cli.main(["--config", str(cfg_path), "--out", str(out), "--quiet"]) == 0
     before = (out / "genotype.json").read_text()
     assert cli.main(["--out", str(out), "--resume", "--quiet"]) == 0
-    assert "already finished" in capsys.readouterr().out
+    assert "already finished" in capsys.readouterr().err  # progress goes to stderr
     assert (out / "genotype.json").read_text() == before
 
 
@@ -355,3 +355,22 @@ def test_out_of_memory_retry_does_not_repeat_the_alpha_step(monkeypatch):
     steps = m["steps"]
     for p in (p for t in s.alphas for p in s.alphas[t]):
         assert int(s.a_opt.state[p]["step"]) == steps  # one Adam step per training step
+
+
+def test_restore_refuses_another_config_naming_the_fields_like_the_retrain():
+    """A search restore checks its config against the checkpoint's (shared with the
+    retrain, prnas.runtime.state); where the data lives may differ, what is computed not."""
+    s = _search()
+    s.train_epoch()
+    state = s.state_dict()
+    other = _search(**{"optim.lr": 0.05, "network.channels": 6})
+    with pytest.raises(ValueError) as err:
+        other.load_state_dict(state)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("checkpoint was written under another config")
+    assert "network.channels: 4 -> 6" in msg and "optim.lr: 0.025 -> 0.05" in msg
+    moved = _search(**{"data.num_workers": 0, "device": "cpu"})
+    moved.load_state_dict(state)
+    assert (moved.cycle, moved.epoch) == (0, 1)
+    with pytest.raises(ValueError, match="search checkpoint format 0 is not 1"):
+        moved.load_state_dict({**state, "version": 0})

@@ -18,20 +18,25 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    ("flags", "expected"), [((), 32), (("--paper-counting",), 36)]
+    ("flags", "expected", "paper"),
+    [(("--counting", "functional"), 32, False), (("--counting", "paper"), 36, True),
+     ((), 36, True),  # issue 11: the paper's counting is the default, as in `analysis`
+     (("--paper-counting",), 36, True)],  # the old flag still works (deprecated)
 )
-def test_count_dr(flags: tuple[str, ...], expected: int) -> None:
+def test_count_dr(flags: tuple[str, ...], expected: int, paper: bool) -> None:
     proc = run_cli("count", "--preset", "DR", "--steps", "5", "--list", *flags)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["count"] == expected == len(out["ops"])
-    assert out["ops"] == reachable(preset("DR"), 5, paper_counting=bool(flags))
+    assert out["ops"] == reachable(preset("DR"), 5, paper_counting=paper)
     assert out["constraints"] == preset("DR").model_dump()
-    assert out["paper_counting"] is bool(flags)
+    assert out["paper_counting"] is paper
+    assert ("deprecated" in proc.stderr) is (flags == ("--paper-counting",))
 
 
 def test_count_without_list_and_with_overrides() -> None:
-    proc = run_cli("count", "--preset", "UR", "--steps", "3", "--max-depth", "1")
+    proc = run_cli("count", "--preset", "UR", "--steps", "3", "--max-depth", "1",
+                   "--counting", "functional")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     c = preset("UR").with_overrides(max_depth=1)

@@ -326,7 +326,7 @@ def test_cli_interrupted_experiment_resumes_and_completes(baseline, storage, tmp
     config.write_text(yaml.safe_dump(TINY))
     args = ["--storage", str(storage), "--name", "interrupted", "--cpus-per-trial", "1"]
     assert main(["--config", str(config), "--num-samples", "2", "--stop-after-cycles", "1",
-                 *args]) == 3
+                 *args]) == 130  # cli.EXIT_INTERRUPTED (was 3 before issue 11)
     out = capsys.readouterr()
     assert "--name interrupted --resume" in out.err
     first = pd.read_parquet(storage / "interrupted" / RESULTS_FILE)

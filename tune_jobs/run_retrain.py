@@ -13,10 +13,12 @@ Examples (from the repository root):
   python tune_jobs/run_retrain.py --name demo --resume          # continue a killed experiment
   python tune_jobs/run_retrain.py --genotype darts-v2 --network imagenet \
       --data-dir /data/imagenet --workers-per-trial 8 --name in-dartsv2   # DDP on 8 GPUs
+  python tune_jobs/run_retrain.py --out runs/demo --resume      # the same, one path
 
-Seeds are 0..N-1 for ``--num-samples N``. ``--random SPACE:N[:STEPS]`` adds N
-cells drawn uniformly from the cells a search in SPACE with STEPS morph rounds
-(default 5, the paper's schedule) can produce, saved under
+Seeds are seed..seed+N-1 for ``--num-samples N`` (seed: ``--seed``, else the
+config's, 0 by default; the rule of every prnas command, see ``prnas/cli.py``).
+``--random SPACE:N[:STEPS]`` adds N cells drawn uniformly from the cells a
+search in SPACE with STEPS morph rounds (default 5, the paper's schedule) can produce, saved under
 ``<experiment>/random_cells/``; ``retrain.parquet``'s ``kind`` column tells
 searched, random and preset cells apart. The config defaults to the paper's
 protocol (tune_jobs/configs/retrain.yaml); see docs/retrain.md.
@@ -32,7 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prnas.config_io import parse_set_args
+from prnas import cli
+from prnas.config_io import MAX_SEED
 from prnas.retrain.config import ConfigError, RetrainConfig, load_config
 from prnas.retrain.genotypes import (
     RANDOM_SYNTAX,
@@ -63,22 +66,21 @@ def _parser() -> argparse.ArgumentParser:
                    "STEPS morph rounds (default 5), the random-search baseline; repeatable")
     p.add_argument("--random-seed", type=int, default=0,
                    help="seed of the random cells (default 0)")
-    p.add_argument("--num-samples", type=int, default=1, help="seeds per genotype: 0..N-1")
-    p.add_argument("--config", help="retrain YAML (default: the paper's protocol)")
+    p.add_argument("--num-samples", type=int, default=1,
+                   help=f"seeds per genotype; {cli.SEED_RULE}")
+    cli.add_config(p, "the paper's protocol, tune_jobs/configs/retrain.yaml")
     p.add_argument("--network", choices=["cifar", "imagenet"],
                    help="evaluation network; imagenet without --config uses the ImageNet "
                         "protocol (tune_jobs/configs/retrain_imagenet.yaml)")
     p.add_argument("--dataset", choices=["cifar10", "cifar100", "demo", "imagefolder",
                                          "imagenet"],
                    help="override data.dataset")
-    p.add_argument("--data-dir", help="override data.data_dir (CIFAR root)")
+    cli.add_data(p)
+    cli.add_seed(p, fan_out=True)
+    cli.add_device(p)
     p.add_argument("--epochs", type=int, help="override epochs (the cosine schedule follows)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field by dotted name (value parsed as YAML)")
-    p.add_argument("--storage", help="experiments folder (default: $PRNAS_STORAGE or ./runs)")
-    p.add_argument("--name", help="experiment name (default: retrain-<dataset>-<time>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the experiment --name from its checkpoints")
+    cli.add_out(p, tune=True)
+    cli.add_resume(p, "the experiment (--out, or --storage/--name)")
     p.add_argument("--gpus-per-trial", type=float,
                    help="default: 1 if the cluster has GPUs, else 0")
     p.add_argument("--cpus-per-trial", type=float,
@@ -93,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="join a Ray cluster (e.g. auto); default: start locally")
     p.add_argument("--num-cpus", type=int, help="CPUs of a locally started Ray")
     p.add_argument("--dashboard", action="store_true", help="start Ray's dashboard")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Tune verbosity")
+    cli.add_verbosity(p)
     p.add_argument("--params-only", action="store_true",
                    help="print each genotype's parameter count, MACs, latency and throughput "
                         "as JSON lines; no Ray, no training")
@@ -103,15 +105,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out = parse_set_args(args.set)
+    out = cli.overrides(args, ("epochs",))
     if args.network:
-        out["eval_network"] = args.network
+        out["network.kind"] = args.network
     if args.dataset:
         out["data.dataset"] = args.dataset
-    if args.data_dir:
-        out["data.data_dir"] = args.data_dir
-    if args.epochs is not None:
-        out["epochs"] = args.epochs
     return out
 
 
@@ -143,24 +141,26 @@ def params_only(cfg: RetrainConfig, refs: list[GenotypeRef],
         print(json.dumps({"genotype": label, "kind": kind, "params": params,
                           "params_m": round(params / 1e6, 2), "macs": macs,
                           "macs_m": round(macs / 1e6, 1), **cost, "dataset": cfg.data.dataset,
-                          "num_classes": shape[0], "network": cfg.eval_network,
-                          "channels": cfg.channels,
-                          "layers": cfg.layers, "genotype_path": path}), flush=True)
+                          "num_classes": shape[0], "network": cfg.network.kind,
+                          "channels": cfg.network.channels,
+                          "layers": cfg.network.layers, "genotype_path": path}), flush=True)
     return 0
 
 
-def _fail(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
+_fail = cli.error
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(cli.legacy_verbose(sys.argv[1:] if argv is None else argv))
     if args.num_samples < 1:
         return _fail(f"--num-samples must be >= 1, got {args.num_samples}")
     try:
+        args.storage, args.name = cli.experiment_path(args)
         cfg = load_config(args.config or (IMAGENET_CONFIG if args.network == "imagenet" else None),
                           _overrides(args))
+        if cfg.seed + args.num_samples - 1 > MAX_SEED:
+            raise ConfigError(f"seed: seeds {cfg.seed}..{cfg.seed + args.num_samples - 1} "
+                              f"exceed {MAX_SEED}; lower seed or --num-samples")
         cells = _random(args)
         named = bool(args.genotype or args.from_search)
         refs = _refs(args) if named or not (cells or args.resume) else []
@@ -272,12 +272,14 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
         if gpus == 0 and cfg.device == "auto":
             # A zero-GPU trial on a GPU node must not quietly take a GPU it did not reserve.
             cfg = cfg.model_copy(update={"device": "cpu"})
-        print(f"retraining {len(refs)} genotype(s) x {args.num_samples} seed(s) "
-              f"({', '.join(r.label for r in refs)}) into {experiment}", file=sys.stderr)
-        tuner = build_tuner(cfg, refs, range(args.num_samples), storage=storage, name=name,
+        seeds = cli.seeds(cfg.seed, args.num_samples)
+        cli.progress(f"retraining {len(refs)} genotype(s) x {len(seeds)} seed(s) "
+                     f"({', '.join(r.label for r in refs)}; seeds {seeds[0]}..{seeds[-1]}) "
+                     f"into {experiment}")
+        tuner = build_tuner(cfg, refs, seeds, storage=storage, name=name,
                             gpus_per_trial=gpus, cpus_per_trial=cpus,
                             max_failures=args.max_failures,
-                            max_concurrent=args.max_concurrent, verbose=args.verbose)
+                            max_concurrent=args.max_concurrent, verbose=args.verbosity)
     results = tuner.fit()
     df = result_rows(experiment)
     write_parquet(df, experiment / PARQUET)
@@ -288,8 +290,8 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
     if results.errors:
         print(f"{len(results.errors)} trial(s) failed; fix the cause and rerun with "
               f"--name {name} --resume", file=sys.stderr)
-        return 1
-    return 0
+        return cli.EXIT_FAILED
+    return cli.EXIT_OK
 
 
 DDP_PLAN = "ddp_plan.json"
@@ -317,15 +319,16 @@ def _run_ddp(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRe
         experiment.mkdir(parents=True, exist_ok=True)
         atomic_write_text(plan_path, json.dumps(plan, indent=1) + "\n")
     use_gpu = gpus > 0
-    print(f"retraining {len(refs)} genotype(s) x {plan['seeds']} seed(s), each on "
-          f"{plan['workers']} {'GPU' if use_gpu else 'CPU'} worker(s), into {experiment}",
-          file=sys.stderr)
-    df = run_all(cfg, refs, range(int(plan["seeds"])), workers=int(plan["workers"]),
+    seeds = cli.seeds(cfg.seed, int(plan["seeds"]))
+    cli.progress(f"retraining {len(refs)} genotype(s) x {len(seeds)} seed(s) "
+                 f"(seeds {seeds[0]}..{seeds[-1]}), each on {plan['workers']} "
+                 f"{'GPU' if use_gpu else 'CPU'} worker(s), into {experiment}")
+    df = run_all(cfg, refs, seeds, workers=int(plan["workers"]),
                  use_gpu=use_gpu, experiment=experiment, max_failures=args.max_failures,
                  cpus_per_worker=1.0 + cfg.data.explicit_workers)
     print(f"\n{len(df)} rows -> {experiment / PARQUET}")
     print(format_summary(summarize(df, cfg.report_last)))
-    return 0
+    return cli.EXIT_OK
 
 
 def _report_last(results: Any, cfg: RetrainConfig) -> int:

@@ -6,16 +6,19 @@ Examples (from the repository root):
   python tune_jobs/run_search.py --config tune_jobs/configs/demo.yaml --num-samples 3
   python tune_jobs/run_search.py --num-samples 2 --spaces DL,DR,UR --data-dir ~/data
   python tune_jobs/run_search.py --name NAME --resume       # continue an interrupted run
+  python tune_jobs/run_search.py --out runs/NAME --resume   # the same, one path
 
 Between cycles a Tune scheduler prunes and replaces each trial's candidates;
 the trial resumes from its checkpoint with the new pools. Each trial folder
 gets genotype.json; the experiment folder gets results.parquet and
 candidates.parquet (schema: docs/search.md). Seeds are seed..seed+N-1 for
---num-samples N (seed from the config, 0 by default).
+--num-samples N (seed: --seed, else the config's, 0 by default), the rule of
+every prnas command.
 
-Exit status: 0 all trials finished, 1 some failed, 2 bad arguments or config
-(or the experiment is in use by another driver), 3 interrupted (continue with
---resume). Tune's own experiment files (tuner.pkl) are pickles: resume only
+Exit status (prnas/cli.py, docs/errors.md): 0 all trials finished, 1 some
+failed, 2 bad arguments or config (or the experiment is in use by another
+driver), 130 interrupted (continue with --resume). Before issue 11 an
+interruption exited 3. Tune's own experiment files (tuner.pkl) are pickles: resume only
 experiments from folders you trust.
 """
 
@@ -29,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prnas.config_io import parse_set_args
+from prnas import cli
 from prnas.search.config import ConfigError, SearchConfig, load_config
 from prnas.space.constraints import PRESETS
 
@@ -39,22 +42,17 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "search_dl.yaml"
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run_search.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="search YAML (default: tune_jobs/configs/search_dl.yaml, "
-                   "the paper's DL search on CIFAR-10)")
-    p.add_argument("--num-samples", type=int, default=1, help="seeds per search space")
+    cli.add_config(p, "tune_jobs/configs/search_dl.yaml, the paper's DL search on CIFAR-10")
+    p.add_argument("--num-samples", type=int, default=1,
+                   help=f"seeds per search space; {cli.SEED_RULE}")
     p.add_argument("--spaces", help="comma-separated constraint presets to fan out over, "
                    f"from {','.join(PRESETS)} (default: the config's space)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field by dotted name, e.g. network.channels=8 "
-                   "(value parsed as YAML; repeatable)")
-    p.add_argument("--data-dir", help="dataset folder (overrides data.data_dir)")
-    p.add_argument("--download", action="store_true",
-                   help="download CIFAR once before the trials start (needs internet)")
-    p.add_argument("--storage", help="experiments folder (default: $PRNAS_STORAGE or ./runs)")
-    p.add_argument("--name", help="experiment name (default: search-<config name>-<time>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the experiment --name: unfinished and failed trials "
-                   "resume from their last checkpoints")
+    cli.add_data(p)
+    cli.add_seed(p, fan_out=True)
+    cli.add_device(p)
+    cli.add_out(p, tune=True)
+    cli.add_resume(p, "the experiment (--out, or --storage/--name): unfinished and failed "
+                   "trials")
     p.add_argument("--address", help="join a Ray cluster (e.g. auto); default: start locally")
     p.add_argument("--num-cpus", type=int, help="CPUs of a locally started Ray")
     p.add_argument("--max-failures", type=int, default=1,
@@ -66,16 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard", action="store_true",
                    help="start Ray's dashboard, print its URL, and (on a terminal) keep it up "
                         "after the search until Enter is pressed")
-    p.add_argument("--log-epochs", action="store_true", help="trials print every epoch")
+    cli.add_verbosity(p)
+    cli.deprecated(p, "--log-epochs", dest="verbosity", value=2, new="--verbose")
     # Testing and demonstrating recovery; not part of the interface.
     p.add_argument("--inject-failure", metavar="CYCLE:MARKER", help=argparse.SUPPRESS)
     p.add_argument("--stop-after-cycles", type=int, metavar="N", help=argparse.SUPPRESS)
     return p
 
 
-def _fail(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
+_fail = cli.error
 
 
 def _spaces(args: argparse.Namespace, cfg: SearchConfig) -> list[str]:
@@ -127,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         experiment_lock,
     )
 
+    try:
+        args.storage, args.name = cli.experiment_path(args)
+    except ValueError as err:
+        return _fail(str(err))
     storage = Path(args.storage).expanduser().resolve() if args.storage else default_storage()
     lock = None
     try:
@@ -147,18 +148,13 @@ def main(argv: list[str] | None = None) -> int:
             experiment = storage / args.name
             if not (experiment / "tuner.pkl").is_file():
                 raise ConfigError(f"--resume: no Tune experiment at {experiment}")
-            if args.config or args.spaces or args.data_dir or args.set:
-                print("note: --resume continues the stored trials with their stored config; "
-                      "--config/--set/--spaces/--data-dir are ignored", file=sys.stderr)
+            if args.config or args.spaces or args.data_dir or args.set or args.seed is not None:
+                cli.progress("note: --resume continues the stored trials with their stored "
+                             "config; --config/--set/--seed/--spaces/--data-dir are ignored")
             lock = experiment_lock(storage, args.name).acquire()
             cfg = spaces = None
         else:
-            overrides = parse_set_args(args.set)
-            if args.data_dir:
-                overrides["data.data_dir"] = args.data_dir
-            if args.download:
-                overrides["data.download"] = True
-            cfg = load_config(args.config or DEFAULT_CONFIG, overrides)
+            cfg = load_config(args.config or DEFAULT_CONFIG, cli.overrides(args))
             if cfg.seed + args.num_samples - 1 > MAX_SEED:
                 raise ConfigError(f"seed: seeds {cfg.seed}..{cfg.seed + args.num_samples - 1} "
                                   f"exceed {MAX_SEED}; lower seed or --num-samples")
@@ -205,7 +201,7 @@ def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] |
     except ClusterConnectError as err:
         return _fail(str(err))
     if url:
-        print(f"Ray dashboard: {url}", flush=True)
+        cli.progress(f"Ray dashboard: {url}")
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (
         1.0 if cluster_gpus() > 0 else 0.0)
     cpus = args.cpus_per_trial if args.cpus_per_trial is not None else (
@@ -215,18 +211,18 @@ def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] |
     except (ClusterResourceError, ValueError) as err:
         return _fail(str(err))
     if args.resume:
-        print(f"resuming {experiment}", flush=True)
+        cli.progress(f"resuming {experiment}")
         outcome = run_search(resume_path=experiment)
     else:
-        seeds = [cfg.seed + i for i in range(args.num_samples)]
-        print(f"searching {len(spaces)} space(s) x {len(seeds)} seed(s) "
-              f"({', '.join(spaces)}; seeds {seeds[0]}..{seeds[-1]}), {len(cfg.schedule)} "
-              f"cycles each, {cpus:g} CPU / {gpus:g} GPU per trial, into {experiment}",
-              flush=True)
+        seeds = cli.seeds(cfg.seed, args.num_samples)
+        cli.progress(f"searching {len(spaces)} space(s) x {len(seeds)} seed(s) "
+                     f"({', '.join(spaces)}; seeds {seeds[0]}..{seeds[-1]}), "
+                     f"{len(cfg.schedule)} cycles each, {cpus:g} CPU / {gpus:g} GPU per trial, "
+                     f"into {experiment}")
         exp = SearchExperiment(cfg=cfg, storage=experiment.parent, name=experiment.name,
                                spaces=spaces, seeds=seeds, cpus_per_trial=cpus,
                                gpus_per_trial=gpus, max_failures=args.max_failures,
-                               log_epochs=args.log_epochs, fault=fault,
+                               log_epochs=args.verbosity >= 2, fault=fault,
                                stop_after_cycles=args.stop_after_cycles)
         outcome = run_search(exp)
     print(f"\nexperiment: {outcome.path}")
@@ -239,14 +235,14 @@ def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] |
             print(f"trial {tid} failed: {err}", file=sys.stderr)
         print(f"fix the cause and continue with --name {outcome.path.name} --resume",
               file=sys.stderr)
-        return 1
+        return cli.EXIT_FAILED
     if not outcome.complete:
         print(f"interrupted; continue with --name {outcome.path.name} --resume"
               + (f" --storage {outcome.path.parent}" if args.storage else ""), file=sys.stderr)
-        return 3
+        return cli.EXIT_INTERRUPTED
     if url and args.address is None:
         _keep_dashboard_up(url)
-    return 0
+    return cli.EXIT_OK
 
 
 def _keep_dashboard_up(url: str) -> None:

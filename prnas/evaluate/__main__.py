@@ -35,9 +35,10 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="model.pt, a run folder or a trial folder")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--data", metavar="DIR",
+    src.add_argument("--data", "--data-dir", dest="data", metavar="DIR",
                      help="a CIFAR root (its test batch) or an ImageFolder tree (all images); "
-                          "default: the retrain's own test part")
+                          "default: the retrain's own test part (--data-dir: the spelling of "
+                          "the other commands, prnas/cli.py)")
     src.add_argument("--images", nargs="+", metavar="FILE",
                      help="print the predicted class of each image file")
     p.add_argument("--weights", choices=["final", "best-test-epoch"], default="final",

@@ -7,6 +7,10 @@ atomically from the checkpointed history so it never disagrees with it) and,
 at the end, ``model.pt`` (the trained network, see ``prnas.model_file``) and
 ``result.json`` (with the network's MACs and measured inference latency and
 throughput). An existing folder is refused without ``--resume``.
+
+Flags, streams and exit codes follow :mod:`prnas.cli`: each epoch's JSON row on
+stdout, its human line on stderr (``--quiet`` drops it, ``--verbose`` adds a
+per-batch bar).
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from prnas import cli
 from prnas._io import atomic_write_text, check_output_dir
-from prnas.config_io import parse_set_args
 from prnas.presets import load_genotype
 from prnas.retrain.config import ConfigError, RetrainConfig, dump_config, load_config
 from prnas.retrain.trainer import Retrainer, log_line
@@ -36,27 +40,23 @@ CONFIG, GENOTYPE, CHECKPOINT, METRICS, RESULT, MODEL = (
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m prnas.retrain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="retrain YAML (default: the paper's protocol)")
+    cli.add_config(p, "the paper's protocol")
     p.add_argument("--genotype", help="preset name (e.g. prdarts-dl2) or genotype JSON path")
-    p.add_argument("--out", required=True, help="output folder (refused if it exists)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint")
+    cli.add_out(p)
+    cli.add_resume(p)
     p.add_argument("--epochs", type=int, help="override epochs (the cosine schedule follows)")
-    p.add_argument("--seed", type=int, help="override seed")
-    p.add_argument("--device", help="override device: auto, cpu, cuda, cuda:N")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any field by dotted name, value parsed as YAML "
-                        "(e.g. --set data.dataset=demo --set channels=16)")
-    p.add_argument("--no-progress", action="store_true", help="no per-batch progress bar")
+    cli.add_data(p)
+    cli.add_seed(p)
+    cli.add_device(p)
+    cli.add_verbosity(p)
+    # Before issue 11 the per-batch bar was on by default; it now comes with --verbose.
+    cli.deprecated(p, "--no-progress", dest="verbosity", value=1, new="the default "
+                   "(no per-batch bar; --verbose shows it)")
     return p
 
 
 def parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out = parse_set_args(args.set)
-    for key in ("epochs", "seed", "device"):
-        if getattr(args, key) is not None:
-            out[key] = getattr(args, key)
-    return out
+    return cli.overrides(args, ("epochs",))
 
 
 def _prepare(args: argparse.Namespace) -> tuple[RetrainConfig, Genotype, Path | None]:
@@ -94,10 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg, genotype, ckpt = _prepare(args)
     except (ConfigError, CheckpointError, FolderLocked, ValueError, FileNotFoundError) as err:
         lock.release()
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return cli.error(str(err))
     configure_threads()
-    trainer = Retrainer(cfg, genotype, progress=not args.no_progress)
+    trainer = Retrainer(cfg, genotype, progress=args.verbosity >= 2)
     try:
         trainer.setup()
         if ckpt is not None:
@@ -109,14 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FolderLocked, FileNotFoundError, ValueError) as err:
         lock.release()
         prefix = f"cannot resume {out}: " if ckpt is not None else ""
-        print(f"error: {prefix}{err}", file=sys.stderr)
-        return 2
+        return cli.error(f"{prefix}{err}")
     with lock:
-        return _train(trainer, cfg, genotype, out, resumed=ckpt is not None)
+        return _train(trainer, cfg, genotype, out, resumed=ckpt is not None,
+                      verbosity=args.verbosity)
 
 
 def _train(trainer: Retrainer, cfg: RetrainConfig, genotype: Genotype, out: Path,
-           resumed: bool) -> int:
+           resumed: bool, verbosity: int = 1) -> int:
     try:
         if not (out / CONFIG).is_file():
             atomic_write_text(out / CONFIG, dump_config(cfg))
@@ -130,8 +129,9 @@ def _train(trainer: Retrainer, cfg: RetrainConfig, genotype: Genotype, out: Path
             trainer.save(out / CHECKPOINT)
             atomic_write_text(out / METRICS,
                               "".join(json.dumps(r) + "\n" for r in trainer.history))
-            print(json.dumps(row), flush=True)
-            print(log_line(row), file=sys.stderr, flush=True)
+            cli.result(json.dumps(row))
+            if verbosity >= 1:
+                cli.progress(log_line(row))
         if not (out / MODEL).is_file():  # a finished run resumed again keeps its file
             trainer.save_model(out / MODEL)
         timing = trainer.measure_timing()
@@ -141,27 +141,27 @@ def _train(trainer: Retrainer, cfg: RetrainConfig, genotype: Genotype, out: Path
                   "report_last": cfg.report_last,
                   "test_acc": trainer.history[-1]["test_acc"],
                   "test_top5_error": trainer.history[-1]["test_top5_error"],
-                  "network": cfg.eval_network, "macs": trainer.macs,
+                  "network": cfg.network.kind, "macs": trainer.macs,
                   **timing.as_dict()}
         atomic_write_text(out / RESULT, json.dumps(result, indent=1) + "\n")
     except KeyboardInterrupt:
         print(f"interrupted after epoch {trainer.epoch}; continue with --resume",
               file=sys.stderr)
-        return 130
+        return cli.EXIT_INTERRUPTED
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return cli.EXIT_FAILED
     except OSError as err:  # disk full, folder removed: the previous checkpoint stays
         print(f"error: cannot write to {out}: {err.strerror or err}; the last complete "
               "checkpoint is kept, continue with --resume once fixed", file=sys.stderr)
-        return 1
+        return cli.EXIT_FAILED
     print(f"final test error (mean of last {cfg.report_last} epochs): "
           f"{result['final_test_error']:.2f}%; last epoch's test accuracy "
           f"{result['test_acc']:.2f}%; model -> {out / MODEL}", file=sys.stderr)
     print(f"cost: {trainer.params:,} params, {trainer.macs:,} MACs, "
           f"{timing.latency_ms_b1:.2f} ms at batch 1, {timing.throughput_b64:.0f} images/s "
           f"at batch 64 ({timing.cost_device}, {timing.cost_threads} threads)", file=sys.stderr)
-    return 0
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

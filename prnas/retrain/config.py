@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -25,50 +25,43 @@ class RetrainBatchSizeConfig(BatchSizeConfig):
     """The reference code's retrain range, 32..128 (the search uses 24..128).
 
     A subclass rather than a default instance so that a config setting only
-    ``batch_size.b_max`` still starts at 32.
+    ``batch.b_max`` still starts at 32.
     """
 
     b_min: int = Field(32, ge=1, description="starting and smallest batch size")
 
 
-class RetrainConfig(BaseModel):
-    """Everything that decides a retrain's outcome except the genotype."""
+# The retrain schema uses the search's section names (issue 11). Each old top-level
+# name is refused at load with the new one, so an old YAML or --set fails before any
+# compute with the fix in the message; old checkpoints are migrated (``migrate``).
+RENAMED: dict[str, str] = {
+    "channels": "network.channels",
+    "layers": "network.layers",
+    "auxiliary": "network.auxiliary",
+    "auxiliary_weight": "network.auxiliary_weight",
+    "lr": "optim.lr",
+    "lr_min": "optim.lr_min",
+    "momentum": "optim.momentum",
+    "weight_decay": "optim.weight_decay",
+    "grad_clip": "optim.grad_clip",
+    "batch_size": "batch",
+    "test_batch_size": "eval_batch_size",
+}
 
-    # allow_inf_nan=False: an ``lr: .inf`` would otherwise pass and train on NaNs.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    data: DataConfig = Field(default_factory=DataConfig)
+
+class RetrainNetworkConfig(BaseModel):
+    """The evaluation network (DARTS' CIFAR network: 20 cells of 36 channels)."""
+
+    model_config = _STRICT
     channels: int = Field(36, ge=2, description="initial channels C (even)")
     layers: int = Field(20, ge=3, description="cells; reductions at layers//3 and 2*layers//3")
-    eval_network: Literal["cifar", "imagenet"] = Field(
+    kind: Literal["cifar", "imagenet"] = Field(
         "cifar", description="cifar: DARTS' NetworkCIFAR; imagenet: its NetworkImageNet "
         "(stride-8 stem, mobile setting; prnas.nn.eval_net_imagenet)")
     auxiliary: bool = Field(True, description="auxiliary head after the 2/3 cell")
     auxiliary_weight: float = Field(0.4, ge=0.0, description="weight of the auxiliary loss")
-    drop_path_prob: float = Field(
-        0.3, ge=0.0, lt=1.0, description="drop-path probability reached (linearly) at the end"
-    )
-    epochs: int = Field(600, ge=1)
-    lr: float = Field(0.025, gt=0.0, description="initial SGD learning rate")
-    lr_min: float = Field(0.0, ge=0.0, description="cosine annealing floor")
-    lr_schedule: Literal["cosine", "exponential"] = Field(
-        "cosine", description="cosine to lr_min over all epochs, or lr * lr_gamma^epoch "
-        "(DARTS' ImageNet schedule)")
-    lr_gamma: float = Field(0.97, gt=0.0, le=1.0,
-                            description="per-epoch decay of lr_schedule=exponential")
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0,
-                                   description="of the training loss (ImageNet: 0.1)")
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(3e-4, ge=0.0)
-    grad_clip: float | None = Field(5.0, gt=0.0, description="gradient-norm clip; null = off")
-    cutout: int = Field(16, ge=0, description="Cutout square side in pixels; 0 = off")
-    batch_size: RetrainBatchSizeConfig = Field(default_factory=RetrainBatchSizeConfig)
-    test_batch_size: int = Field(128, ge=1, description="fixed batch size for evaluation")
-    report_last: int = Field(5, ge=1, description="reported error = mean over the last N epochs")
-    seed: int = Field(0, ge=0, le=config_io.MAX_SEED,
-                      description="weights, drop-path, augmentation and batch order")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 
     @field_validator("channels")
     @classmethod
@@ -77,7 +70,58 @@ class RetrainConfig(BaseModel):
             raise ValueError(f"channels must be even (FactorizedReduce halves it), got {v}")
         return v
 
+
+class RetrainOptimConfig(BaseModel):
+    """SGD with momentum: cosine from ``lr`` to ``lr_min`` over all epochs, or exponential."""
+
+    model_config = _STRICT
+    lr: float = Field(0.025, gt=0.0, description="initial SGD learning rate")
+    lr_min: float = Field(0.0, ge=0.0, description="cosine annealing floor")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(3e-4, ge=0.0)
+    grad_clip: float | None = Field(5.0, gt=0.0, description="gradient-norm clip; null = off")
+    lr_schedule: Literal["cosine", "exponential"] = Field(
+        "cosine", description="cosine to lr_min over all epochs, or lr * lr_gamma^epoch "
+        "(DARTS' ImageNet schedule)")
+    lr_gamma: float = Field(0.97, gt=0.0, le=1.0,
+                            description="per-epoch decay of lr_schedule=exponential")
+
+
+class RetrainConfig(BaseModel):
+    """Everything that decides a retrain's outcome except the genotype."""
+
+    # allow_inf_nan=False: an ``lr: .inf`` would otherwise pass and train on NaNs.
+    model_config = _STRICT
+    renamed_fields: ClassVar[dict[str, str]] = RENAMED
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    network: RetrainNetworkConfig = Field(default_factory=RetrainNetworkConfig)
+    optim: RetrainOptimConfig = Field(default_factory=RetrainOptimConfig)
+    batch: RetrainBatchSizeConfig = Field(default_factory=RetrainBatchSizeConfig)
+    eval_batch_size: int = Field(128, ge=1, description="fixed batch size for evaluation")
+    drop_path_prob: float = Field(
+        0.3, ge=0.0, lt=1.0, description="drop-path probability reached (linearly) at the end"
+    )
+    epochs: int = Field(600, ge=1)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0,
+                                   description="of the training loss (ImageNet: 0.1)")
+    cutout: int = Field(16, ge=0, description="Cutout square side in pixels; 0 = off")
+    report_last: int = Field(5, ge=1, description="reported error = mean over the last N epochs")
+    seed: int = Field(0, ge=0, le=config_io.MAX_SEED,
+                      description="weights, drop-path, augmentation and batch order")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
+
     _known_device = field_validator("device")(config_io.check_device)
+
+
+def migrate(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A config mapping written under the old names (e.g. a checkpoint's) in the new ones."""
+    out = config_io.apply_overrides({k: v for k, v in raw.items() if k not in RENAMED}, {})
+    for old, new in RENAMED.items():
+        if old in raw:
+            config_io.set_dotted(out, new, raw[old])
+    return out
 
 
 def build_config(raw: Mapping[str, Any] | None = None,

@@ -20,7 +20,7 @@ gets wrong per worker are made global:
   (:func:`prnas.nn.drop_path.global_batch_masks`).
 
 Gradients are averaged by DDP over equal shards, i.e. the gradient of the
-global batch's mean loss; the global batch is ``batch_size.b_max``, fixed (an
+global batch's mean loss; the global batch is ``batch.b_max``, fixed (an
 adaptive size or an out-of-memory back-off on one worker would desynchronise
 the others), and an epoch's last incomplete global batch is dropped so every
 shard is equal. Metrics are summed over the workers.
@@ -183,9 +183,9 @@ class DataParallelRetrainer(Retrainer):
         self.rank = rank if rank is not None else (dist.get_rank() if group else 0)
         self.world_size = world_size if world_size is not None else (
             dist.get_world_size() if group else 1)
-        batch = cfg.batch_size.b_max
+        batch = cfg.batch.b_max
         if batch % self.world_size:
-            raise ValueError(f"batch_size.b_max {batch} (the global batch) must be divisible "
+            raise ValueError(f"batch.b_max {batch} (the global batch) must be divisible "
                              f"by the {self.world_size} workers")
         if cfg.data.device_resident is True:
             raise ValueError("data.device_resident: true is not supported by data-parallel "
@@ -225,7 +225,7 @@ class DataParallelRetrainer(Retrainer):
         batches = global_batches(len(self.train_set), self.global_batch, self.generator)
         if not batches:
             raise ValueError(f"{len(self.train_set)} training images do not fill one global "
-                             f"batch of {self.global_batch} (batch_size.b_max)")
+                             f"batch of {self.global_batch} (batch.b_max)")
         per = self.global_batch // self.world_size
         mine = [b[self.rank * per:(self.rank + 1) * per] for b in batches]
         self.train_set.epoch = self.epoch

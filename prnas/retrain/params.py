@@ -37,8 +37,8 @@ def network_params(cfg: RetrainConfig, genotype: Genotype,
                    shape: tuple[int, int] | None = None) -> int:
     """DARTS-style count (no auxiliary head) of the evaluation network ``cfg`` would train."""
     classes, channels = shape or dataset_shape(cfg.data)
-    net = build_eval_network(cfg.eval_network, genotype, channels=cfg.channels,
-                             layers=cfg.layers, num_classes=classes, auxiliary=False,
+    net = build_eval_network(cfg.network.kind, genotype, channels=cfg.network.channels,
+                             layers=cfg.network.layers, num_classes=classes, auxiliary=False,
                              in_channels=channels)
     return count_parameters(net)
 
@@ -55,8 +55,8 @@ def network_cost(cfg: RetrainConfig, genotype: Genotype, shape: tuple[int, int] 
     size = cfg.data.resolved_input_size
 
     def build() -> torch.nn.Module:
-        return build_eval_network(cfg.eval_network, genotype, channels=cfg.channels,
-                                  layers=cfg.layers, num_classes=classes, auxiliary=False,
+        return build_eval_network(cfg.network.kind, genotype, channels=cfg.network.channels,
+                                  layers=cfg.network.layers, num_classes=classes, auxiliary=False,
                                   in_channels=channels)
 
     with torch.device("meta"):  # shapes only: counting needs no memory and no arithmetic

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
 from typing import Any
 
@@ -35,9 +34,10 @@ from prnas.data.loading import (
 )
 from prnas.nn.eval_net import count_parameters
 from prnas.nn.eval_networks import build_eval_network
-from prnas.retrain.config import RetrainConfig
+from prnas.retrain.config import RetrainConfig, migrate
 from prnas.retrain.schedule import drop_path_at, final_error
-from prnas.runtime import checkpoint
+from prnas.runtime import checkpoint, rng
+from prnas.runtime import state as run_state
 from prnas.runtime.batch_size import (
     AdaptiveBatchSampler,
     BatchSizeController,
@@ -50,13 +50,6 @@ from prnas.runtime.performance import autocast, compiled, resolve, to_memory_for
 from prnas.space.genotype import Genotype
 
 STATE_VERSION = 1
-
-# Fields that may differ between a checkpoint and the run restoring it: where
-# the data lives and how it is loaded never change what is computed.
-_RESTORE_MAY_DIFFER = {"device", "data.data_dir", "data.download", "data.num_workers",
-                       "data.device_resident",
-                       "performance.channels_last", "performance.compile",
-                       "performance.fast_path"}
 
 
 class Retrainer:
@@ -91,8 +84,9 @@ class Retrainer:
         self.train_set, self.test_set, self.info = datasets or retrain_datasets(
             cfg.data, cutout=cfg.cutout)
         self.model = build_eval_network(
-            cfg.eval_network, self.genotype, channels=cfg.channels, layers=cfg.layers,
-            num_classes=self.info.num_classes, auxiliary=cfg.auxiliary,
+            cfg.network.kind, self.genotype, channels=cfg.network.channels,
+            layers=cfg.network.layers, num_classes=self.info.num_classes,
+            auxiliary=cfg.network.auxiliary,
             in_channels=self.info.in_channels,
         ).to(self.device, memory_format=(torch.channels_last if self.perf.channels_last
                                          else torch.contiguous_format))
@@ -100,11 +94,12 @@ class Retrainer:
         self.forward = compiled(self.model, self.perf)
         self.params = count_parameters(self.model)
         self.macs = count_macs(self.model, self.input_shape)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
-                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.optim.lr,
+                                         momentum=cfg.optim.momentum,
+                                         weight_decay=cfg.optim.weight_decay)
         self.scheduler = lr_scheduler(self.optimizer, cfg)
         self.controller = BatchSizeController(
-            cfg.batch_size, probe_for(self.device, cfg.batch_size.memory_budget_bytes))
+            cfg.batch, probe_for(self.device, cfg.batch.memory_budget_bytes))
         # Batch order (and worker seeds) from their own stream, so changing how the
         # model consumes the global RNG (e.g. drop-path) does not reshuffle the data.
         self.generator = torch.Generator().manual_seed(
@@ -215,11 +210,11 @@ class Retrainer:
         logits = logits.float()
         # The objective DARTS optimises and reports: main loss + weighted auxiliary loss.
         loss = self.train_criterion(logits, y)
-        if aux is not None and self.cfg.auxiliary_weight > 0:
-            loss = loss + self.cfg.auxiliary_weight * self.train_criterion(aux.float(), y)
+        if aux is not None and self.cfg.network.auxiliary_weight > 0:
+            loss = loss + self.cfg.network.auxiliary_weight * self.train_criterion(aux.float(), y)
         loss.backward()
-        if self.cfg.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if self.cfg.optim.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
         hits = int((logits.argmax(1) == y).sum())
         return float(loss.detach()), hits, len(y)
@@ -234,7 +229,7 @@ class Retrainer:
         """(mean cross-entropy, top-1 %, top-5 %) on the test set; top-5 is top-k with
         k = min(5, classes), so 100 % on fewer than six classes."""
         self.model.eval()
-        loader = self._loader(self.test_set, None, batch_size=self.cfg.test_batch_size)
+        loader = self._loader(self.test_set, None, batch_size=self.cfg.eval_batch_size)
         total_loss, correct, correct5, seen = 0.0, 0, 0, 0
         for x, y in loader:
             x = x.to(self.device, non_blocking=True)
@@ -282,31 +277,21 @@ class Retrainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "controller": self.controller.state_dict(),
-            "rng": {
-                "python": random.getstate(),
-                "numpy": np.random.get_state(),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "generator": self.generator.get_state(),
-                "augment": self.augment_generator.get_state(),
-            },
+            "rng": rng.capture(generator=self.generator, augment=self.augment_generator),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state``; refuses one from another genotype or protocol."""
         if not self._ready:
             raise RuntimeError("call setup() before load_state_dict()")
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported retrain checkpoint version {state.get('version')!r}")
+        run_state.check_version(state, STATE_VERSION, "retrain")
         saved = Genotype.from_dict(state["genotype"])
         if saved != self.genotype:
             raise ValueError(f"checkpoint is of genotype {saved.name!r}, not "
                              f"{self.genotype.name!r}: the cells differ")
         # A section the checkpoint predates (e.g. ``performance``) counts as its defaults.
-        saved_cfg = {**RetrainConfig().model_dump(mode="json"), **state["config"]}
-        diff = config_differences(saved_cfg, self.cfg.model_dump(mode="json"))
-        if diff:
-            raise ValueError("checkpoint was written under another config: " + "; ".join(diff))
+        run_state.check_config(migrate(state["config"]), self.cfg.model_dump(mode="json"),
+                               RetrainConfig().model_dump(mode="json"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -314,15 +299,7 @@ class Retrainer:
         self.epoch = int(state["epoch"])
         self.history = [dict(r) for r in state["history"]]
         self.best = state.get("best")  # None in checkpoints written before it was kept
-        rng = state["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self.generator.set_state(rng["generator"])
-        if "augment" in rng:  # absent from checkpoints written before it existed
-            self.augment_generator.set_state(rng["augment"])
+        rng.restore(state["rng"], generator=self.generator, augment=self.augment_generator)
 
     # ------------------------------------------------------------------ the result
 
@@ -333,9 +310,9 @@ class Retrainer:
             raise RuntimeError("save_model() needs at least one finished epoch")
         cfg, info, last = self.cfg, self.info, self.history[-1]
         network = model_file.NetworkSpec(
-            kind=cfg.eval_network, channels=cfg.channels, layers=cfg.layers,
+            kind=cfg.network.kind, channels=cfg.network.channels, layers=cfg.network.layers,
             num_classes=info.num_classes, in_channels=info.in_channels,
-            input_size=info.input_size, auxiliary=cfg.auxiliary)
+            input_size=info.input_size, auxiliary=cfg.network.auxiliary)
         metrics = {"epochs": self.epoch, "seed": cfg.seed, "dataset": info.name,
                    "params": self.params, "macs": self.macs, "report_last": cfg.report_last,
                    "final_test_error": self.final_test_error(),
@@ -346,7 +323,7 @@ class Retrainer:
             classes=class_names(self.train_set, info.num_classes),
             # Absolute paths: the evaluation may run from another working directory.
             data=cfg.data.with_absolute_paths().model_dump(mode="json"),
-            evaluation={"batch_size": cfg.test_batch_size,
+            evaluation={"batch_size": cfg.eval_batch_size,
                         "performance": cfg.performance.model_dump(mode="json")},
             metrics=metrics, best=self.best)
 
@@ -367,28 +344,14 @@ class Retrainer:
         self.load_state_dict(checkpoint.load(path, map_location="cpu", kind="retrain"))
 
 
-def config_differences(saved: dict[str, Any], current: dict[str, Any],
-                       prefix: str = "") -> list[str]:
-    """``field: saved -> current`` for every field that changes what a retrain computes."""
-    out = []
-    for key in sorted(set(saved) | set(current)):
-        name = prefix + key
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, name + ".")
-        elif a != b and name not in _RESTORE_MAY_DIFFER:
-            out.append(f"{name}: {a!r} -> {b!r}")
-    return out
-
-
 def lr_scheduler(optimizer: torch.optim.Optimizer,
                  cfg: RetrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
     """Stepped once per epoch: cosine to ``lr_min`` (CIFAR) or ``lr * lr_gamma^epoch``
     (DARTS' ImageNet ``StepLR(1, gamma)``)."""
-    if cfg.lr_schedule == "exponential":
-        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_gamma)
+    if cfg.optim.lr_schedule == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.optim.lr_gamma)
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs,
-                                                      eta_min=cfg.lr_min)
+                                                      eta_min=cfg.optim.lr_min)
 
 
 def topk_hits(logits: torch.Tensor, y: torch.Tensor, k: int = 5) -> tuple[int, int]:

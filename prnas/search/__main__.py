@@ -1,5 +1,8 @@
 """``python -m prnas.search --config FILE --out DIR [--resume] [--stop-after-cycles N]``.
 
+Flags, streams and exit codes follow :mod:`prnas.cli`: per-epoch and per-cycle
+lines on stderr (``--quiet`` drops them), the path of the genotype on stdout.
+
 The in-process search, without Ray: the reference for what a Tune trial does,
 and the way to debug or time a search. DIR gets ``checkpoint.pt`` (after every
 epoch, atomically), ``metrics.jsonl`` (one line per finished cycle),
@@ -16,8 +19,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from prnas import cli
 from prnas._io import atomic_write_text, check_output_dir
-from prnas.config_io import parse_set_args
 from prnas.runtime import checkpoint
 from prnas.runtime.checkpoint import CheckpointError
 from prnas.runtime.guards import TrainingDiverged
@@ -31,34 +34,16 @@ CHECKPOINT = "checkpoint.pt"
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m prnas.search", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML search config (default: the paper's DL search)")
-    p.add_argument("--out", required=True, help="output folder (refused if it exists, "
-                   "unless --resume)")
-    p.add_argument("--resume", action="store_true", help="continue the search in --out")
+    cli.add_config(p, "the paper's DL search")
+    cli.add_out(p)
+    cli.add_resume(p, "the search in --out")
     p.add_argument("--stop-after-cycles", type=int, metavar="N",
                    help="stop cleanly after N more cycles (checkpoint kept)")
-    p.add_argument("--data-dir", help="dataset folder (overrides data.data_dir)")
-    p.add_argument("--download", action="store_true",
-                   help="download CIFAR into the data folder if missing (needs internet)")
-    p.add_argument("--seed", type=int, help="overrides seed")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides device)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field by dotted name, value parsed as YAML "
-                        "(e.g. --set network.channels=8 --set steps_per_epoch=10)")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
+    cli.add_data(p)
+    cli.add_seed(p)
+    cli.add_device(p)
+    cli.add_verbosity(p)
     return p
-
-
-def _overrides(args: argparse.Namespace) -> dict:
-    o: dict = parse_set_args(args.set)
-    if args.data_dir or args.download:
-        o["data"] = {k: v for k, v in (("data_dir", args.data_dir),
-                                       ("download", args.download or None)) if v}
-    if args.seed is not None:
-        o["seed"] = args.seed
-    if args.device:
-        o["device"] = args.device
-    return o
 
 
 def write_outputs(out: Path, search) -> None:
@@ -84,8 +69,8 @@ def _resume(out: Path) -> tuple[SearchConfig, dict | None]:
         if (out / "genotype.json").is_file():
             raise ConfigError(f"--resume: {out} holds a retrain (config.yaml, genotype.json), "
                               "not a search; resume it with python -m prnas.retrain")
-        print(f"note: {out} has no checkpoint yet (stopped during the first epoch); "
-              "starting it again from epoch 0 with its config.yaml", file=sys.stderr)
+        cli.progress(f"note: {out} has no checkpoint yet (stopped during the first epoch); "
+                     "starting it again from epoch 0 with its config.yaml")
         return load_config(out / "config.yaml"), None
     raise ConfigError(f"--resume: no checkpoint at {ckpt}; start without --resume")
 
@@ -98,42 +83,39 @@ def main(argv: list[str] | None = None) -> int:
         if args.stop_after_cycles is not None and args.stop_after_cycles < 1:
             raise ConfigError(f"--stop-after-cycles must be >= 1, got {args.stop_after_cycles}")
         check_output_dir(out, "--out")
-        overrides = _overrides(args)
+        overrides = cli.overrides(args)
         if args.resume:
             if not out.is_dir():
                 raise ConfigError(f"--resume: {out} does not exist; start without --resume")
             lock.acquire()  # before reading: the checkpoint must not move under us
             cfg, state = _resume(out)
             if args.config or overrides:
-                print("note: --resume continues with the config stored in the checkpoint",
-                      file=sys.stderr)
+                cli.progress("note: --resume continues with the config stored in the "
+                             "checkpoint")
         else:
             _refuse_non_empty(out)
             cfg = load_config(args.config, overrides)
             state = None
     except (ConfigError, CheckpointError, FolderLocked, ValueError) as err:
         lock.release()
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return cli.error(str(err))
 
     from prnas.search.engine import Search  # torch import only once the config is valid
 
     try:
-        search = Search(cfg, log=None if args.quiet else lambda m: print(m, flush=True))
+        search = Search(cfg, log=cli.progress if args.verbosity >= 1 else None)
         if state is not None:
             search.load_state_dict(state)
     except (FileNotFoundError, RuntimeError, ValueError, KeyError) as err:
         lock.release()
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return cli.error(str(err))
     try:
         if not lock.held:
             lock.acquire()
             _refuse_non_empty(out)  # another run may have started here meanwhile
     except (ConfigError, FolderLocked) as err:
         lock.release()
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return cli.error(str(err))
     with lock:
         return _run(search, out, state, args.stop_after_cycles)
 
@@ -147,7 +129,7 @@ def _refuse_non_empty(out: Path) -> None:
 def _run(search, out: Path, state: dict | None, stop_after_cycles: int | None) -> int:
     ckpt = out / CHECKPOINT
     if state is not None:
-        print(f"resumed {out}: cycle {search.cycle + 1}, {search.epoch} epochs done", flush=True)
+        cli.progress(f"resumed {out}: cycle {search.cycle + 1}, {search.epoch} epochs done")
     elif not (out / "config.yaml").is_file():
         atomic_write_text(out / "config.yaml", yaml.safe_dump(
             search.cfg.model_dump(mode="json"), sort_keys=False))
@@ -158,32 +140,31 @@ def _run(search, out: Path, state: dict | None, stop_after_cycles: int | None) -
     def on_cycle(s):
         save(s)
         write_outputs(out, s)
-        last = s.cycle_log[-1]
-        print(f"cycle {last['cycle']} done: valid acc {last['valid_acc']:.3f}, "
-              f"{last['cycle_time_s']:.1f}s", flush=True)
+        last = s.cycle_log[-1]  # one line per cycle at every verbosity, --quiet included
+        cli.progress(f"cycle {last['cycle']} done: valid acc {last['valid_acc']:.3f}, "
+                     f"{last['cycle_time_s']:.1f}s")
 
     if search.finished:
-        print("search already finished", flush=True)
+        cli.progress("search already finished")
     try:
         genotype = search.run(on_epoch=save, on_cycle=on_cycle,
                               stop_after_cycles=stop_after_cycles)
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return cli.EXIT_FAILED
     except OSError as err:  # disk full, folder removed: the previous checkpoint stays
         print(f"error: cannot write to {out}: {err.strerror or err}; the last complete "
               "checkpoint is kept, continue with --resume once fixed", file=sys.stderr)
-        return 1
+        return cli.EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted; continue with --resume", file=sys.stderr)
-        return 130
+        return cli.EXIT_INTERRUPTED
     if genotype is None:
-        print(f"stopped after {stop_after_cycles} cycle(s); continue with --resume",
-              flush=True)
+        cli.progress(f"stopped after {stop_after_cycles} cycle(s); continue with --resume")
     else:
         write_outputs(out, search)
-        print(f"genotype written to {out / 'genotype.json'}", flush=True)
-    return 0
+        cli.result(f"genotype written to {out / 'genotype.json'}")
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -5,75 +5,38 @@ command line (``run()``: every cycle, deciding itself) and the Ray Trainable
 (``run_cycle()`` per Tune step, with the decision taken by the scheduler and
 handed back through ``apply()``). Its whole state, RNGs included, round-trips
 through ``state_dict()``, at epoch granularity.
+
+It is a thin facade over three parts, split the way Lightning splits a
+DataModule, a LightningModule and a loop: :mod:`prnas.search.setup` (threads,
+device, seeds, data), :mod:`prnas.search.supernet` (the network, its alphas and
+optimisers, what changes between cycles) and :mod:`prnas.search.loop` (one
+epoch, evaluation). The facade owns the progress (cycle, epoch, logs) and the
+checkpoint.
 """
 
 from __future__ import annotations
 
-import math
-import random
-import resource
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
-from torch.utils.data import DataLoader
 
-from prnas.data.datasets import search_datasets, test_dataset
-from prnas.data.device_resident import DeviceBatches, DeviceDataset
-from prnas.data.loading import (
-    augment_generator,
-    device_splits,
-    resolve_num_workers,
-    sequential_batches,
-)
-from prnas.nn.search_net import SearchNetwork
-from prnas.nn.transfer import transfer_weights
-from prnas.runtime.batch_size import (
-    AdaptiveBatchSampler,
-    BatchSizeController,
-    run_step_with_backoff,
-)
-from prnas.runtime.device import configure_threads, pick_device, seed_everything
-from prnas.runtime.guards import TrainingDiverged
-from prnas.runtime.memory import probe_for
-from prnas.runtime.performance import compiled, resolve
-from prnas.runtime.schedules import cosine_lr
+from prnas.runtime import rng, state
 from prnas.search.config import SearchConfig
 from prnas.search.decision import decide_cycle
 from prnas.search.genotype import derive_genotype
+from prnas.search.loop import EpochLoop, epoch_line
 from prnas.search.policy import PolicyResult, cycle_from_json, cycle_to_json
 from prnas.search.pools import (
-    CELL_TYPES,
     Pools,
-    histories_from_json,
-    histories_to_json,
-    initial_histories,
-    initial_pools,
     pool_statistics,
-    pools_from_json,
-    pools_to_json,
 )
-from prnas.search.steps import SearchSteps
+from prnas.search.setup import Split, prepare
+from prnas.search.supernet import Supernet
 from prnas.space.genotype import Genotype
 
 STATE_VERSION = 2  # 2: cycle_log in the survived/dropped/new vocabulary, plain JSON
 EpochHook = Callable[["Search", dict], None]
-
-
-@dataclass
-class _Split:
-    dataset: Any
-    n: int
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 class Search:
@@ -82,71 +45,66 @@ class Search:
     def __init__(self, cfg: SearchConfig, *, log: Callable[[str], None] | None = print) -> None:
         self.cfg = cfg
         self.log = log or (lambda _msg: None)
-        configure_threads(cfg.num_threads)
-        self.device = pick_device(cfg.device)
-        self.perf = resolve(cfg.performance, self.device)
-        seed_everything(cfg.seed)
-        self.constraints = cfg.resolved_constraints()
-        w_ds, a_ds, self.info = search_datasets(cfg.data)
-        test = test_dataset(cfg.data) if cfg.evaluate_test else None
-        self.controller = BatchSizeController(cfg.batch, probe_for(self.device,
-                                                                   cfg.batch.memory_budget_bytes))
-        # Device-resident data (prnas.data.loading): the splits as DeviceDatasets,
-        # augmented from a stream of their own that the checkpoint keeps.
-        self._augment_rng = augment_generator(cfg.seed)
-        probe = self.controller.probe
-        resident = device_splits(cfg.data.device_resident, self.device,
-                                 [w_ds, a_ds] + ([test] if test is not None else []),
-                                 probe.total_bytes() if probe is not None else None)
-        if resident is not None:
-            w_ds, a_ds, *rest = resident
-            test = rest[0] if rest else None
-        self.data_on_device = resident is not None
-        self.num_workers = resolve_num_workers(cfg.data.num_workers, self.device,
-                                               self.data_on_device)
-        self._weights = _Split(w_ds, len(w_ds))
-        self._alphas = _Split(a_ds, len(a_ds))
-        self._test = test
+        self.setup = prepare(cfg)
+        self.model = Supernet(cfg, device=self.setup.device, perf=self.setup.perf,
+                              num_classes=self.setup.info.num_classes,
+                              in_channels=self.setup.info.in_channels,
+                              controller=self.setup.controller)
+        self.loop = EpochLoop(cfg, self.setup)
         self.cycle = 0  # 0-based index of the cycle being trained
         self.epoch = 0  # epochs completed within that cycle
-        self.pools: Pools = initial_pools(cfg.network.nodes, cfg.initial_ops())
-        self.histories = initial_histories(self.pools)
-        self.net = self._build_net(self.pools)
-        self._fresh_cycle()
         self.epoch_log: list[dict] = []  # this cycle's epochs
         self.cycle_log: list[dict] = []  # finished cycles' metrics (flat, JSON-able)
         self.genotype: Genotype | None = None
         self.finished = False
 
-    # ----------------------------------------------------------------- building
-    def _build_net(self, pools: Pools) -> SearchNetwork:
-        n = self.cfg.network
-        net = SearchNetwork(pools, channels=n.channels, layers=n.layers, nodes=n.nodes,
-                            num_classes=self.info.num_classes, in_channels=self.info.in_channels,
-                            stem_multiplier=n.stem_multiplier, cell_output=n.cell_output)
-        fmt = torch.channels_last if self.perf.channels_last else torch.contiguous_format
-        return net.to(self.device, memory_format=fmt)
+    # ----------------------------------------------------------------- parts
+    # The set-up's and the supernet's attributes, under the names callers know.
+    device = property(lambda self: self.setup.device)
+    perf = property(lambda self: self.setup.perf)
+    info = property(lambda self: self.setup.info)
+    constraints = property(lambda self: self.setup.constraints)
+    controller = property(lambda self: self.setup.controller)
+    data_on_device = property(lambda self: self.setup.data_on_device)
+    num_workers = property(lambda self: self.setup.num_workers)
+    _test = property(lambda self: self.setup.test)
+    alphas = property(lambda self: self.model.alphas)
+    w_opt = property(lambda self: self.model.w_opt)
+    a_opt = property(lambda self: self.model.a_opt)
+    steps = property(lambda self: self.model.steps)
+
+    @property
+    def net(self):
+        return self.model.net
+
+    @net.setter
+    def net(self, value) -> None:
+        self.model.net = value
+
+    @property
+    def pools(self) -> Pools:
+        return self.model.pools
+
+    @pools.setter
+    def pools(self, value: Pools) -> None:
+        self.model.pools = value
+
+    @property
+    def histories(self):
+        return self.model.histories
+
+    @histories.setter
+    def histories(self, value) -> None:
+        self.model.histories = value
+
+    def _build_net(self, pools: Pools):
+        return self.model.build_net(pools)
 
     def _fresh_cycle(self) -> None:
-        """New alphas (1e-3 N(0,1)), fresh optimisers and batch size: every cycle restarts."""
-        o = self.cfg.optim
-        self.alphas = {
-            t: nn.ParameterList(
-                nn.Parameter(o.alpha_init_scale * torch.randn(len(edge), device=self.device))
-                for edge in self.pools[t])
-            for t in CELL_TYPES
-        }
-        self.w_opt = torch.optim.SGD(self.net.parameters(), lr=o.lr, momentum=o.momentum,
-                                     weight_decay=o.weight_decay)
-        self.a_opt = torch.optim.Adam([p for t in CELL_TYPES for p in self.alphas[t]],
-                                      lr=o.alpha_lr, betas=o.alpha_betas,
-                                      weight_decay=o.alpha_weight_decay)
-        # A compiled forward is traced again for every cycle's network (new pools).
-        self.steps = SearchSteps(self.net, self.alphas, self.w_opt, self.a_opt,
-                                 grad_clip=o.grad_clip, perf=self.perf, device=self.device,
-                                 forward=compiled(self.net, self.perf),
-                                 alpha_grad_clip=o.alpha_grad_clip)
-        self.controller.reset()
+        self.model.fresh_cycle()
+
+    def _carry_weights(self, old, result: PolicyResult) -> None:
+        self.model.carry_weights(old, result)
 
     # ----------------------------------------------------------------- queries
     @property
@@ -158,113 +116,21 @@ class Search:
         return self.epoch >= self.cfg.schedule[self.cycle].epochs
 
     def alpha_values(self) -> dict[str, list[list[float]]]:
-        return {t: [a.detach().cpu().tolist() for a in self.alphas[t]] for t in CELL_TYPES}
+        return self.model.alpha_values()
 
     # ----------------------------------------------------------------- training
-    def _loader(self, split: _Split, epoch_seed: int) -> DataLoader | DeviceBatches:
-        g = torch.Generator().manual_seed(epoch_seed)
-        sampler = AdaptiveBatchSampler(split.n, self.controller, g)
-        if isinstance(split.dataset, DeviceDataset):
-            return DeviceBatches(split.dataset, sampler, self._augment_rng)
-        return DataLoader(split.dataset, batch_sampler=sampler,
-                          num_workers=self.num_workers,
-                          pin_memory=self.device.type == "cuda")
-
-    def _epoch_seed(self, stream: int) -> int:
-        """Data order is a function of (seed, cycle, epoch): nothing to checkpoint for it."""
-        return random.Random(f"{self.cfg.seed}-{self.cycle}-{self.epoch}-{stream}").getrandbits(62)
-
     def train_epoch(self) -> dict:
         """One epoch of the current cycle; returns (and logs) that epoch's metrics."""
         if self.finished or self.cycle_done:
             raise RuntimeError("no epoch left in this cycle; call decide()/apply() first")
-        spec, o = self.cfg.schedule[self.cycle], self.cfg.optim
-        lr = cosine_lr(self.epoch, spec.epochs, o.lr, o.lr_min)  # warm restart per cycle
-        for g in self.w_opt.param_groups:
-            g["lr"] = lr
-        grace = self.epoch < spec.grace_epochs
-        self.net.train()
-        w_iter = iter(self._loader(self._weights, self._epoch_seed(0)))
-        a_loader = self._loader(self._alphas, self._epoch_seed(1))
-        a_iter = iter(a_loader)
-        loss_sum = correct = seen = steps = 0
-        peak_mb = 0.0
-        sizes: list[int] = []
-        t0 = time.perf_counter()
-        for x, y in w_iter:
-            if self.cfg.steps_per_epoch is not None and steps >= self.cfg.steps_per_epoch:
-                break
-            xa = ya = None
-            if not grace:
-                try:
-                    xa, ya = next(a_iter)
-                except StopIteration:
-                    a_iter = iter(a_loader)
-                    xa, ya = next(a_iter)
-
-            # The two halves back off separately, so an out-of-memory retry never repeats
-            # an optimiser step that already happened (one Adam step per training step).
-            if xa is not None:
-                run_step_with_backoff(
-                    lambda b, xa=xa, ya=ya: self.steps.alpha_step(xa[:b], ya[:b]),
-                    self.controller, record=False)
-
-            def weight_step(b: int, x=x, y=y) -> tuple[float, int, int, float]:
-                out = self.steps.weight_step(x[:b], y[:b])
-                # Read before the controller's probe resets the peak counter.
-                return (*out, _peak_memory_mb(self.device))
-
-            loss, corr, b, peak = run_step_with_backoff(weight_step, self.controller,
-                                                        used_size=lambda r: r[2])
-            if not math.isfinite(loss):
-                raise TrainingDiverged.at(
-                    loss, f"cycle {self.cycle + 1} epoch {self.epoch + 1} step {steps + 1}")
-            peak_mb = max(peak_mb, peak)
-            loss_sum += loss * b
-            correct += corr
-            seen += b
-            steps += 1
-            sizes.append(b)
-        elapsed = time.perf_counter() - t0
-        valid_loss, valid_acc = self._evaluate(self._alphas)
+        m = self.loop.train_epoch(self.model, self.cycle, self.epoch)
         self.epoch += 1
-        m = {
-            "cycle": self.cycle + 1, "epoch": self.epoch, "lr": lr, "grace": grace,
-            "train_loss": loss_sum / max(1, seen), "train_acc": correct / max(1, seen),
-            "valid_loss": valid_loss, "valid_acc": valid_acc,
-            "epoch_time_s": elapsed, "images_per_s": seen / max(elapsed, 1e-9),
-            "steps": steps, "batch_size_mean": float(np.mean(sizes)) if sizes else 0.0,
-            "batch_size_max": max(sizes, default=0),
-            "peak_memory_mb": peak_mb,
-        }
         self.epoch_log.append(m)
-        self.log(f"cycle {m['cycle']}/{self.num_cycles} epoch {self.epoch}/{spec.epochs}"
-                 f"{' (grace)' if grace else ''}: loss {m['train_loss']:.3f} "
-                 f"acc {m['train_acc']:.3f} valid {valid_acc:.3f} "
-                 f"bs {m['batch_size_mean']:.0f} {m['images_per_s']:.0f} img/s")
+        self.log(epoch_line(m, self.num_cycles, self.cfg.schedule[self.cycle].epochs))
         return m
 
-    @torch.no_grad()
-    def _evaluate(self, split: _Split | None, dataset=None) -> tuple[float, float]:
-        ds = dataset if dataset is not None else split.dataset
-        self.net.eval()
-        if isinstance(ds, DeviceDataset):
-            loader = DeviceBatches(ds, sequential_batches(len(ds), self.cfg.eval_batch_size),
-                                   self._augment_rng)
-        else:
-            loader = DataLoader(ds, batch_size=self.cfg.eval_batch_size, shuffle=False,
-                                num_workers=self.num_workers)
-        loss_sum = correct = seen = 0
-        cap = self.cfg.steps_per_epoch
-        for i, (x, y) in enumerate(loader):
-            if cap is not None and i >= cap:
-                break
-            logits, y = self.steps.logits(x), y.to(self.device)
-            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
-        self.net.train()
-        return loss_sum / max(1, seen), correct / max(1, seen)
+    def _evaluate(self, split: Split | None, dataset=None) -> tuple[float, float]:
+        return self.loop.evaluate(self.model, dataset if dataset is not None else split.dataset)
 
     # ----------------------------------------------------------------- cycles
     def run_cycle(self, on_epoch: EpochHook | None = None) -> dict:
@@ -334,17 +200,6 @@ class Search:
         self.epoch_log = []
         self._fresh_cycle()
 
-    def _carry_weights(self, old: SearchNetwork, result: PolicyResult) -> None:
-        old_sd = old.state_dict()
-        with torch.no_grad():
-            for k, v in self.net.state_dict().items():
-                if k in old_sd and old_sd[k].shape == v.shape:
-                    v.copy_(old_sd[k])
-        for t, e, new in result.new_ops():
-            for oc, nc in zip(old.cells_of(t), self.net.cells_of(t)):
-                transfer_weights(new.parent, oc.edges[e].ops[str(new.parent)],
-                                 new.op, nc.edges[e].ops[str(new.op)], new.morphism)
-
     def run(self, on_epoch: EpochHook | None = None,
             on_cycle: Callable[[Search], None] | None = None,
             stop_after_cycles: int | None = None) -> Genotype | None:
@@ -362,49 +217,29 @@ class Search:
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        state = {
+        return {
             "version": STATE_VERSION,
             "config": self.cfg.model_dump(mode="json"),
             "cycle": self.cycle, "epoch": self.epoch, "finished": self.finished,
-            "pools": pools_to_json(self.pools), "histories": histories_to_json(self.histories),
-            "net": self.net.state_dict(),
-            "alphas": {t: [a.detach().cpu() for a in self.alphas[t]] for t in CELL_TYPES},
-            "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
+            **self.model.state_dict(),
             "controller": self.controller.state_dict(),
             "epoch_log": self.epoch_log,
             "cycle_log": [cycle_to_json(r) for r in self.cycle_log],
             "genotype": self.genotype.to_dict() if self.genotype else None,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate(), "augment": self._augment_rng.get_state()},
+            "rng": rng.capture(augment=self.setup.augment_rng),
         }
-        if self.device.type == "cuda":
-            state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
-        return state
 
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"checkpoint format {state.get('version')} is not {STATE_VERSION}")
-        self.cycle, self.epoch = state["cycle"], state["epoch"]
-        self.finished = state["finished"]
-        self.pools = pools_from_json(state["pools"])
-        self.histories = histories_from_json(state["histories"])
-        self.net = self._build_net(self.pools)
-        self.net.load_state_dict(state["net"])
-        self._fresh_cycle()
-        with torch.no_grad():
-            for t in CELL_TYPES:
-                for a, saved in zip(self.alphas[t], state["alphas"][t], strict=True):
-                    a.copy_(saved.to(self.device))
-        self.w_opt.load_state_dict(state["w_opt"])
-        self.a_opt.load_state_dict(state["a_opt"])
-        self.controller.load_state_dict(state["controller"])
-        self.epoch_log = state["epoch_log"]
-        self.cycle_log = [cycle_from_json(r) for r in state["cycle_log"]]
-        self.genotype = Genotype.from_dict(state["genotype"]) if state["genotype"] else None
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        if "augment" in state["rng"]:  # absent from checkpoints written before it existed
-            self._augment_rng.set_state(state["rng"]["augment"])
-        if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+    def load_state_dict(self, saved: dict) -> None:
+        """Continue from ``saved``; refuses another state format or a config that computes
+        something else (one line naming each differing field), like the retrain."""
+        state.check_version(saved, STATE_VERSION, "search")
+        state.check_config(saved["config"], self.cfg.model_dump(mode="json"),
+                           SearchConfig().model_dump(mode="json"))
+        self.cycle, self.epoch = saved["cycle"], saved["epoch"]
+        self.finished = saved["finished"]
+        self.model.load_state_dict(saved)
+        self.controller.load_state_dict(saved["controller"])
+        self.epoch_log = saved["epoch_log"]
+        self.cycle_log = [cycle_from_json(r) for r in saved["cycle_log"]]
+        self.genotype = Genotype.from_dict(saved["genotype"]) if saved["genotype"] else None
+        rng.restore(saved["rng"], augment=self.setup.augment_rng)

@@ -13,6 +13,7 @@ import sys
 
 from pydantic import ValidationError
 
+from prnas import cli
 from prnas.space.constraints import PRESETS, Constraints, preset
 from prnas.space.counting import reachable, search_space_size
 from prnas.space.sampling import PAPER_MORPH_ROUNDS, SampleSpec, sample_genotypes
@@ -28,8 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     for f in _FIELDS:
         c.add_argument("--" + f.replace("_", "-"), type=int, dest=f)
     c.add_argument("--steps", type=int, default=5, help="morphing steps (default 5)")
-    c.add_argument("--paper-counting", action="store_true",
-                   help="count 1x1 kernels with dilation 2 as distinct (reproduces Table II)")
+    cli.add_counting(c)
+    cli.deprecated(c, "--paper-counting", dest="counting", value="paper",
+                   new="--counting paper (now the default)")
     c.add_argument("--list", action="store_true", help="also print the reachable op strings")
     s = sub.add_parser("size", help="cell search-space size for K ops per edge")
     s.add_argument("--ops", type=int, required=True, help="candidate ops per edge (K)")
@@ -103,11 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "count":
             c = _constraints(args)
-            ops = reachable(c, args.steps, paper_counting=args.paper_counting)
+            paper = args.counting == "paper"
+            ops = reachable(c, args.steps, paper_counting=paper)
             out = {
                 "count": len(ops),
                 "steps": args.steps,
-                "paper_counting": args.paper_counting,
+                "paper_counting": paper,
                 "preset": args.preset,
                 "constraints": c.model_dump(),
             }

@@ -50,9 +50,9 @@ class RetrainTrainable(tune.Trainable):
         self.ref = GenotypeRef.from_dict(config["genotypes"][config["genotype"]])
         overrides: dict[str, Any] = {"seed": int(config["seed"])}
         budget = claim_gpu_share(trial_gpu_fraction(self))
-        if budget is not None and config["retrain"]["batch_size"].get(
+        if budget is not None and config["retrain"]["batch"].get(
                 "memory_budget_bytes") is None:
-            overrides["batch_size.memory_budget_bytes"] = budget
+            overrides["batch.memory_budget_bytes"] = budget
         cfg = build_config(config["retrain"], overrides)
         self.retrainer = Retrainer(cfg, self.ref.load())
         self.retrainer.setup()

@@ -1,0 +1,204 @@
+"""One command-line convention for every prnas entry point.
+
+``python -m prnas.search``, ``python -m prnas.retrain``, ``tune_jobs/run_search.py``,
+``tune_jobs/run_retrain.py``, ``python -m analysis`` and ``python -m prnas.space``
+take their shared flags from here, so a flag means the same thing, is spelt the same
+way and fails the same way everywhere:
+
+* ``--config FILE``, ``--set KEY=VALUE`` (repeatable), ``--seed N``, ``--data-dir DIR``,
+  ``--download``, ``--device auto|cpu|cuda|cuda:N``: overrides applied to the config
+  before validation.
+* ``--out DIR``: the run's (or experiment's) folder; refused if not empty unless
+  ``--resume``. The Tune jobs also take ``--storage DIR --name NAME`` (= ``DIR/NAME``).
+* ``--resume``: continue the run in ``--out`` (Tune: the experiment); the stored
+  config wins over ``--config``/``--set``.
+* ``-q/--quiet``, ``-v/--verbose``: verbosity level 0 (no per-epoch lines: errors,
+  results and the search's one line per cycle), 1 (the default: also one line per
+  epoch), 2 (also per-batch progress bars, Ray's status table, trials' epoch lines).
+* **Seeds**: a run uses ``seed``; N runs of one config (``--num-samples N``) use
+  ``seed, seed+1, ..., seed+N-1``, where ``seed`` is the config's (0 by default) or
+  ``--seed``. :func:`seeds` is that rule.
+* **Streams**: progress (per-epoch and per-cycle lines, notes, bars) goes to stderr;
+  results (JSON rows, summaries, paths written) to stdout; errors are one
+  ``error: ...`` line on stderr.
+* **Exit codes**: :data:`EXIT_CODES`, the table docs/errors.md shows (a test keeps
+  the two equal).
+* **Counting** of discoverable ops: ``--counting paper|functional``, default
+  :data:`COUNTING_DEFAULT` in both ``prnas.space`` and ``analysis``.
+
+No torch, no Ray: the pure-Python ``prnas.space`` CLI imports this module too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl+C
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "finished (or `--stop-after-cycles N` reached in the in-process search)",
+    EXIT_FAILED: "the run failed while training: divergence (non-finite loss), disk full or "
+                 "folder removed while writing, or (Tune) some trials failed",
+    EXIT_BAD_INPUT: "bad input: invalid config field or flag, unreadable/corrupt/foreign "
+                    "checkpoint, bad genotype, corrupt image, unusable output folder, "
+                    "unreachable `--address`, or the folder is in use by another run",
+    EXIT_INTERRUPTED: "interrupted (Ctrl+C, or a Tune job's `--stop-after-cycles`): the last "
+                      "checkpoint is kept; continue with `--resume`",
+}
+
+COUNTING_CHOICES = ("paper", "functional")
+# The paper's counting (1x1 kernels with dilation 2 distinct) reproduces Table III's
+# 15/39/83; one default for every command so their numbers agree.
+COUNTING_DEFAULT = "paper"
+
+SEED_RULE = "N runs use seeds seed..seed+N-1 (seed: --seed, else the config's, default 0)"
+
+
+def seeds(first: int, n: int) -> list[int]:
+    """The seeds of ``n`` runs of one config: ``first, first+1, ..., first+n-1``."""
+    return [first + i for i in range(n)]
+
+
+def error(msg: str) -> int:
+    """Print the one-line error and return the bad-input exit code."""
+    print(f"error: {msg}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def progress(msg: str) -> None:
+    """A progress line (per epoch, per cycle, a note): stderr, flushed."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def result(msg: str) -> None:
+    """A result line (a JSON row, a path written, a summary): stdout, flushed."""
+    print(msg, flush=True)
+
+
+class _Deprecated(argparse.Action):
+    """An old flag that still works: sets what the new one sets and says so on stderr."""
+
+    def __init__(self, option_strings, dest, new: str, value: Any = True, nargs=0, **kw):
+        self.new, self.value = new, value
+        super().__init__(option_strings, dest, nargs=nargs, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        progress(f"note: {option_string} is deprecated; use {self.new}")
+        setattr(namespace, self.dest, self.value if self.nargs == 0 else values)
+
+
+def deprecated(p: argparse.ArgumentParser, flag: str, *, dest: str, new: str,
+               value: Any = True) -> None:
+    """Keep ``flag`` working as ``new`` (hidden from --help, with a note when used)."""
+    p.add_argument(flag, dest=dest, action=_Deprecated, new=new, value=value,
+                   help=argparse.SUPPRESS)
+
+
+def add_config(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--config", help=f"YAML config (default: {default})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field by dotted name, value parsed as YAML "
+                        "(e.g. --set network.channels=8; repeatable)")
+
+
+def add_seed(p: argparse.ArgumentParser, *, fan_out: bool = False) -> None:
+    p.add_argument("--seed", type=int, help="overrides seed" + (f"; {SEED_RULE}" if fan_out
+                                                                 else ""))
+
+
+def add_data(p: argparse.ArgumentParser, *, download: bool = True) -> None:
+    p.add_argument("--data-dir", help="dataset folder (overrides data.data_dir)")
+    if download:
+        p.add_argument("--download", action="store_true",
+                       help="download CIFAR into the data folder if missing (needs internet)")
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (overrides device)")
+
+
+def add_out(p: argparse.ArgumentParser, *, tune: bool = False) -> None:
+    if tune:
+        p.add_argument("--out", metavar="DIR", help="experiment folder (= --storage "
+                       "PARENT --name NAME); refused if it exists, unless --resume")
+        p.add_argument("--storage", help="experiments folder (default: $PRNAS_STORAGE or "
+                       "./runs)")
+        p.add_argument("--name", help="experiment name (a plain folder name)")
+    else:
+        p.add_argument("--out", required=True, help="output folder (refused if it exists "
+                       "and is not empty, unless --resume)")
+
+
+def add_resume(p: argparse.ArgumentParser, what: str = "the run in --out") -> None:
+    p.add_argument("--resume", action="store_true",
+                   help=f"continue {what} from its last checkpoint, under its stored config")
+
+
+def add_verbosity(p: argparse.ArgumentParser) -> None:
+    """``-q`` (level 0), default 1, ``-v`` (level 2) into ``args.verbosity``."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=0,
+                   help="no per-epoch lines (errors, results and per-cycle lines only)")
+    g.add_argument("-v", "--verbose", dest="verbosity", action="store_const", const=2,
+                   help="also per-batch progress bars and Ray's status table")
+    p.set_defaults(verbosity=1)
+
+
+def add_counting(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--counting", choices=COUNTING_CHOICES, default=COUNTING_DEFAULT,
+                   help="how discoverable convs are counted: the paper's way (1x1 kernels "
+                   "with dilation 2 distinct; reproduces Table III's 15/39/83) or "
+                   f"functionally (1x1 kernels once); default {COUNTING_DEFAULT}")
+
+
+def overrides(args: argparse.Namespace, names: Sequence[str] = ()) -> dict[str, Any]:
+    """Config overrides from ``--set`` and the shared flags present on ``args``, as dotted
+    keys; ``names`` adds top-level fields set by flags of the same name (``epochs``)."""
+    from prnas.config_io import parse_set_args
+
+    out = parse_set_args(getattr(args, "set", None) or [])
+    if getattr(args, "data_dir", None):
+        out["data.data_dir"] = args.data_dir
+    if getattr(args, "download", False):
+        out["data.download"] = True
+    for key in ("seed", "device", *names):
+        if getattr(args, key, None) is not None:
+            out[key] = getattr(args, key)
+    return out
+
+
+def experiment_path(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(storage, name) of a Tune job from ``--out DIR`` or ``--storage``/``--name``;
+    ValueError when both spellings are given."""
+    if getattr(args, "out", None):
+        if args.storage or args.name:
+            raise ValueError("--out DIR is --storage PARENT --name NAME; give one or the other")
+        from pathlib import Path
+
+        out = Path(args.out).expanduser().resolve()
+        return str(out.parent), out.name
+    return args.storage, args.name
+
+
+def legacy_verbose(argv: Sequence[str]) -> list[str]:
+    """``--verbose 0|1|2`` (the Tune retrain's old spelling) as ``-q``/nothing/``-v``."""
+    out, argv = [], list(argv)
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--verbose" and i + 1 < len(argv) and argv[i + 1] in ("0", "1", "2"):
+            level = argv[i + 1]
+            progress(f"note: --verbose {level} is deprecated; use "
+                     + {"0": "--quiet", "1": "neither --quiet nor --verbose",
+                        "2": "--verbose"}[level])
+            out += {"0": ["--quiet"], "1": [], "2": ["--verbose"]}[level]
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out

@@ -1,0 +1,116 @@
+"""The model half of a search: the supernet on its pools, its alphas and both optimisers.
+
+What changes between cycles lives here (a new network on the new pools, the
+survivors' weights carried over, each new op's inherited once through its
+morphism, fresh alphas and optimisers); what an epoch does with it lives in
+:mod:`prnas.search.loop`, and where the data and device come from in
+:mod:`prnas.search.setup`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from prnas.nn.search_net import SearchNetwork
+from prnas.nn.transfer import transfer_weights
+from prnas.runtime.batch_size import BatchSizeController
+from prnas.runtime.performance import Resolved, compiled
+from prnas.search.config import SearchConfig
+from prnas.search.policy import PolicyResult
+from prnas.search.pools import (
+    CELL_TYPES,
+    Pools,
+    histories_from_json,
+    histories_to_json,
+    initial_histories,
+    initial_pools,
+    pools_from_json,
+    pools_to_json,
+)
+from prnas.search.steps import SearchSteps
+
+
+class Supernet:
+    """The supernet of the current cycle with its alphas, optimisers and step functions."""
+
+    def __init__(self, cfg: SearchConfig, *, device: torch.device, perf: Resolved,
+                 num_classes: int, in_channels: int, controller: BatchSizeController) -> None:
+        self.cfg, self.device, self.perf = cfg, device, perf
+        self.num_classes, self.in_channels = num_classes, in_channels
+        self.controller = controller
+        self.pools: Pools = initial_pools(cfg.network.nodes, cfg.initial_ops())
+        self.histories = initial_histories(self.pools)
+        self.net = self.build_net(self.pools)
+        self.fresh_cycle()
+
+    def build_net(self, pools: Pools) -> SearchNetwork:
+        n = self.cfg.network
+        net = SearchNetwork(pools, channels=n.channels, layers=n.layers, nodes=n.nodes,
+                            num_classes=self.num_classes, in_channels=self.in_channels,
+                            stem_multiplier=n.stem_multiplier, cell_output=n.cell_output)
+        fmt = torch.channels_last if self.perf.channels_last else torch.contiguous_format
+        return net.to(self.device, memory_format=fmt)
+
+    def fresh_cycle(self) -> None:
+        """New alphas (1e-3 N(0,1)), fresh optimisers and batch size: every cycle restarts."""
+        o = self.cfg.optim
+        self.alphas = {
+            t: nn.ParameterList(
+                nn.Parameter(o.alpha_init_scale * torch.randn(len(edge), device=self.device))
+                for edge in self.pools[t])
+            for t in CELL_TYPES
+        }
+        self.w_opt = torch.optim.SGD(self.net.parameters(), lr=o.lr, momentum=o.momentum,
+                                     weight_decay=o.weight_decay)
+        self.a_opt = torch.optim.Adam([p for t in CELL_TYPES for p in self.alphas[t]],
+                                      lr=o.alpha_lr, betas=o.alpha_betas,
+                                      weight_decay=o.alpha_weight_decay)
+        # A compiled forward is traced again for every cycle's network (new pools).
+        self.steps = SearchSteps(self.net, self.alphas, self.w_opt, self.a_opt,
+                                 grad_clip=o.grad_clip, perf=self.perf, device=self.device,
+                                 forward=compiled(self.net, self.perf),
+                                 alpha_grad_clip=o.alpha_grad_clip)
+        self.controller.reset()
+
+    def alpha_values(self) -> dict[str, list[list[float]]]:
+        return {t: [a.detach().cpu().tolist() for a in self.alphas[t]] for t in CELL_TYPES}
+
+    def carry_weights(self, old: SearchNetwork, result: PolicyResult) -> None:
+        """Survivors keep their weights by module name; each new op inherits its
+        parent's weights once, through the morphism's transfer."""
+        old_sd = old.state_dict()
+        with torch.no_grad():
+            for k, v in self.net.state_dict().items():
+                if k in old_sd and old_sd[k].shape == v.shape:
+                    v.copy_(old_sd[k])
+        for t, e, new in result.new_ops():
+            for oc, nc in zip(old.cells_of(t), self.net.cells_of(t)):
+                transfer_weights(new.parent, oc.edges[e].ops[str(new.parent)],
+                                 new.op, nc.edges[e].ops[str(new.op)], new.morphism)
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "pools": pools_to_json(self.pools), "histories": histories_to_json(self.histories),
+            "net": self.net.state_dict(),
+            "alphas": {t: [a.detach().cpu() for a in self.alphas[t]] for t in CELL_TYPES},
+            "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Rebuild on the saved pools, then load weights, alphas and optimisers (the
+        batch-size controller is restored by the caller, after: ``fresh_cycle`` resets it)."""
+        self.pools = pools_from_json(state["pools"])
+        self.histories = histories_from_json(state["histories"])
+        self.net = self.build_net(self.pools)
+        self.net.load_state_dict(state["net"])
+        self.fresh_cycle()
+        with torch.no_grad():
+            for t in CELL_TYPES:
+                for a, saved in zip(self.alphas[t], state["alphas"][t], strict=True):
+                    a.copy_(saved.to(self.device))
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.a_opt.load_state_dict(state["a_opt"])

@@ -314,7 +314,8 @@ def test_config_rejects_bad_fields_by_name(fields: dict, named: str) -> None:
 
 
 def test_config_lists_allowed_datasets_and_is_frozen() -> None:
-    with pytest.raises(ValidationError, match="'cifar10', 'cifar100', 'demo' or 'imagefolder'"):
+    allowed = "'cifar10', 'cifar100', 'demo', 'imagefolder' or 'imagenet'"
+    with pytest.raises(ValidationError, match=allowed):
         DataConfig(dataset="mnist")
     cfg = DataConfig()
     with pytest.raises(ValidationError):

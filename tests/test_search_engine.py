@@ -10,7 +10,7 @@ from prnas.nn.search_net import SearchNetwork
 from prnas.runtime import checkpoint
 from prnas.search import __main__ as cli
 from prnas.search.config import ConfigError, build_config, load_config
-from prnas.search.engine import Search
+from prnas.search.engine import STATE_VERSION, Search
 from prnas.search.policy import decisions_to_json
 from prnas.search.pools import initial_pools, pools_plain
 from prnas.space import Op, apply_morphism
@@ -372,5 +372,5 @@ def test_restore_refuses_another_config_naming_the_fields_like_the_retrain():
     moved = _search(**{"data.num_workers": 0, "device": "cpu"})
     moved.load_state_dict(state)
     assert (moved.cycle, moved.epoch) == (0, 1)
-    with pytest.raises(ValueError, match="search checkpoint format 0 is not 1"):
+    with pytest.raises(ValueError, match=f"search checkpoint format 0 is not {STATE_VERSION}"):
         moved.load_state_dict({**state, "version": 0})

@@ -239,15 +239,15 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
 
     for key, value in ray_compat.DRIVER_ENV.items():
         os.environ.setdefault(key, value)
-    if args.verbose < 2:
+    if args.verbosity < 2:
         ray_compat.quiet_logs()
     try:
         url = init_ray(args.address, args.num_cpus, args.dashboard,
-                       worker_setup=None if args.verbose >= 2 else ray_compat.quiet_logs)
+                       worker_setup=None if args.verbosity >= 2 else ray_compat.quiet_logs)
     except ClusterConnectError as err:
         return _fail(str(err))
     if url:
-        print(f"Ray dashboard: {url}", file=sys.stderr)
+        cli.progress(f"Ray dashboard: {url}")
     gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (
         1.0 if cluster_gpus() > 0 else 0.0)
     cpus = args.cpus_per_trial if args.cpus_per_trial is not None else (

@@ -197,7 +197,7 @@ def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] |
     ray_compat.quiet_logs()  # the driver prints its own line per cycle
     try:
         url = init_ray(args.address, args.num_cpus, args.dashboard,
-                       worker_setup=None if args.log_epochs else ray_compat.quiet_logs)
+                       worker_setup=None if args.verbosity >= 2 else ray_compat.quiet_logs)
     except ClusterConnectError as err:
         return _fail(str(err))
     if url:

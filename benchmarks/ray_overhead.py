@@ -99,7 +99,8 @@ def run_inproc(config: str, tmp: Path) -> dict:
 def run_tune(config: str, tmp: Path) -> dict:
     run = streamed([sys.executable, "tune_jobs/run_search.py", "--config", config,
                     "--num-samples", "1", "--cpus-per-trial", "1", "--storage", str(tmp),
-                    "--name", "tune"], TUNE_LINE, tmp / "tune.err")
+                    "--name", "tune"], TUNE_LINE, tmp / "tune.err",
+                   stream="stderr")  # the trials' lines are progress too (prnas/cli.py)
     (cycles,) = (tmp / "tune").glob("*/cycles.jsonl")
     rows = sorted(_jsonl(cycles), key=lambda r: r["cycle"])
     return profile(run, [float(r["cycle_time_s"]) for r in rows],

@@ -226,7 +226,7 @@ def test_retrain_console_prints_one_line_per_epoch_and_trial(capsys):
         "epoch_time_s": 1.25})
     printer.on_trial_result(0, [trial, other], trial, {"trial_id": "t1"})  # no epoch: no line
     printer.on_trial_complete(0, [trial], trial)
-    assert capsys.readouterr().out.splitlines() == [
+    assert capsys.readouterr().err.splitlines() == [
         "[darts-v2 seed 1 (t1)] epoch 2/3: test err 12.35%, train acc 80.00%, lr 0.02500, "
         "1.2s  | trials: 1 running, 1 pending",
         "[darts-v2 seed 1 (t1)] finished: /x/model.pt"]

@@ -267,7 +267,7 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
         if refs or args.random:
             print("note: --resume continues the stored trials; --genotype/--from-search/"
                   "--random and config flags are ignored", file=sys.stderr)
-        tuner = restore_tuner(experiment, gpus, cpus)
+        tuner = restore_tuner(experiment)
     else:
         if gpus == 0 and cfg.device == "auto":
             # A zero-GPU trial on a GPU node must not quietly take a GPU it did not reserve.

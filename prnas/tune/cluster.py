@@ -147,6 +147,17 @@ def default_storage() -> Path:
     return Path(os.environ.get(STORAGE_ENV) or "runs").expanduser().resolve()
 
 
+def resource_request(config: dict[str, Any]) -> Any:
+    """The one way both Tune jobs ask for resources: ``config["resources"]`` (``cpu``,
+    ``gpu``), read by each Trainable's ``default_resource_request``. Kept in the trial's
+    config, a trial restored by ``--resume`` asks for what it first asked for."""
+    from ray import tune
+
+    res = config.get("resources") or {}
+    return tune.PlacementGroupFactory(
+        [{"CPU": float(res.get("cpu", 1)), "GPU": float(res.get("gpu", 0))}])
+
+
 def trial_gpu_fraction(trainable: Any) -> float:
     """The GPUs a running Trainable reserved (0 outside Tune or on a CPU trial)."""
     res = getattr(trainable, "trial_resources", None)

@@ -2,8 +2,9 @@
 
 The search prints one line per cycle (``prnas.tune.experiment.ProgressPrinter``), the
 retrain one per epoch (``prnas.tune.retrain.EpochPrinter``); Ray's own status table
-(JSON columns, a full table per update) stays off unless asked for. Lines go to stdout
-with a flush: Tune pickles callbacks with the experiment, so no stream is kept.
+(JSON columns, a full table per update) stays off unless asked for. Lines go where every
+prnas command sends progress (``prnas.cli.progress``: stderr, flushed); no stream is
+kept on the callback, since Tune pickles callbacks with the experiment.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 from ray import tune
 
+from prnas.cli import progress
+
 _STATES = ("RUNNING", "PAUSED", "PENDING", "TERMINATED", "ERROR")
 
 
@@ -19,7 +22,7 @@ class TrialProgress(tune.Callback):
     """A line per result that :meth:`line` formats, per finished trial and per error."""
 
     def out(self, line: str) -> None:
-        print(line, flush=True)
+        progress(line)
 
     def label(self, trial: Any) -> str:
         return str(trial.trial_id)

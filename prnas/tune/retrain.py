@@ -31,7 +31,7 @@ from prnas.retrain.results import rows_to_frame
 from prnas.retrain.trainer import Retrainer
 from prnas.runtime.device import configure_threads, release_cached_memory
 from prnas.tune import ray_compat
-from prnas.tune.cluster import claim_gpu_share, trial_gpu_fraction
+from prnas.tune.cluster import claim_gpu_share, resource_request, trial_gpu_fraction
 from prnas.tune.progress import TrialProgress
 
 CHECKPOINT_FILE = "retrain.pt"
@@ -41,6 +41,10 @@ MODEL_FILE = "model.pt"  # the trained network, in the trial folder (prnas.model
 class RetrainTrainable(tune.Trainable):
     """config: ``retrain`` (RetrainConfig dump), ``genotype`` (a label), ``genotypes`` (label ->
     GenotypeRef dict), ``seed``, ``threads`` (torch intra-op threads, = CPUs per trial)."""
+
+    @classmethod
+    def default_resource_request(cls, config: dict[str, Any]):
+        return resource_request(config)
 
     def setup(self, config: dict[str, Any]) -> None:
         configure_threads(int(config.get("threads") or 1))
@@ -124,7 +128,8 @@ class RetrainTrainable(tune.Trainable):
 
 
 def param_space(cfg: RetrainConfig, refs: Sequence[GenotypeRef], seeds: Sequence[int],
-                threads: int) -> dict[str, Any]:
+                threads: int, gpus_per_trial: float = 0.0,
+                cpus_per_trial: float = 1.0) -> dict[str, Any]:
     """Grid over genotypes x seeds; everything else is the same validated protocol.
 
     The grid runs over labels (what Tune's progress table shows), each trial
@@ -136,11 +141,8 @@ def param_space(cfg: RetrainConfig, refs: Sequence[GenotypeRef], seeds: Sequence
         "genotype": tune.grid_search([r.label for r in refs]),
         "seed": tune.grid_search(list(seeds)),
         "threads": threads,
+        "resources": {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
     }
-
-
-def trainable_with_resources(gpus_per_trial: float, cpus_per_trial: float) -> Any:
-    return tune.with_resources(RetrainTrainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -188,8 +190,8 @@ def build_tuner(cfg: RetrainConfig, refs: Sequence[GenotypeRef], seeds: Sequence
     """A fresh Tuner for genotypes x seeds; ``cfg`` must already hold absolute data paths."""
     threads = max(1, int(cpus_per_trial))
     return tune.Tuner(
-        trainable_with_resources(gpus_per_trial, cpus_per_trial),
-        param_space=param_space(cfg, refs, seeds, threads),
+        RetrainTrainable,
+        param_space=param_space(cfg, refs, seeds, threads, gpus_per_trial, cpus_per_trial),
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=False,
                                     trial_dirname_creator=_trial_dirname,
                                     trial_name_creator=_trial_dirname),
@@ -197,9 +199,10 @@ def build_tuner(cfg: RetrainConfig, refs: Sequence[GenotypeRef], seeds: Sequence
     )
 
 
-def restore_tuner(path: Path, gpus_per_trial: float, cpus_per_trial: float) -> tune.Tuner:
-    """Continue a killed experiment: unfinished and errored trials resume from checkpoints."""
-    return tune.Tuner.restore(str(path), trainable_with_resources(gpus_per_trial, cpus_per_trial),
+def restore_tuner(path: Path) -> tune.Tuner:
+    """Continue a killed experiment: unfinished and errored trials resume from checkpoints,
+    with the resources they first asked for (kept in their config)."""
+    return tune.Tuner.restore(str(path), RetrainTrainable,
                               resume_unfinished=True, resume_errored=True)
 
 

@@ -52,7 +52,7 @@ from prnas.search.config import SearchConfig, build_config
 from prnas.search.engine import Search
 from prnas.search.policy import cycle_from_json, cycle_to_json, result_from_dict
 from prnas.tune import ray_compat
-from prnas.tune.cluster import claim_gpu_share, trial_gpu_fraction
+from prnas.tune.cluster import claim_gpu_share, resource_request, trial_gpu_fraction
 
 SEARCH_KEY = "search"
 DECISION_KEY = "prnas_decision"
@@ -116,9 +116,7 @@ class SearchTrainable(tune.Trainable):
 
     @classmethod
     def default_resource_request(cls, config: dict[str, Any]):
-        res = config.get("resources") or {}
-        return tune.PlacementGroupFactory(
-            [{"CPU": float(res.get("cpu", 1)), "GPU": float(res.get("gpu", 0))}])
+        return resource_request(config)
 
     # ----------------------------------------------------------------- lifecycle
     def setup(self, config: dict[str, Any]) -> None:

@@ -35,18 +35,24 @@ from analysis.tables import params_str, pm, retrain_trials
 KINDS = ("searched", "random", "preset")
 KIND_COLORS = {"searched": "#1f77b4", "random": "#ff7f0e", "preset": "#2ca02c"}
 MIN_CELLS = 5
-RUN_COLUMNS = ["experiment", "trial_id", "genotype", "kind", "cell", "seed", "params", "macs",
-               "final_test_error"]
+RUN_COLUMNS = ["experiment", "trial_id", "genotype", "kind", "space", "cell", "seed", "params",
+               "macs", "final_test_error"]
 
 
-def _file_kind(path) -> str | None:
-    """The ``kind`` a genotype file records (``prnas.space sample`` writes "random")."""
+def _file_field(path, field: str) -> str | None:
+    """A field a genotype file records: ``kind`` (``prnas.space sample`` writes "random",
+    a search "searched") or ``space`` (both write it)."""
     if not isinstance(path, str) or not path:
         return None
     try:
-        kind = json.loads(Path(path).read_text()).get("kind")
+        value = json.loads(Path(path).read_text()).get(field)
     except (OSError, ValueError, AttributeError):
         return None
+    return value if isinstance(value, str) else None
+
+
+def _file_kind(path) -> str | None:
+    kind = _file_field(path, "kind")
     return kind if kind in KINDS else None
 
 
@@ -79,6 +85,7 @@ def run_table(retrain: pd.DataFrame, report_last: int = 5) -> pd.DataFrame:
     runs = trials.merge(extra, on=TRIAL_KEY, how="left")
     runs["macs"] = pd.to_numeric(runs["macs"], errors="coerce")
     runs["kind"] = [infer_kind(k, p) for k, p in zip(runs["kind_stored"], runs["genotype_path"])]
+    runs["space"] = [_file_field(p, "space") for p in runs["genotype_path"]]
     runs["cell"] = [p if isinstance(p, str) and p else str(g)
                     for p, g in zip(runs["genotype_path"], runs["genotype"])]
     runs["params"] = pd.to_numeric(runs["params"], errors="coerce").astype("float64")
@@ -211,6 +218,20 @@ def compare(runs: pd.DataFrame, n_boot: int = 10_000, confidence: float = 0.95,
                       n_cells["random"], mean["searched"], mean["random"], diff, low, high,
                       confidence, float(test.statistic), float(test.pvalue), floor,
                       enough and test.pvalue < alpha, statement)
+
+
+def compare_by_space(runs: pd.DataFrame, **kwargs) -> pd.DataFrame:
+    """:func:`compare` within each space that has both searched and random runs of a known
+    space (the genotype files record it): a random cell is a baseline only for searches
+    of its own space. Empty when no space has both."""
+    frames = []
+    for space, g in runs.dropna(subset=["space"]).groupby("space", sort=True):
+        if {"searched", "random"} <= set(g["kind"]):
+            frames.append(compare(g, **kwargs).to_frame().assign(space=space))
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    return out[["space", *[c for c in out.columns if c != "space"]]]
 
 
 def comparison_figure(runs: pd.DataFrame) -> Figure:

@@ -295,6 +295,14 @@ def _baseline_section(page: _Page, out: Path, runs: pd.DataFrame | None,
     page.add(f"<p><strong>{html.escape(result.statement)}</strong></p>")
     frame = result.to_frame()
     page.files(write_table(frame, frame, out / TABLES / "baseline_comparison"), out)
+    by_space = baseline.compare_by_space(runs)
+    spaces = {k: sorted(set(runs.loc[runs["kind"] == k, "space"].dropna()))
+              for k in ("searched", "random")}
+    if len(by_space) and (len(by_space) > 1 or spaces["searched"] != spaces["random"]):
+        page.para("The pooled comparison above mixes spaces; within each space that has "
+                  "both searched and random cells:")
+        shown = by_space[["space", "cells_searched", "cells_random", "statement"]]
+        page.table(shown, write_table(by_space, shown, out / TABLES / "baseline_by_space"), out)
     page.files(write_table(runs, runs, out / TABLES / "baseline_runs"), out)
     paths = figures.save_figure(baseline.comparison_figure(runs),
                                 out / FIGURES / "baseline_comparison")

@@ -129,6 +129,34 @@ def test_run_table_takes_kind_and_macs_and_infers_kind_for_older_files():
     assert baseline.infer_kind(pd.NA, None) == "preset"
 
 
+def test_random_cells_are_compared_within_their_own_space(tmp_path):
+    # Run errors by (space, kind): DL's search beats DL's random cells, DR has no random ones.
+    spec = {("DL", "searched"): [1, 2, 3, 4, 5], ("DL", "random"): [6, 7, 8, 9, 10],
+            ("DR", "searched"): [20, 21, 22, 23, 24]}
+    rows, n = [], 0
+    for (space, kind), errors in spec.items():
+        for err in errors:
+            path = tmp_path / f"{space}-{kind}-{n}.json"
+            path.write_text(json.dumps({"space": space, "kind": kind}))
+            rows += [{"experiment": "r", "trial_id": f"t{n}", "genotype": path.stem,
+                      "genotype_path": str(path), "kind": kind, "seed": 0, "dataset": "demo",
+                      "params": 1000, "epoch": 1, "test_error": float(err), "lr": 0.1,
+                      "drop_path_prob": 0.0, "experiment_dir": "/nonexistent"}]
+            n += 1
+    runs = baseline.run_table(pd.DataFrame(rows), report_last=1)
+    assert runs.groupby("space")["kind"].value_counts().to_dict() == {
+        ("DL", "searched"): 5, ("DL", "random"): 5, ("DR", "searched"): 5}
+    by_space = baseline.compare_by_space(runs)
+    assert list(by_space["space"]) == ["DL"]  # DR has no baseline of its own
+    dl = baseline.compare(runs[runs["space"] == "DL"])
+    assert by_space.loc[0, "difference"] == pytest.approx(dl.difference) == pytest.approx(-5.0)
+    assert by_space.loc[0, "p_value"] == pytest.approx(2 / 252)
+    pooled = baseline.compare(runs)  # DR's poor searched cells drag the pooled mean up
+    assert pooled.difference == pytest.approx(np.mean([1, 2, 3, 4, 5] + list(range(20, 25)))
+                                              - 8.0)
+    assert baseline.compare_by_space(runs[runs["space"] == "DR"]).empty
+
+
 # ----------------------------------------------------------------------------- agreement
 
 K3, K5, SKIP, MAX = Op.conv(3), Op.conv(5), Op.skip(), Op.max_pool()

@@ -186,7 +186,9 @@ class Search:
         if self.cycle == self.num_cycles - 1:
             self.genotype = derive_genotype(
                 self.pools, self.alpha_values(), self.cfg.network.nodes, name=self.cfg.name,
-                source=f"prnas search, space {self.cfg.space}, seed {self.cfg.seed}")
+                source=f"prnas search, space {self.cfg.space}, seed {self.cfg.seed}",
+                # what a random-baseline comparison groups by (analysis.baseline)
+                extra={"kind": "searched", "space": self.cfg.space})
             # self.pools stays what the net and alphas were built for, so a finished
             # search's state loads again; the final pools are in cycle_log["pools_next"].
             self.finished = True

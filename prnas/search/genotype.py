@@ -9,7 +9,8 @@ from prnas.space.genotype import Genotype
 
 
 def derive_genotype(pools: Pools, alphas: Mapping[str, Sequence[Sequence[float]]], nodes: int,
-                    name: str = "searched", source: str = "") -> Genotype:
+                    name: str = "searched", source: str = "",
+                    extra: Mapping[str, object] | None = None) -> Genotype:
     """Top op per edge; per node the 2 incoming edges with the highest max-softmax weight.
 
     Ties keep the earlier edge, so the result is a deterministic function of its inputs.
@@ -31,4 +32,4 @@ def derive_genotype(pools: Pools, alphas: Mapping[str, Sequence[Sequence[float]]
         cells[t] = tuple(spec)
     concat = tuple(range(2, nodes + 2))
     return Genotype(normal=cells["normal"], reduce=cells["reduce"], normal_concat=concat,
-                    reduce_concat=concat, name=name, source=source)
+                    reduce_concat=concat, name=name, source=source, extra=dict(extra or {}))

@@ -91,6 +91,16 @@ def _images(tmp: Path, *, bad: str | None = None, classes: int = 3) -> list[str]
         p.write_bytes(p.read_bytes()[:40])
     elif bad == "test":
         (test / "class_2" / "0001.png").write_bytes(b"not a png")
+    elif bad == "train-jpeg":  # a cut-off scan: PIL's cheap verify passes, decoding fails
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(torch.randint(0, 255, (32, 32, 3), dtype=torch.uint8,
+                                      generator=torch.Generator().manual_seed(0)).numpy()
+                        ).save(buf, "JPEG", quality=95)
+        (train / "class_1" / "0004.jpg").write_bytes(buf.getvalue()[:len(buf.getvalue()) * 3 // 5])
     return ["--set", "data.dataset=imagefolder", "--set", f"data.train_dir={train}",
             "--set", f"data.test_dir={test}"]
 
@@ -204,6 +214,9 @@ CASES: list[tuple[str, str, Callable[[Path], list[str]], str]] = [
     ("search-corrupt-train-image", "search",
      lambda t: ["--config", _tiny_yaml(t), "--out", str(t / "o"), *_images(t, bad="train")],
      "0003.png"),
+    ("search-truncated-train-jpeg-in-a-worker", "search",
+     lambda t: ["--config", _tiny_yaml(t), "--out", str(t / "o"), *_images(t, bad="train-jpeg"),
+                "--set", "data.num_workers=1"], "0004.jpg"),
     ("search-corrupt-test-image", "search",
      lambda t: ["--config", _tiny_yaml(t), "--out", str(t / "o"), *_images(t, bad="test")],
      "0001.png"),

@@ -407,7 +407,7 @@ def check_images(paths: Sequence[str], *, full: bool, role: str) -> None:
 
     ``full`` decodes the pixels (test images, which no earlier pass reads); otherwise
     PIL's cheap ``verify`` (train images are decoded anyway by the statistics pass,
-    whose errors name the file too).
+    whose errors name the file in one line too, also from a DataLoader worker).
     """
     _check_images(tuple(paths), full, role)
 
@@ -499,11 +499,16 @@ def _paths_stats(
     total = torch.zeros(len(mode), dtype=torch.float64)
     total_sq = torch.zeros_like(total)
     count = 0
-    for x, _ in DataLoader(images, batch_size=256, num_workers=workers):
-        x = x.to(torch.float64)
-        total += x.sum(dim=(0, 2, 3))
-        total_sq += (x * x).sum(dim=(0, 2, 3))
-        count += x.shape[0] * x.shape[2] * x.shape[3]
+    try:
+        for x, _ in DataLoader(images, batch_size=256, num_workers=workers):
+            x = x.to(torch.float64)
+            total += x.sum(dim=(0, 2, 3))
+            total_sq += (x * x).sum(dim=(0, 2, 3))
+            count += x.shape[0] * x.shape[2] * x.shape[3]
+    except CorruptImageError as err:
+        # A worker's error comes back wrapped in its traceback; the file is on its last line.
+        last = str(err).strip().splitlines()[-1]
+        raise CorruptImageError(last.split("CorruptImageError: ", 1)[-1]) from None
     mean = total / count
     std = (total_sq / count - mean * mean).clamp_min(0.0).sqrt()
     return tuple(float(m) for m in mean), _safe_std(std)

@@ -71,6 +71,18 @@ def error(msg: str) -> int:
     return EXIT_BAD_INPUT
 
 
+def training_failed(err: Exception, out: Any) -> int:
+    """The one line for a run that failed while training (a non-finite loss, or a write
+    into ``out`` that failed, e.g. a full disk); the last complete checkpoint stays."""
+    if isinstance(err, OSError):
+        msg = (f"cannot write to {out}: {err.strerror or err}; the last complete checkpoint "
+               "is kept, continue with --resume once fixed")
+    else:
+        msg = str(err)
+    print(f"error: {msg}", file=sys.stderr)
+    return EXIT_FAILED
+
+
 def progress(msg: str) -> None:
     """A progress line (per epoch, per cycle, a note): stderr, flushed."""
     print(msg, file=sys.stderr, flush=True)

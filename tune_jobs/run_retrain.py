@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -227,23 +226,18 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
          storage: Path, name: str) -> int:
     from prnas.retrain.results import format_summary, summarize, write_parquet
-    from prnas.tune import ray_compat
     from prnas.tune.cluster import (
         ClusterConnectError,
         ClusterResourceError,
         check_resources,
         cluster_gpus,
-        init_ray,
+        start_driver,
     )
     from prnas.tune.retrain import build_tuner, restore_tuner, result_rows
 
-    for key, value in ray_compat.DRIVER_ENV.items():
-        os.environ.setdefault(key, value)
-    if args.verbosity < 2:
-        ray_compat.quiet_logs()
     try:
-        url = init_ray(args.address, args.num_cpus, args.dashboard,
-                       worker_setup=None if args.verbosity >= 2 else ray_compat.quiet_logs)
+        url = start_driver(args.address, args.num_cpus, args.dashboard,
+                           verbosity=args.verbosity, quiet_driver=args.verbosity < 2)
     except ClusterConnectError as err:
         return _fail(str(err))
     if url:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 from pathlib import Path
@@ -182,22 +181,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] | None,
          experiment: Path, fault: dict | None) -> int:
-    from prnas.tune import ray_compat
     from prnas.tune.cluster import (
         ClusterConnectError,
         ClusterResourceError,
         check_resources,
         cluster_gpus,
-        init_ray,
+        start_driver,
     )
     from prnas.tune.experiment import SearchExperiment, run_search
 
-    for key, value in ray_compat.DRIVER_ENV.items():
-        os.environ.setdefault(key, value)
-    ray_compat.quiet_logs()  # the driver prints its own line per cycle
-    try:
-        url = init_ray(args.address, args.num_cpus, args.dashboard,
-                       worker_setup=None if args.verbosity >= 2 else ray_compat.quiet_logs)
+    try:  # the driver prints its own line per cycle: Ray's loggers stay quiet there
+        url = start_driver(args.address, args.num_cpus, args.dashboard,
+                           verbosity=args.verbosity, quiet_driver=True)
     except ClusterConnectError as err:
         return _fail(str(err))
     if url:

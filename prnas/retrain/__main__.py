@@ -148,13 +148,8 @@ def _train(trainer: Retrainer, cfg: RetrainConfig, genotype: Genotype, out: Path
         print(f"interrupted after epoch {trainer.epoch}; continue with --resume",
               file=sys.stderr)
         return cli.EXIT_INTERRUPTED
-    except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return cli.EXIT_FAILED
-    except OSError as err:  # disk full, folder removed: the previous checkpoint stays
-        print(f"error: cannot write to {out}: {err.strerror or err}; the last complete "
-              "checkpoint is kept, continue with --resume once fixed", file=sys.stderr)
-        return cli.EXIT_FAILED
+    except (TrainingDiverged, OSError) as err:  # divergence, disk full, folder removed
+        return cli.training_failed(err, out)
     print(f"final test error (mean of last {cfg.report_last} epochs): "
           f"{result['final_test_error']:.2f}%; last epoch's test accuracy "
           f"{result['test_acc']:.2f}%; model -> {out / MODEL}", file=sys.stderr)

@@ -149,13 +149,8 @@ def _run(search, out: Path, state: dict | None, stop_after_cycles: int | None) -
     try:
         genotype = search.run(on_epoch=save, on_cycle=on_cycle,
                               stop_after_cycles=stop_after_cycles)
-    except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return cli.EXIT_FAILED
-    except OSError as err:  # disk full, folder removed: the previous checkpoint stays
-        print(f"error: cannot write to {out}: {err.strerror or err}; the last complete "
-              "checkpoint is kept, continue with --resume once fixed", file=sys.stderr)
-        return cli.EXIT_FAILED
+    except (TrainingDiverged, OSError) as err:  # divergence, disk full, folder removed
+        return cli.training_failed(err, out)
     except KeyboardInterrupt:
         print("interrupted; continue with --resume", file=sys.stderr)
         return cli.EXIT_INTERRUPTED

@@ -147,6 +147,21 @@ def default_storage() -> Path:
     return Path(os.environ.get(STORAGE_ENV) or "runs").expanduser().resolve()
 
 
+def start_driver(address: str | None, num_cpus: int | None, dashboard: bool, *,
+                 verbosity: int, quiet_driver: bool) -> str | None:
+    """Both Tune jobs' Ray start-up: the driver's environment and, unless ``verbosity`` is
+    2, quiet Ray loggers in the workers (and in the driver when ``quiet_driver``); then
+    :func:`init_ray`. Kept out of library code paths: only the entry points call it."""
+    from prnas.tune import ray_compat
+
+    for key, value in ray_compat.DRIVER_ENV.items():
+        os.environ.setdefault(key, value)
+    if quiet_driver:
+        ray_compat.quiet_logs()
+    return init_ray(address, num_cpus, dashboard,
+                    worker_setup=None if verbosity >= 2 else ray_compat.quiet_logs)
+
+
 def resource_request(config: dict[str, Any]) -> Any:
     """The one way both Tune jobs ask for resources: ``config["resources"]`` (``cpu``,
     ``gpu``), read by each Trainable's ``default_resource_request``. Kept in the trial's

@@ -85,6 +85,31 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
+def build_cells(genotype: Genotype, layers: int, c_prev_prev: int, c_prev: int, c: int, *,
+                reduction_prev: bool, aux_index: int) -> tuple[nn.ModuleList, int, int]:
+    """DARTS' cell stack, shared by the CIFAR and the ImageNet network (they differ only in
+    the stem): reductions at 1/3 and 2/3, where the channels double.
+
+    Returns the cells, the last cell's output channels and those after cell ``aux_index``
+    (where the auxiliary head reads).
+    """
+    cells = nn.ModuleList()
+    c_aux = c_prev
+    for i in range(layers):
+        reduction = i in (layers // 3, 2 * layers // 3)
+        if reduction:
+            c *= 2
+        spec, concat = ((genotype.reduce, genotype.reduce_concat) if reduction
+                        else (genotype.normal, genotype.normal_concat))
+        cell = EvalCell(spec, concat, c_prev_prev, c_prev, c, reduction, reduction_prev)
+        cells.append(cell)
+        reduction_prev = reduction
+        c_prev_prev, c_prev = c_prev, cell.out_channels
+        if i == aux_index:
+            c_aux = c_prev
+    return cells, c_prev, c_aux
+
+
 class EvalNetwork(nn.Module):
     """DARTS' NetworkCIFAR for a genotype; set ``drop_path_prob`` before each epoch.
 
@@ -111,22 +136,8 @@ class EvalNetwork(nn.Module):
             nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False),
             nn.BatchNorm2d(c_stem),
         )
-        c_prev_prev, c_prev, c = c_stem, c_stem, channels
-        reduction_prev = False
-        c_aux = c_prev
-        self.cells = nn.ModuleList()
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            if reduction:
-                c *= 2
-            spec, concat = ((genotype.reduce, genotype.reduce_concat) if reduction
-                            else (genotype.normal, genotype.normal_concat))
-            cell = EvalCell(spec, concat, c_prev_prev, c_prev, c, reduction, reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            c_prev_prev, c_prev = c_prev, cell.out_channels
-            if i == self.aux_index:
-                c_aux = c_prev
+        self.cells, c_prev, c_aux = build_cells(genotype, layers, c_stem, c_stem, channels,
+                                                reduction_prev=False, aux_index=self.aux_index)
         self.auxiliary_head = AuxiliaryHead(c_aux, num_classes) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)

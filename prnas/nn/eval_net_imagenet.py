@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prnas.nn.eval_net import EvalCell
+from prnas.nn.eval_net import build_cells
 from prnas.space.genotype import Genotype
 
 __all__ = ["AuxiliaryHeadImageNet", "EvalNetworkImageNet"]
@@ -82,23 +82,9 @@ class EvalNetworkImageNet(nn.Module):
             nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(c),
         )
-        c_prev_prev, c_prev = c, c
         # stem0's output is at twice stem1's resolution: the first cell reduces its s0.
-        reduction_prev = True
-        c_aux = c_prev
-        self.cells = nn.ModuleList()
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
-            if reduction:
-                c *= 2
-            spec, concat = ((genotype.reduce, genotype.reduce_concat) if reduction
-                            else (genotype.normal, genotype.normal_concat))
-            cell = EvalCell(spec, concat, c_prev_prev, c_prev, c, reduction, reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            c_prev_prev, c_prev = c_prev, cell.out_channels
-            if i == self.aux_index:
-                c_aux = c_prev
+        self.cells, c_prev, c_aux = build_cells(genotype, layers, c, c, c, reduction_prev=True,
+                                                aux_index=self.aux_index)
         self.auxiliary_head = AuxiliaryHeadImageNet(c_aux, num_classes) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)

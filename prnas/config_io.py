@@ -51,11 +51,11 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
         if isinstance(v, Mapping) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
+            out[k] = deep_merge(out[k], v)
         else:
             out[k] = v
     return out
@@ -69,7 +69,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None)
         if "." in key:
             set_dotted(merged, key, value)
         else:
-            merged = _deep_merge(merged, {key: value})
+            merged = deep_merge(merged, {key: value})
     return merged
 
 

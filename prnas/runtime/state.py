@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from prnas import config_io
+
 # Fields that may differ between a checkpoint and the run restoring it: where the
 # data lives, how it is loaded and how fast it runs never change what is computed.
 MAY_DIFFER = frozenset({
@@ -26,16 +28,6 @@ def check_version(state: Mapping[str, Any], expected: int, what: str) -> None:
     if found != expected:
         raise ValueError(f"{what} checkpoint format {found!r} is not {expected}; "
                          "it was written by another prnas version")
-
-
-def _with_defaults(defaults: Mapping[str, Any], saved: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(defaults)
-    for k, v in saved.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = _with_defaults(out[k], v)
-        else:
-            out[k] = v
-    return out
 
 
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any],
@@ -57,6 +49,6 @@ def check_config(saved: Mapping[str, Any], current: Mapping[str, Any],
                  defaults: Mapping[str, Any], may_differ: Iterable[str] = MAY_DIFFER) -> None:
     """ValueError naming each differing field; a field the checkpoint predates counts as
     its default. All three mappings are ``model_dump(mode="json")`` of the run's config."""
-    diff = config_differences(_with_defaults(defaults, saved), current, may_differ)
+    diff = config_differences(config_io.deep_merge(dict(defaults), saved), current, may_differ)
     if diff:
         raise ValueError("checkpoint was written under another config: " + "; ".join(diff))

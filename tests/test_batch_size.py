@@ -319,29 +319,84 @@ def test_budget_grows_against_budget():
     assert ctl.batch_size == expected_stop(cfg, 1000, model)
 
 
+class _Rss:
+    """A process's resident memory as Linux reports it: the allocator keeps the pages of the
+    largest step so far, and a reset of the high-water mark (VmHWM) restarts it at that
+    current usage, not at the fixed part."""
+
+    def __init__(self, fixed: int, per_sample: int) -> None:
+        self.fixed, self.per_sample = fixed, per_sample
+        self.current = self.hwm = fixed
+
+    def step(self, batch_size: int) -> None:
+        self.current = max(self.current, self.fixed + self.per_sample * batch_size)
+        self.hwm = max(self.hwm, self.current)
+
+    def reset(self) -> None:
+        self.hwm = self.current
+
+
+def _run_cpu_budget(cfg: BatchSizeConfig, rss: _Rss, process_wide: bool) -> list[int]:
+    probe = BudgetProbe(cfg.memory_budget_bytes, measure=lambda: rss.hwm, reset=rss.reset,
+                        process_wide=process_wide)
+    ctl = BatchSizeController(cfg, probe)
+    rss.step(cfg.b_min)  # the warm-up step before the loop, as in the engine and benchmark
+    probe.reset_peak()
+    sizes = []
+    for _ in range(60):
+        sizes.append(ctl.batch_size)
+        rss.step(ctl.batch_size)
+        ctl.step_done()
+    return sizes
+
+
 def test_cpu_budget_path_reaches_the_limit_in_fewer_steps_without_overshoot():
-    """Issue 12 on the CPU path: a BudgetProbe measuring a process whose usage before each step
-    (the floor) is its fixed part, as RSS is. The decision jumps straight to the largest size
-    that fits; one b_mult per decision needed a step per grid size."""
+    """Issue 12 on the CPU path, against resident memory that keeps its pages: the usage before
+    a step is then close to its peak, so one measured size shows almost no per-sample cost.
+    Jumping on that single reading overshoots (what the paper-scale benchmark did: 24 -> 208,
+    465 % of the threshold); waiting for a second size reaches the limit in a handful of
+    decisions, where one b_mult per decision needed 84, and never above it."""
     fixed, per_sample = 600 * MiB, MiB // 2
     cfg = BatchSizeConfig(b_min=24, b_mult=8, b_max=1024, grow_every=2,
                           memory_budget_bytes=1000 * MiB)
-    # The measure is a high-water mark (as VmHWM) that a reset restarts at the current usage.
-    hwm = {"bytes": fixed}
-    probe = BudgetProbe(cfg.memory_budget_bytes, measure=lambda: hwm["bytes"],
-                        reset=lambda: hwm.update(bytes=fixed))
-    ctl = BatchSizeController(cfg, probe)
-    sizes = []
-    for _ in range(40):
-        sizes.append(ctl.batch_size)
-        hwm["bytes"] = max(hwm["bytes"], fixed + per_sample * ctl.batch_size)  # the step
-        ctl.step_done()
+    budget = cfg.threshold * cfg.memory_budget_bytes
     stop = expected_stop(cfg, cfg.memory_budget_bytes, linear(fixed, per_sample))
     assert stop == 696
-    assert max(sizes) == stop and ctl.batch_size == stop
-    assert _decisions_to_reach(sizes, stop, cfg.grow_every) == 1
     assert (stop - cfg.b_min) // cfg.b_mult == 84  # decisions one b_mult at a time needed
-    assert linear(fixed, per_sample)(max(sizes)) <= cfg.threshold * cfg.memory_budget_bytes
+
+    sizes = _run_cpu_budget(cfg, _Rss(fixed, per_sample), process_wide=True)
+    assert max(sizes) == stop and sizes[-1] == stop
+    assert linear(fixed, per_sample)(max(sizes)) <= budget
+    taken = _decisions_to_reach(sizes, stop, cfg.grow_every)
+    assert 2 <= taken <= 10
+    # Each decision before the stop at most doubles the measured range (24 -> 32 -> 40 -> 56...)
+    grown = sorted(set(sizes))
+    assert grown[:4] == [24, 32, 40, 56]
+
+    # The same readings taken as a step's own memory (as a CUDA probe's): one jump, too far.
+    naive = _run_cpu_budget(cfg, _Rss(fixed, per_sample), process_wide=False)
+    assert linear(fixed, per_sample)(max(naive)) > budget
+
+
+def test_an_exact_probe_still_jumps_in_one_decision():
+    """The one-b_mult first step is for process-wide readings only: a probe of the step's own
+    memory (CUDA's allocator peak, here a budget probe told so) with a known floor jumps
+    straight to the stop."""
+    fixed, per_sample = 600 * MiB, MiB // 2
+    cfg = BatchSizeConfig(b_min=24, b_mult=8, b_max=1024, grow_every=2,
+                          memory_budget_bytes=1000 * MiB)
+    usage = {"hwm": fixed}
+    probe = BudgetProbe(cfg.memory_budget_bytes, measure=lambda: usage["hwm"],
+                        reset=lambda: usage.update(hwm=fixed), process_wide=False)
+    ctl = BatchSizeController(cfg, probe)
+    sizes = []
+    for _ in range(10):
+        sizes.append(ctl.batch_size)
+        usage["hwm"] = fixed + per_sample * ctl.batch_size
+        ctl.step_done()
+    assert _decisions_to_reach(sizes, 696, cfg.grow_every) == 1 and max(sizes) == 696
+    assert probe_for(torch.device("cpu"), 10 * MiB).process_wide
+    assert not FakeProbe(None, linear(0, 1)).process_wide
 
 
 def test_a_size_measured_over_the_threshold_moves_down_to_one_that_fits():

@@ -43,6 +43,13 @@ class MemoryProbe(Protocol):
         weights, optimiser state and (for a process-wide reading) the interpreter."""
         ...
 
+    @property
+    def process_wide(self) -> bool:
+        """True when a reading is the whole process's resident memory (CPU RSS) rather than the
+        step's own allocations: pages the allocator kept from earlier steps hide the per-sample
+        cost, so one measured batch size says little about a larger one."""
+        ...
+
 
 # Substrings of allocation failures that torch raises as plain RuntimeError (older CUDA paths,
 # cuDNN/cuBLAS workspaces, the CPU allocator) rather than as torch.cuda.OutOfMemoryError.
@@ -101,6 +108,10 @@ class CudaMemoryProbe:
     def floor_bytes(self) -> int:
         return self._floor
 
+    @property
+    def process_wide(self) -> bool:
+        return False
+
 
 def _cuda_free_bytes(device: torch.device) -> int | None:
     try:
@@ -145,7 +156,9 @@ class BudgetProbe:
 
     The peak is the larger of what was passed to :meth:`record` since the last reset and what
     ``measure`` returns (if given); ``reset`` is called on :meth:`reset_peak` so a measuring
-    function with its own high-water mark can restart it.
+    function with its own high-water mark can restart it. ``process_wide`` (the default, for a
+    resident-memory measure) makes the controller grow one b_mult until it has measured two
+    sizes; pass False when the measure is the step's own allocations.
     """
 
     def __init__(
@@ -153,6 +166,8 @@ class BudgetProbe:
         budget_bytes: int,
         measure: Callable[[], int] | None = None,
         reset: Callable[[], None] | None = None,
+        *,
+        process_wide: bool = True,
     ) -> None:
         if budget_bytes < 1:
             raise ValueError(f"budget_bytes must be >= 1, got {budget_bytes}")
@@ -161,6 +176,7 @@ class BudgetProbe:
         self._reset = reset
         self._recorded = 0
         self._floor = 0
+        self._process_wide = process_wide
 
     def record(self, nbytes: int) -> None:
         self._recorded = max(self._recorded, int(nbytes))
@@ -181,6 +197,10 @@ class BudgetProbe:
 
     def floor_bytes(self) -> int:
         return self._floor
+
+    @property
+    def process_wide(self) -> bool:
+        return self._process_wide
 
 
 def rss_peak_bytes() -> int:
@@ -254,6 +274,10 @@ class FakeProbe:
 
     def floor_bytes(self) -> int:
         return 0
+
+    @property
+    def process_wide(self) -> bool:
+        return False
 
 
 def probe_for(device: torch.device, memory_budget_bytes: int | None) -> MemoryProbe | None:

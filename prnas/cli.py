@@ -191,10 +191,10 @@ def experiment_path(args: argparse.Namespace) -> tuple[str | None, str | None]:
     if getattr(args, "out", None):
         if args.storage or args.name:
             raise ValueError("--out DIR is --storage PARENT --name NAME; give one or the other")
-        from pathlib import Path
+        from prnas.storage import location
 
-        out = Path(args.out).expanduser().resolve()
-        return str(out.parent), out.name
+        out = location(args.out)
+        return out.parent.uri, out.name
     return args.storage, args.name
 
 

@@ -19,13 +19,13 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
 from prnas.search.pools import softmax
+from prnas.storage import Location, as_location
 
 # ----------------------------------------------------------------------------- file names
 CYCLES_FILE = "cycles.jsonl"  # per search trial: one plain JSON object per cycle
@@ -79,7 +79,8 @@ RESULTS_SCHEMA: list[tuple[str, pa.DataType, str]] = [
     ("wall_time_s", _F, "wall time of the trial step: apply the last decision, train"),
     ("wall_time_total_s", _F, "sum of wall_time_s up to and including this cycle"),
     ("gpus_per_trial", _F, "GPUs the trial held (fractions when trials share one)"),
-    ("trial_dir", _S, "the trial's folder"),
+    ("node_id", _S, "Ray node that trained the cycle (after a node loss: the node of the retry)"),
+    ("trial_dir", _S, "the trial's folder (a URI on remote storage)"),
 ]
 
 #: candidates.parquet: one row per trial, cycle, cell type, edge and candidate.
@@ -223,14 +224,14 @@ def _status(op: str, dropped: set[str] | None, nxt: Mapping | None, t: str,
 
 def cycle_row(record: Mapping[str, Any], *, trial_id: str, name: str, space: str, seed: int,
               morphs: int | None, gpus_per_trial: float | None,
-              wall_time_s: float | None = None, wall_time_total_s: float | None = None
-              ) -> dict[str, Any]:
+              wall_time_s: float | None = None, wall_time_total_s: float | None = None,
+              node_id: str | None = None) -> dict[str, Any]:
     """A ``cycles.jsonl`` object: an engine cycle record in its JSON form
     (``prnas.search.policy.cycle_to_json``) with the trial's identity and resources."""
     return {"trial_id": trial_id, "name": name, "space": space, "seed": seed,
             "decisions": None, "pools_next": None, **record, "morphs": morphs,
             "gpus_per_trial": gpus_per_trial, "wall_time_s": wall_time_s,
-            "wall_time_total_s": wall_time_total_s}
+            "wall_time_total_s": wall_time_total_s, "node_id": node_id}
 
 
 # ----------------------------------------------------------------------------- jsonl files
@@ -239,27 +240,30 @@ def jsonl_text(rows: Iterable[Mapping[str, Any]]) -> str:
     return "".join(json.dumps(dict(r)) + "\n" for r in rows)
 
 
-def read_jsonl(path: str | os.PathLike, key: str) -> list[dict[str, Any]]:
+def read_jsonl(path: str | os.PathLike | Location, key: str) -> list[dict[str, Any]]:
     """The objects of a jsonl file, the last one per ``key`` value, in ``key`` order."""
     by_key: dict[int, dict[str, Any]] = {}
-    for line in Path(path).read_text().splitlines():
+    for line in as_location(path).read_text().splitlines():
         if line.strip():
             r = json.loads(line)
             by_key[int(r[key])] = r
     return [by_key[k] for k in sorted(by_key)]
 
 
-def trial_dirs(experiment_dir: str | os.PathLike, filename: str = CYCLES_FILE) -> list[Path]:
-    """Trial folders of an experiment: those holding ``filename``, in name order."""
-    return sorted(p.parent for p in Path(experiment_dir).glob(f"*/{filename}"))
+def trial_dirs(experiment_dir: str | os.PathLike | Location,
+               filename: str = CYCLES_FILE) -> list[Location]:
+    """Trial folders of an experiment (a folder or a storage URI): those holding
+    ``filename``, in name order."""
+    return [d for d in as_location(experiment_dir).children() if (d / filename).is_file()]
 
 
-def read_trial_rows(trial_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """One dict per cycle from a trial's ``cycles.jsonl``, with its folder and genotype."""
-    trial_dir = Path(trial_dir)
+def read_trial_rows(trial_dir: str | os.PathLike | Location) -> list[dict[str, Any]]:
+    """One dict per cycle from a trial's ``cycles.jsonl``, with its folder and genotype
+    (as paths, or URIs on remote storage)."""
+    trial_dir = as_location(trial_dir)
     genotype = trial_dir / GENOTYPE_FILE
-    return [{**r, "trial_dir": str(trial_dir),
-             "genotype_path": str(genotype) if genotype.is_file() else None}
+    genotype_path = genotype.uri if genotype.is_file() else None
+    return [{**r, "trial_dir": trial_dir.uri, "genotype_path": genotype_path}
             for r in read_jsonl(trial_dir / CYCLES_FILE, "cycle")]
 
 

@@ -43,10 +43,10 @@ def test_trial_storage_is_the_trial_folder_in_the_experiment_storage(tmp_path):
         logdir = str(tmp_path / "scratch")
 
     t = Trainable()
-    assert ray_compat.trial_storage(t) == (t.logdir, None)  # outside Tune
+    assert ray_compat.trial_storage(t).path == t.logdir  # outside Tune
     t._storage = StorageContext(str(tmp_path), "exp", trial_dir_name="trial_0")
-    folder, fs = ray_compat.trial_storage(t)
-    assert Path(folder) == tmp_path / "exp" / "trial_0" and fs is None
+    folder = ray_compat.trial_storage(t)
+    assert Path(folder) == tmp_path / "exp" / "trial_0" and folder.is_local
 
 
 def test_quiet_logs_names_real_ray_loggers():

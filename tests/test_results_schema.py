@@ -19,6 +19,7 @@ pytest.importorskip("ray")
 from tiny import tiny_search
 
 from prnas.records import CANDIDATES_SCHEMA, RESULTS_SCHEMA, schema_markdown  # noqa: E402
+from prnas.storage import Location, location
 from prnas.tune.results import write_results  # noqa: E402
 from prnas.tune.scheduler import decision_for  # noqa: E402
 from prnas.tune.search_trainable import DECISION_KEY, SearchTrainable  # noqa: E402
@@ -32,8 +33,8 @@ TINY = tiny_search(data={"subset": 120, "test_subset": 40}, network={"nodes": 3}
 class FolderTrainable(SearchTrainable):
     """The search Trainable outside Tune: trial folder and id come from the config."""
 
-    def trial_folder(self) -> str:
-        return self.config["folder"]
+    def trial_folder(self) -> Location:
+        return location(self.config["folder"])
 
     @property
     def trial_id(self) -> str:

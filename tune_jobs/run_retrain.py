@@ -47,6 +47,7 @@ from prnas.retrain.genotypes import (
 )
 from prnas.retrain.params import dataset_shape, network_cost
 from prnas.space.genotype import Genotype
+from prnas.storage import Location
 
 PARQUET = "retrain.parquet"
 IMAGENET_CONFIG = Path(__file__).resolve().parent / "configs" / "retrain_imagenet.yaml"
@@ -172,16 +173,21 @@ def main(argv: list[str] | None = None) -> int:
             return _fail("--params-only needs --genotype, --from-search or --random")
         return params_only(cfg, refs, cells, timing=not args.no_timing)
 
-    from prnas._io import check_output_dir
     from prnas.runtime.lock import FolderLocked
     from prnas.tune.cluster import (
         check_address,
         check_experiment_name,
-        default_storage,
         experiment_lock,
+        experiment_storage,
     )
 
-    storage = Path(args.storage).expanduser().resolve() if args.storage else default_storage()
+    try:
+        storage = experiment_storage(args.storage)
+    except ValueError as err:
+        return _fail(str(err))
+    if args.workers_per_trial is not None and not storage.is_local:
+        return _fail(f"--workers-per-trial writes into a folder (local or shared by all "
+                     f"nodes); --storage {storage} is an object store")
     if args.resume:
         if not args.name:
             return _fail("--resume needs the --name of the experiment to continue")
@@ -190,15 +196,16 @@ def main(argv: list[str] | None = None) -> int:
         name = args.name or f"retrain-{cfg.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         check_experiment_name(name)
-        check_output_dir(storage, "--storage")
         if args.address:
             check_address(args.address)
-    except (ValueError, ConnectionError) as err:
+        experiment = storage / name
+        missing = args.resume and not experiment.is_dir()
+        exists = not args.resume and experiment.exists()
+    except (ValueError, ConnectionError, OSError) as err:
         return _fail(str(err))
-    experiment = storage / name
-    if args.resume and not experiment.is_dir():
+    if missing:
         return _fail(f"--resume: no experiment at {experiment}")
-    if not args.resume and experiment.exists():
+    if exists:
         return _fail(f"experiment {experiment} already exists; continue it with --resume, or "
                      "choose another --name (results are never overwritten)")
     if not args.resume:
@@ -224,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
-         storage: Path, name: str) -> int:
+         storage: Location, name: str) -> int:
     from prnas.retrain.results import format_summary, summarize, write_parquet
     from prnas.tune.cluster import (
         ClusterConnectError,
@@ -233,7 +240,7 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
         cluster_gpus,
         start_driver,
     )
-    from prnas.tune.retrain import build_tuner, restore_tuner, result_rows
+    from prnas.tune.retrain import build_tuner, can_restore, restore_tuner, result_rows
 
     try:
         url = start_driver(args.address, args.num_cpus, args.dashboard,
@@ -254,9 +261,7 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
     if args.workers_per_trial is not None:
         return _run_ddp(args, cfg, refs, experiment, gpus)
     if args.resume:
-        from ray import tune
-
-        if not tune.Tuner.can_restore(str(experiment)):
+        if not can_restore(experiment):
             return _fail(f"--resume: {experiment} holds no restorable Tune experiment")
         if refs or args.random:
             print("note: --resume continues the stored trials; --genotype/--from-search/"
@@ -292,7 +297,7 @@ DDP_PLAN = "ddp_plan.json"
 
 
 def _run_ddp(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
-             experiment: Path, gpus: float) -> int:
+             experiment: Location, gpus: float) -> int:
     """Each (genotype, seed) on ``--workers-per-trial`` workers; the plan is stored so that
     ``--resume`` continues every run from its last checkpoint."""
     from prnas._io import atomic_write_text
@@ -300,6 +305,7 @@ def _run_ddp(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRe
     from prnas.retrain.results import format_summary, summarize
     from prnas.tune.retrain_ddp import run_all
 
+    experiment = Path(experiment)  # local or shared folder (checked in main)
     plan_path = experiment / DDP_PLAN
     if args.resume:
         if not plan_path.is_file():

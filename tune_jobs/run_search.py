@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 from prnas import cli
 from prnas.search.config import ConfigError, SearchConfig, load_config
 from prnas.space.constraints import PRESETS
+from prnas.storage import Location
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "search_dl.yaml"
 
@@ -91,8 +93,20 @@ def _spaces(args: argparse.Namespace, cfg: SearchConfig) -> list[str]:
 
 
 def _fault(spec: str | None) -> dict[str, Any] | None:
+    """``CYCLE:MARKER``, or a JSON object with the keys of
+    ``SearchTrainable._fault_hook`` (``cycle``, ``marker``, ``hang_s``, ``armed_by``)."""
     if not spec:
         return None
+    if spec.lstrip().startswith("{"):
+        try:
+            fault = json.loads(spec)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--inject-failure: not valid JSON ({err})") from None
+        extra = set(fault) - {"cycle", "marker", "hang_s", "armed_by"}
+        if extra or not {"cycle", "marker"} <= set(fault):
+            raise ConfigError(f"--inject-failure: keys cycle, marker[, hang_s, armed_by], "
+                              f"got {sorted(fault)}")
+        return fault
     cycle, sep, marker = spec.partition(":")
     if not sep or not cycle.isdigit() or not marker:
         raise ConfigError(f"--inject-failure expects CYCLE:MARKER_FILE, got {spec!r}")
@@ -113,23 +127,19 @@ def _prepare_data(cfg: SearchConfig) -> SearchConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from prnas._io import check_output_dir
     from prnas.config_io import MAX_SEED
     from prnas.runtime.lock import FolderLocked
     from prnas.tune.cluster import (
         check_address,
         check_experiment_name,
-        default_storage,
         experiment_lock,
+        experiment_storage,
     )
 
-    try:
-        args.storage, args.name = cli.experiment_path(args)
-    except ValueError as err:
-        return _fail(str(err))
-    storage = Path(args.storage).expanduser().resolve() if args.storage else default_storage()
     lock = None
     try:
+        args.storage, args.name = cli.experiment_path(args)
+        storage = experiment_storage(args.storage)
         if args.num_samples < 1:
             raise ConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
         if args.max_failures < 0:
@@ -138,14 +148,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--stop-after-cycles must be >= 1, got {args.stop_after_cycles}")
         if args.name is not None:
             check_experiment_name(args.name)
-        check_output_dir(storage, "--storage")
         if args.address:
             check_address(args.address)
         if args.resume:
             if not args.name:
                 raise ConfigError("--resume needs the --name of the experiment to continue")
             experiment = storage / args.name
-            if not (experiment / "tuner.pkl").is_file():
+            if not (experiment / "tuner.pkl").is_file():  # also on remote storage
                 raise ConfigError(f"--resume: no Tune experiment at {experiment}")
             if args.config or args.spaces or args.data_dir or args.set or args.seed is not None:
                 cli.progress("note: --resume continues the stored trials with their stored "
@@ -171,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             if experiment.exists():  # another driver got here first
                 raise ConfigError(f"experiment {experiment} already exists; choose another "
                                   "--name (nothing is overwritten)")
-    except (ConfigError, ValueError, FolderLocked, ConnectionError) as err:
+    except (ConfigError, ValueError, FolderLocked, ConnectionError, OSError) as err:
         if lock is not None:
             lock.release()
         return _fail(str(err))
@@ -180,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] | None,
-         experiment: Path, fault: dict | None) -> int:
+         experiment: Location, fault: dict | None) -> int:
     from prnas.tune.cluster import (
         ClusterConnectError,
         ClusterResourceError,
@@ -233,7 +242,8 @@ def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] |
         return cli.EXIT_FAILED
     if not outcome.complete:
         print(f"interrupted; continue with --name {outcome.path.name} --resume"
-              + (f" --storage {outcome.path.parent}" if args.storage else ""), file=sys.stderr)
+              + (f" --storage {outcome.path.parent.uri}" if args.storage else ""),
+              file=sys.stderr)
         return cli.EXIT_INTERRUPTED
     if url and args.address is None:
         _keep_dashboard_up(url)

@@ -9,14 +9,16 @@ and the result rows carry a label that tells the genotypes apart and a kind
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prnas.presets import list_genotypes, load_genotype
 from prnas.space.constraints import PRESETS, preset
 from prnas.space.genotype import Genotype
 from prnas.space.sampling import PAPER_MORPH_ROUNDS, SampleSpec, sample_genotypes
+from prnas.storage import Location, as_location
 
 SEARCH_RESULT = "genotype.json"
 KINDS = ("searched", "random", "preset")
@@ -31,17 +33,30 @@ class GenotypeRef:
     ref: str
     path: str | None = None
     kind: str = "searched"
+    #: The cell itself (``Genotype.to_dict``), filled in by the driver (:meth:`embedded`):
+    #: a trial on another node then needs no file from the driver's disk.
+    genotype: dict | None = None
 
     def load(self) -> Genotype:
+        if self.genotype is not None:
+            return Genotype.from_dict(self.genotype)
         return load_genotype(self.ref)
 
-    def to_dict(self) -> dict[str, str | None]:
-        return {"label": self.label, "ref": self.ref, "path": self.path, "kind": self.kind}
+    def embedded(self) -> GenotypeRef:
+        """This reference carrying its cell, read now on the driver."""
+        if self.genotype is not None:
+            return self
+        return replace(self, genotype=self.load().to_dict())
+
+    def to_dict(self) -> dict:
+        d = {"label": self.label, "ref": self.ref, "path": self.path, "kind": self.kind}
+        return d if self.genotype is None else {**d, "genotype": self.genotype}
 
     @staticmethod
     def from_dict(d: dict) -> GenotypeRef:
         kind = d.get("kind") or ("preset" if d.get("path") is None else "searched")
-        return GenotypeRef(label=d["label"], ref=d["ref"], path=d.get("path"), kind=kind)
+        return GenotypeRef(label=d["label"], ref=d["ref"], path=d.get("path"), kind=kind,
+                           genotype=d.get("genotype"))
 
 
 def parse_genotype_list(text: str) -> list[str]:
@@ -138,14 +153,16 @@ def random_cells(requests: Sequence[RandomRequest], seed: int = 0) -> list[Genot
     return [g for r in requests for g in sample_genotypes(r.spec(), r.count, seed)]
 
 
-def write_random_cells(genotypes: Sequence[Genotype], folder: str | Path) -> list[GenotypeRef]:
+def write_random_cells(genotypes: Sequence[Genotype],
+                       folder: str | os.PathLike | Location) -> list[GenotypeRef]:
     """Save each cell as ``folder/<name>.json`` (never over an existing file) and refer to it.
+    ``folder`` may be on remote storage (:mod:`prnas.storage`); the references carry
+    their cells, so trials never read these files back.
 
     Cells of requests that differ only in their morph rounds share names; the
     later ones get ``_2``, ``_3`` ... so every cell keeps its own file.
     """
-    folder = Path(folder).expanduser().resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = as_location(folder)
     refs, used = [], set()
     for g in genotypes:
         stem, n = g.name, 1
@@ -153,9 +170,10 @@ def write_random_cells(genotypes: Sequence[Genotype], folder: str | Path) -> lis
             n += 1
             stem = f"{g.name}_{n}"
         used.add(stem)
-        path = folder / f"{stem}.json"
-        g.save(path)
-        refs.append(GenotypeRef(label=stem, ref=str(path), path=str(path), kind="random"))
+        target = folder / f"{stem}.json"
+        target.write_text(g.to_json() + "\n")
+        refs.append(GenotypeRef(label=stem, ref=target.uri, path=target.uri, kind="random",
+                                genotype=g.to_dict()))
     return refs
 
 

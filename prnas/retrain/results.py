@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from prnas._io import atomic_write_bytes
 from prnas.cost import COST_COLUMNS
+from prnas.storage import Location, as_location
 
 # The documented columns, in this order; anything else a row carries follows them.
 COLUMNS = (
@@ -59,10 +59,11 @@ def rows_to_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike | Location) -> None:
+    """Whole and atomically, to a local path or a storage URI (:mod:`prnas.storage`)."""
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
-    atomic_write_bytes(path, buf.getvalue())
+    as_location(path).write_bytes(buf.getvalue())
 
 
 _TRIAL_COLUMNS = ["trial_id", "genotype", "seed", "params", "macs", "epochs",

@@ -13,13 +13,16 @@ section on running on a shared network.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from prnas.storage import Location, as_location, location
 
 STORAGE_ENV = "PRNAS_STORAGE"
 CONNECT_TIMEOUT_S = 10.0
@@ -42,14 +45,46 @@ def check_experiment_name(name: str) -> str:
     return name
 
 
-def experiment_lock(storage: Path, name: str):
+def experiment_lock(storage: Location, name: str):
     """The lock that keeps a second driver out of experiment ``name`` while one runs.
 
-    Beside the experiment folder, not in it: Tune creates that folder itself.
+    Beside the experiment folder, not in it: Tune creates that folder itself. A folder lock
+    is an ``flock``, which holds between drivers of one machine (and of several where the
+    shared filesystem supports it); an object store has no lock, so there only the refusal
+    to start into an existing experiment guards it (docs/search.md, Running on a cluster).
     """
     from prnas.runtime.lock import FolderLock
 
-    return FolderLock(Path(storage) / f".{name}.lock", what=f"experiment {Path(storage) / name}")
+    storage = as_location(storage)
+    if not storage.is_local:
+        return _NoLock()
+    return FolderLock(Path(storage.path) / f".{name}.lock", what=f"experiment {storage / name}")
+
+
+class _NoLock:
+    def acquire(self) -> _NoLock:
+        return self
+
+    def release(self) -> None:
+        pass
+
+    def __enter__(self) -> _NoLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def experiment_storage(value: str | None, flag: str = "--storage") -> Location:
+    """Where a Tune job's experiments go: ``value`` (a folder or a storage URI), else
+    ``$PRNAS_STORAGE``, else ``./runs``. A local folder must be writable; a URI must name
+    a filesystem pyarrow knows (StorageError, a ValueError, otherwise)."""
+    from prnas._io import check_output_dir
+
+    storage = location(value or os.environ.get(STORAGE_ENV) or "runs")
+    if storage.is_local:
+        check_output_dir(storage.path, flag)
+    return storage
 
 
 def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -139,14 +174,6 @@ def cluster_gpus() -> float:
     return max((n.get("GPU", 0.0) for n in _node_capacities()), default=0.0)
 
 
-def default_storage() -> Path:
-    """Where experiments go unless told: ``$PRNAS_STORAGE`` or ``./runs``, made absolute.
-
-    Absolute because Ray runs trials in their own working directories.
-    """
-    return Path(os.environ.get(STORAGE_ENV) or "runs").expanduser().resolve()
-
-
 def start_driver(address: str | None, num_cpus: int | None, dashboard: bool, *,
                  verbosity: int, quiet_driver: bool) -> str | None:
     """Both Tune jobs' Ray start-up: the driver's environment and, unless ``verbosity`` is
@@ -160,6 +187,25 @@ def start_driver(address: str | None, num_cpus: int | None, dashboard: bool, *,
         ray_compat.quiet_logs()
     return init_ray(address, num_cpus, dashboard,
                     worker_setup=None if verbosity >= 2 else ray_compat.quiet_logs)
+
+
+@contextlib.contextmanager
+def data_on_this_node() -> Iterator[None]:
+    """Name the node when a trial finds no data: on a cluster every trial reads the data
+    folder on its own node, so a folder that exists only on the driver fails there (the
+    driver checked its own copy before starting). A FileNotFoundError (e.g.
+    ``DatasetNotFoundError``) is raised again, same type, with the node and the remedy."""
+    try:
+        yield
+    except FileNotFoundError as err:
+        from prnas.tune import ray_compat
+
+        node = socket.gethostname() + (f" ({ray_compat.node_id()})" if ray_compat.node_id()
+                                       else "")
+        raise type(err)(
+            f"{err} [on node {node}: on a cluster "
+            "every node reads the data from the same path; put it on storage all nodes "
+            "mount, or copy it to that path on each node]") from err
 
 
 def resource_request(config: dict[str, Any]) -> Any:

@@ -11,13 +11,13 @@ import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from ray import tune
 
 from prnas.search.config import SearchConfig
+from prnas.storage import Location, as_location
 from prnas.tune.progress import TrialProgress
 from prnas.tune.results import summary, write_results
 from prnas.tune.scheduler import FanOutSearch, PruneAndReplaceScheduler
@@ -29,7 +29,7 @@ class SearchExperiment:
     """What to run: one validated base config fanned out over spaces and seeds."""
 
     cfg: SearchConfig  # data paths already absolute: trials run in other directories
-    storage: Path
+    storage: Location  # a folder (shared by all nodes on a cluster) or a storage URI
     name: str
     spaces: Sequence[str] = ("DL",)
     seeds: Sequence[int] = (0,)
@@ -42,8 +42,11 @@ class SearchExperiment:
     fault: dict[str, Any] | None = None
     stop_after_cycles: int | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "storage", as_location(self.storage))
+
     @property
-    def path(self) -> Path:
+    def path(self) -> Location:
         return self.storage / self.name
 
 
@@ -51,9 +54,9 @@ class SearchExperiment:
 class SearchOutcome:
     """Where the experiment and its parquet files are, and how its trials ended."""
 
-    path: Path
-    results_path: Path
-    candidates_path: Path
+    path: Location
+    results_path: Location
+    candidates_path: Location
     results: pd.DataFrame
     summary: pd.DataFrame
     errors: dict[str, str]
@@ -158,7 +161,7 @@ def build_tuner(exp: SearchExperiment) -> tune.Tuner:
             search_alg=FanOutSearch(), reuse_actors=True,
             trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=exp.name, storage_path=str(exp.storage),
+            name=exp.name, **exp.storage.ray_storage(),
             failure_config=tune.FailureConfig(max_failures=exp.max_failures),
             # One checkpoint per cycle (taken when the scheduler pauses the trial), all
             # kept: a cycle is the unit of resumption and each holds the weights that
@@ -170,14 +173,16 @@ def build_tuner(exp: SearchExperiment) -> tune.Tuner:
     )
 
 
-def restore_tuner(path: Path) -> tune.Tuner:
-    """Continue an interrupted experiment; errored trials resume from their checkpoints too."""
-    return tune.Tuner.restore(str(path), SearchTrainable, resume_unfinished=True,
-                              resume_errored=True)
+def restore_tuner(path: Location) -> tune.Tuner:
+    """Continue an interrupted experiment from its storage alone (any driver machine);
+    errored trials resume from their checkpoints too."""
+    storage = path.ray_storage()
+    return tune.Tuner.restore(storage.pop("storage_path"), SearchTrainable,
+                              resume_unfinished=True, resume_errored=True, **storage)
 
 
 def run_search(exp: SearchExperiment | None = None, *,
-               resume_path: Path | None = None) -> SearchOutcome:
+               resume_path: str | os.PathLike | Location | None = None) -> SearchOutcome:
     """Run (or, given ``resume_path``, continue) an experiment and write its parquet files.
 
     Ray must be initialised already (``prnas.tune.cluster.init_ray``).
@@ -185,7 +190,7 @@ def run_search(exp: SearchExperiment | None = None, *,
     if (exp is None) == (resume_path is None):
         raise ValueError("pass either an experiment or a resume_path")
     if resume_path is not None:
-        path = Path(resume_path)
+        path = as_location(resume_path)
         tuner = restore_tuner(path)
     else:
         path = exp.path
@@ -197,13 +202,13 @@ def run_search(exp: SearchExperiment | None = None, *,
     errors: dict[str, str] = {}
     for r in grid:
         if r.error is not None:
-            tid = (r.metrics or {}).get("trial_id") or Path(r.path).name.rsplit("-", 1)[-1]
+            tid = (r.metrics or {}).get("trial_id") or r.path.rstrip("/").rsplit("-", 1)[-1]
             errors[tid] = f"{type(r.error).__name__}: {r.error}"
     res_path, cand_path, frame = write_results(path, overwrite=resume_path is not None)
     return SearchOutcome(path, res_path, cand_path, frame, summary(frame, errors), errors, grid)
 
 
-def load_trial_config(trial_dir: Path) -> dict[str, Any]:
+def load_trial_config(trial_dir: str | os.PathLike | Location) -> dict[str, Any]:
     """A trial's config as Tune last wrote it (``params.json``, rewritten at each resume,
     so it holds the latest decision too)."""
-    return json.loads((Path(trial_dir) / "params.json").read_text())
+    return json.loads((as_location(trial_dir) / "params.json").read_text())

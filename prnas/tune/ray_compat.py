@@ -37,6 +37,8 @@ from typing import Any
 
 import ray
 
+from prnas.storage import Location, location, on_filesystem
+
 MINIMUM = (2, 60)
 TESTED = (2, 60)
 
@@ -81,18 +83,21 @@ def quiet_logs() -> None:
 
 
 # ----------------------------------------------------------------------------- storage
-def trial_storage(trainable: Any) -> tuple[str, Any | None]:
-    """The trial's folder in the experiment storage and its pyarrow filesystem (None: local).
+def node_id() -> str | None:
+    """The Ray node this process runs on (None outside Ray)."""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
+def trial_storage(trainable: Any) -> Location:
+    """The trial's folder in the experiment storage (a shared folder or a remote URI's
+    filesystem), where prnas writes its own files beside Tune's.
 
     Outside Tune (a Trainable built by hand) there is no storage context: its logdir.
     """
-    import pyarrow.fs as pafs
-
     storage = getattr(trainable, "_storage", None)
     if storage is None or not storage.trial_dir_name:
-        return trainable.logdir, None
-    fs = storage.storage_filesystem
-    return storage.trial_fs_path, None if isinstance(fs, pafs.LocalFileSystem) else fs
+        return location(trainable.logdir)
+    return on_filesystem(storage.storage_filesystem, storage.trial_fs_path)
 
 
 # ----------------------------------------------------------------------------- contract

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prnas._io import atomic_write_bytes
 from prnas.records import (
     CANDIDATES_FILE,
     CANDIDATES_SCHEMA,
@@ -31,9 +29,10 @@ from prnas.records import (
     table,
     trial_dirs,
 )
+from prnas.storage import Location, as_location
 
 
-def results_table(dirs: Iterable[str | os.PathLike]) -> pa.Table:
+def results_table(dirs: Iterable[str | os.PathLike | Location]) -> pa.Table:
     return table([row for d in dirs for row in read_trial_rows(d)], RESULTS_SCHEMA)
 
 
@@ -48,25 +47,28 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def write_results(experiment_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                  *, overwrite: bool = False) -> tuple[Path, Path, pd.DataFrame]:
-    """Write both parquet files (atomically) and return their paths and the results frame.
+def write_results(experiment_dir: str | os.PathLike | Location,
+                  out_dir: str | os.PathLike | Location | None = None,
+                  *, overwrite: bool = False) -> tuple[Location, Location, pd.DataFrame]:
+    """Write both parquet files (each whole, atomically) and return their locations and the
+    results frame. The experiment may be a folder or a storage URI (:mod:`prnas.storage`).
 
     Refuses to replace existing files unless ``overwrite`` (the driver passes it
     on ``--resume``, where the files are rebuilt from a superset of the same trials).
     """
-    out = Path(out_dir or experiment_dir)
+    experiment = as_location(experiment_dir)
+    out = experiment if out_dir is None else as_location(out_dir)
     paths = out / RESULTS_FILE, out / CANDIDATES_FILE
     if not overwrite:
         for p in paths:
             if p.exists():
                 raise FileExistsError(f"{p} exists; not overwriting it (pass overwrite=True "
                                       "to rebuild it from the trial folders)")
-    results = results_table(trial_dirs(experiment_dir))
+    results = results_table(trial_dirs(experiment))
     frame = results.to_pandas()
     cands = candidates_table(frame)
-    atomic_write_bytes(paths[0], _parquet_bytes(results))
-    atomic_write_bytes(paths[1], _parquet_bytes(cands))
+    paths[0].write_bytes(_parquet_bytes(results))
+    paths[1].write_bytes(_parquet_bytes(cands))
     return paths[0], paths[1], frame
 
 

@@ -23,15 +23,20 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from prnas._io import atomic_write_text
 from prnas.records import EPOCHS_FILE, jsonl_text, read_jsonl, trial_dirs
 from prnas.retrain.config import RetrainConfig, build_config
 from prnas.retrain.genotypes import GenotypeRef
 from prnas.retrain.results import rows_to_frame
 from prnas.retrain.trainer import Retrainer
 from prnas.runtime.device import configure_threads, release_cached_memory
+from prnas.storage import Location, as_location
 from prnas.tune import ray_compat
-from prnas.tune.cluster import claim_gpu_share, resource_request, trial_gpu_fraction
+from prnas.tune.cluster import (
+    claim_gpu_share,
+    data_on_this_node,
+    resource_request,
+    trial_gpu_fraction,
+)
 from prnas.tune.progress import TrialProgress
 
 CHECKPOINT_FILE = "retrain.pt"
@@ -59,7 +64,8 @@ class RetrainTrainable(tune.Trainable):
             overrides["batch.memory_budget_bytes"] = budget
         cfg = build_config(config["retrain"], overrides)
         self.retrainer = Retrainer(cfg, self.ref.load())
-        self.retrainer.setup()
+        with data_on_this_node():
+            self.retrainer.setup()
         self.labels = {"genotype": self.ref.label, "genotype_path": self.ref.path,
                        "kind": self.ref.kind, "seed": cfg.seed, "dataset": self.retrainer.info.name}
         self._final: dict[str, Any] = {}  # the last epoch's cost and model file
@@ -83,32 +89,22 @@ class RetrainTrainable(tune.Trainable):
         return rows
 
     def _write_epochs(self) -> None:
-        folder, fs = ray_compat.trial_storage(self)
-        text = jsonl_text(self.epoch_rows())
-        if fs is None:
-            atomic_write_text(Path(folder) / EPOCHS_FILE, text)
-            return
-        fs.create_dir(folder, recursive=True)  # remote storage: objects replace whole
-        with fs.open_output_stream(f"{folder}/{EPOCHS_FILE}") as f:
-            f.write(text.encode())
+        (self.trial_folder() / EPOCHS_FILE).write_text(jsonl_text(self.epoch_rows()))
 
-    def trial_folder(self) -> str:
+    def trial_folder(self) -> Location:
         """The trial's folder in the experiment storage, not Ray's scratch ``logdir``."""
-        return ray_compat.trial_storage(self)[0]
+        return ray_compat.trial_storage(self)
 
     def _save_model(self) -> str:
-        folder, fs = ray_compat.trial_storage(self)
-        if fs is None:
-            path = Path(folder) / MODEL_FILE
-            self.retrainer.save_model(path)
-            return str(path)
-        with tempfile.TemporaryDirectory() as tmp:  # remote storage (e.g. s3://)
+        target = self.trial_folder() / MODEL_FILE
+        if target.is_local:
+            self.retrainer.save_model(target.path)
+            return target.uri
+        with tempfile.TemporaryDirectory() as tmp:  # remote storage: one whole-object put
             local = Path(tmp) / MODEL_FILE
             self.retrainer.save_model(local)
-            fs.create_dir(folder, recursive=True)
-            with fs.open_output_stream(f"{folder}/{MODEL_FILE}") as f:
-                f.write(local.read_bytes())
-        return f"{folder}/{MODEL_FILE}"
+            target.write_bytes(local.read_bytes())
+        return target.uri
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         self.retrainer.save(Path(checkpoint_dir) / CHECKPOINT_FILE)
@@ -137,7 +133,8 @@ def param_space(cfg: RetrainConfig, refs: Sequence[GenotypeRef], seeds: Sequence
     """
     return {
         "retrain": cfg.model_dump(mode="json"),
-        "genotypes": {r.label: r.to_dict() for r in refs},
+        # Each cell travels in the config: a trial on any node needs no driver-side file.
+        "genotypes": {r.label: r.embedded().to_dict() for r in refs},
         "genotype": tune.grid_search([r.label for r in refs]),
         "seed": tune.grid_search(list(seeds)),
         "threads": threads,
@@ -169,11 +166,13 @@ class EpochPrinter(TrialProgress):
         return (trial.last_result or {}).get("model_path")
 
 
-def run_config(storage: Path, name: str, max_failures: int = 1, verbose: int = 1) -> tune.RunConfig:
-    """``verbose``: 0 quiet, 1 a line per epoch and trial, 2 also Ray's status table."""
+def run_config(storage: str | os.PathLike | Location, name: str, max_failures: int = 1,
+               verbose: int = 1) -> tune.RunConfig:
+    """``verbose``: 0 quiet, 1 a line per epoch and trial, 2 also Ray's status table.
+    ``storage``: a folder (shared by all nodes on a cluster) or a storage URI."""
     return tune.RunConfig(
         name=name,
-        storage_path=str(storage),
+        **as_location(storage).ray_storage(),
         failure_config=tune.FailureConfig(max_failures=max_failures),
         # Every epoch: an epoch is the unit of work and of loss on failure.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1,
@@ -184,7 +183,8 @@ def run_config(storage: Path, name: str, max_failures: int = 1, verbose: int = 1
 
 
 def build_tuner(cfg: RetrainConfig, refs: Sequence[GenotypeRef], seeds: Sequence[int], *,
-                storage: Path, name: str, gpus_per_trial: float, cpus_per_trial: float,
+                storage: str | os.PathLike | Location, name: str, gpus_per_trial: float,
+                cpus_per_trial: float,
                 max_failures: int = 1, max_concurrent: int | None = None,
                 verbose: int = 1) -> tune.Tuner:
     """A fresh Tuner for genotypes x seeds; ``cfg`` must already hold absolute data paths."""
@@ -199,14 +199,20 @@ def build_tuner(cfg: RetrainConfig, refs: Sequence[GenotypeRef], seeds: Sequence
     )
 
 
-def restore_tuner(path: Path) -> tune.Tuner:
+def restore_tuner(path: str | os.PathLike | Location) -> tune.Tuner:
     """Continue a killed experiment: unfinished and errored trials resume from checkpoints,
     with the resources they first asked for (kept in their config)."""
-    return tune.Tuner.restore(str(path), RetrainTrainable,
-                              resume_unfinished=True, resume_errored=True)
+    storage = as_location(path).ray_storage()
+    return tune.Tuner.restore(storage.pop("storage_path"), RetrainTrainable,
+                              resume_unfinished=True, resume_errored=True, **storage)
 
 
-def result_rows(experiment: str | os.PathLike) -> pd.DataFrame:
+def can_restore(path: str | os.PathLike | Location) -> bool:
+    storage = as_location(path).ray_storage()
+    return tune.Tuner.can_restore(storage.pop("storage_path"), **storage)
+
+
+def result_rows(experiment: str | os.PathLike | Location) -> pd.DataFrame:
     """Every epoch of every trial from the trials' own ``epochs.jsonl``, in the documented
     parquet schema (Tune's result logs are not read: a restarted trial may leave them
     with epochs its retry replaced)."""

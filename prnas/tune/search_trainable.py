@@ -44,15 +44,20 @@ from typing import Any
 
 from ray import tune
 
-from prnas._io import atomic_write_text
 from prnas.records import CYCLES_FILE, GENOTYPE_FILE, cycle_row, jsonl_text
 from prnas.runtime import checkpoint
 from prnas.runtime.device import release_cached_memory
 from prnas.search.config import SearchConfig, build_config
 from prnas.search.engine import Search
 from prnas.search.policy import cycle_from_json, cycle_to_json, result_from_dict
+from prnas.storage import Location
 from prnas.tune import ray_compat
-from prnas.tune.cluster import claim_gpu_share, resource_request, trial_gpu_fraction
+from prnas.tune.cluster import (
+    claim_gpu_share,
+    data_on_this_node,
+    resource_request,
+    trial_gpu_fraction,
+)
 
 SEARCH_KEY = "search"
 DECISION_KEY = "prnas_decision"
@@ -130,12 +135,14 @@ class SearchTrainable(tune.Trainable):
             batch = self.cfg.batch.model_copy(update={"memory_budget_bytes": budget})
             self.cfg = self.cfg.model_copy(update={"batch": batch})
         log = print if config.get("log_epochs") else None
-        self.search = Search(self.cfg, log=log)
+        with data_on_this_node():
+            self.search = Search(self.cfg, log=log)
         # Metrics of the cycle trained but not yet decided on: a restored trial can
         # report them again instead of retraining the cycle.
         self._pending: dict[str, Any] | None = None
         self._final: dict[str, Any] | None = None
         self._walls: dict[int, tuple[float, float]] = {}  # cycle -> (step s, total s)
+        self._nodes: dict[int, str] = {}  # cycle -> Ray node id that trained it
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         """A reused actor: the same trial's next cycle keeps its engine, another starts over.
@@ -170,7 +177,7 @@ class SearchTrainable(tune.Trainable):
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         state = {"version": CHECKPOINT_VERSION, "search": self.search.state_dict(),
                  "pending": None if self._pending is None else cycle_to_json(self._pending),
-                 "final": self._final, "walls": self._walls}
+                 "final": self._final, "walls": self._walls, "nodes": self._nodes}
         checkpoint.save_atomic(state, Path(checkpoint_dir) / CHECKPOINT_FILE)
 
     def load_checkpoint(self, checkpoint_dir: str | dict | None) -> None:
@@ -184,6 +191,7 @@ class SearchTrainable(tune.Trainable):
         self._pending = None if state["pending"] is None else cycle_from_json(state["pending"])
         self._final = state["final"]
         self._walls = dict(state["walls"])
+        self._nodes = {int(c): n for c, n in (state.get("nodes") or {}).items()}
 
     # ----------------------------------------------------------------- one cycle
     def step(self) -> dict[str, Any]:
@@ -202,6 +210,7 @@ class SearchTrainable(tune.Trainable):
         cycle = int(metrics["cycle"])
         wall = time.perf_counter() - t0
         self._walls[cycle] = (wall, wall + self._walls.get(cycle - 1, (0.0, 0.0))[1])
+        self._nodes[cycle] = ray_compat.node_id()
         if cycle < s.num_cycles:
             self._pending = metrics
             self._write_cycles()
@@ -257,46 +266,47 @@ class SearchTrainable(tune.Trainable):
             rows.append(cycle_row(cycle_to_json(rec), trial_id=self.trial_id, **self._identity(),
                                   morphs=self.cfg.schedule[cycle - 1].morphs,
                                   gpus_per_trial=float(gpus or 0), wall_time_s=wall,
-                                  wall_time_total_s=total))
+                                  wall_time_total_s=total, node_id=self._nodes.get(cycle)))
         return rows
 
     def _write_cycles(self) -> None:
         self._write(CYCLES_FILE, jsonl_text(self.cycle_rows()))
 
-    def trial_folder(self) -> str:
+    def trial_folder(self) -> Location:
         """The trial's folder in the experiment storage (where Tune's result.json lives)."""
-        return ray_compat.trial_storage(self)[0]
+        return ray_compat.trial_storage(self)
 
     def _write(self, name: str, text: str) -> str:
-        """Write a file into the trial folder, atomically where the filesystem allows."""
-        folder = self.trial_folder()
-        fs = ray_compat.trial_storage(self)[1]
-        if fs is None:
-            path = Path(folder) / name
-            atomic_write_text(path, text)
-            return str(path)
-        path = f"{folder}/{name}"  # remote storage (e.g. s3://): objects replace whole
-        fs.create_dir(folder, recursive=True)
-        with fs.open_output_stream(path) as f:
-            f.write(text.encode())
-        return path
+        """Replace a file of the trial folder whole (never visible half-written)."""
+        target = self.trial_folder() / name
+        target.write_text(text)
+        return target.uri
 
     # ----------------------------------------------------------------- tests
     def _fault_hook(self):
         """``config[FAULT_KEY] = {"cycle": c, "marker": path}``: die once, mid-cycle c.
 
-        The marker file makes it once: a retried trial finds it and trains on.
+        The marker file makes it once: a retried trial finds it and trains on. With
+        ``"hang_s": t`` the trial instead writes its node id into the marker and waits up to
+        t seconds mid-cycle for that node to be removed (the node-loss tests), then raises.
+        With ``"armed_by": path`` nothing happens until that file exists (a test arms the
+        fault for a resumed run only).
         """
         fault = self.config.get(FAULT_KEY)
         if not fault or int(fault["cycle"]) != self.search.cycle + 1:
             return None
         marker = Path(fault["marker"])
+        armed_by = Path(fault["armed_by"]) if fault.get("armed_by") else None
 
         def hook(_search: Search, _m: dict) -> None:
-            if marker.exists():
+            if marker.exists() or (armed_by is not None and not armed_by.exists()):
                 return
             marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(f"pid {os.getpid()}\n")
+            marker.write_text(json.dumps({"pid": os.getpid(), "node_id": ray_compat.node_id(),
+                                          "trial_id": self.trial_id}) + "\n")
+            deadline = time.monotonic() + float(fault.get("hang_s") or 0)
+            while time.monotonic() < deadline:
+                time.sleep(0.2)
             raise InjectedFailure(f"injected failure in cycle {fault['cycle']} "
                                   f"(marker {marker})")
 

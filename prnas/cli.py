@@ -139,8 +139,9 @@ def add_out(p: argparse.ArgumentParser, *, tune: bool = False) -> None:
     if tune:
         p.add_argument("--out", metavar="DIR", help="experiment folder (= --storage "
                        "PARENT --name NAME); refused if it exists, unless --resume")
-        p.add_argument("--storage", help="experiments folder (default: $PRNAS_STORAGE or "
-                       "./runs)")
+        p.add_argument("--storage", help="experiments folder, shared by all nodes on a "
+                       "cluster, or a URI such as s3://bucket/prefix (default: "
+                       "$PRNAS_STORAGE or ./runs)")
         p.add_argument("--name", help="experiment name (a plain folder name)")
     else:
         p.add_argument("--out", required=True, help="output folder (refused if it exists "

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import os
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pyarrow.fs as pafs
 
@@ -50,7 +51,7 @@ class Location:
     location is also an :class:`os.PathLike`, so pandas, ``open`` and pathlib take it.
     """
 
-    fs: pafs.FileSystem
+    fs: pafs.FileSystem = field(compare=False)  # pyarrow filesystems are not hashable
     path: str
     uri: str
 
@@ -76,6 +77,8 @@ class Location:
             path = str(Path(self.path).parent)
             return Location(self.fs, path, path)
         base, sep, query = self.uri.partition("?")
+        if "/" not in self.path.strip("/"):
+            raise ValueError(f"{self.uri} is a bucket: it has no parent folder")
         return Location(self.fs, posixpath.dirname(self.path),
                         posixpath.dirname(base) + sep + query)
 
@@ -137,13 +140,13 @@ class Location:
         if self.is_local:
             atomic_write_bytes(self.path, data)
             return
-        parent = posixpath.dirname(self.path)
-        if parent:
-            self.fs.create_dir(parent, recursive=True)
-        if self.is_object_store:
+        if self.is_object_store:  # no folders to create: a key is the whole path
             with self.fs.open_output_stream(self.path) as f:
                 f.write(data)
             return
+        parent = posixpath.dirname(self.path)
+        if parent:
+            self.fs.create_dir(parent, recursive=True)
         # Other filesystems (HDFS, ...): write beside, then rename over the target.
         tmp = posixpath.join(parent, f".{posixpath.basename(self.path)}.{os.getpid()}.tmp")
         with self.fs.open_output_stream(tmp) as f:
@@ -163,6 +166,12 @@ def location(value: str | os.PathLike) -> Location:
     if "://" not in text:
         path = str(Path(text).expanduser().resolve())
         return Location(pafs.LocalFileSystem(), path, path)
+    parsed = urlsplit(text)
+    secrets = {"access_key", "secret_key", "session_token"} & set(parse_qs(parsed.query))
+    if parsed.username or parsed.password or secrets:
+        raise StorageError(f"--storage: credentials in the URI ({parsed.scheme}://...) would be "
+                           "printed and stored with the results; give them as AWS_ACCESS_KEY_ID"
+                           " / AWS_SECRET_ACCESS_KEY (or the store's own variables) instead")
     try:
         fs, path = pafs.FileSystem.from_uri(text)
     except (ValueError, OSError, TypeError) as err:  # unknown scheme, bad query, no bucket

@@ -12,6 +12,7 @@ other worker (``max_failures``); its genotype must equal an uninterrupted search
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -40,10 +41,18 @@ HANG_S = 180  # a trial waits this long for its node to be removed before it fai
 
 
 # ----------------------------------------------------------------------------- the cluster
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
 @pytest.fixture(scope="module")
 def cluster():
+    """Nodes started with S3 credentials in their environment, as every node of a real
+    cluster needs them (the S3 test's store checks none, but the clients look for them)."""
     from ray.cluster_utils import Cluster
 
+    saved = {k: os.environ.get(k) for k in AWS_ENV}
+    os.environ.update(AWS_ENV)
     ray.shutdown()  # a Ray of an earlier module in this process
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     _ensure_workers(c, 2)
@@ -51,6 +60,11 @@ def cluster():
     yield c
     ray.shutdown()
     c.shutdown()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def _ensure_workers(c, n: int) -> None:
@@ -157,14 +171,11 @@ def test_losing_a_node_mid_cycle_on_a_shared_folder(cluster, tmp_path):
 
 # ----------------------------------------------------------------------------- object store
 @pytest.fixture
-def s3(monkeypatch):
+def s3(cluster):
     """An S3-compatible store on a loopback port, a bucket in it, and the --storage URI."""
     moto_server = pytest.importorskip("moto.server")
     import pyarrow.fs as pafs
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(),
                                             verbose=False)
     server.start()
@@ -214,4 +225,22 @@ def test_object_store_node_loss_and_resume_from_a_fresh_driver(cluster, s3, tmp_
     killer.join(timeout=5)
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"{s3.split('?')[0]}/exp" in second.stdout
-    _check_experiment(experiment, killer)
+    frame = _check_experiment(experiment, killer)
+
+    # Retrain what the search found, on the cluster, from the store and into it.
+    retrain = subprocess.run(
+        [sys.executable, str(ROOT / "tune_jobs" / "run_retrain.py"), "--address",
+         cluster.address, "--storage", s3, "--name", "retrain", "-q",
+         "--from-search", experiment.uri, "--config",
+         str(ROOT / "tune_jobs" / "configs" / "retrain_demo.yaml"), "--epochs", "1",
+         "--set", "network.channels=4", "--set", "network.layers=3", "--set",
+         "data.subset=120", "--set", "data.test_subset=40", "--cpus-per-trial", "1"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert retrain.returncode == 0, retrain.stderr[-3000:]
+    rows = pd.read_parquet(pa_file(location(s3) / "retrain" / "retrain.parquet"))
+    assert sorted(rows.genotype) == sorted({d.rsplit("/", 1)[-1].split("?")[0]
+                                            for d in frame.trial_dir})
+    assert set(rows.kind) == {"searched"}
+    for model in rows.model_path:  # written by a trial: names the store, not its endpoint
+        assert model.startswith("s3://")
+        assert Location(experiment.fs, model.removeprefix("s3://"), model).is_file()

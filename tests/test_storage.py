@@ -3,6 +3,8 @@ folder and on an object store (the S3 half runs against a local moto server)."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 from pathlib import Path
 
@@ -72,14 +74,94 @@ def test_a_trial_without_data_on_its_node_says_where_and_what_to_do():
         raise DatasetNotFoundError("no CIFAR-10 at /data")
 
 
-def test_on_filesystem_names_the_store():
-    assert on_filesystem(pafs.LocalFileSystem(), "/a/b").uri == "/a/b"
+def test_credentials_in_the_uri_are_refused():
+    for uri in ("s3://AKIA:SECRET@bucket/runs", "s3://bucket/runs?secret_key=x&access_key=y"):
+        with pytest.raises(StorageError, match="credentials in the URI"):
+            location(uri)
 
 
-def test_no_lock_on_an_object_store_but_a_folder_lock_locally(tmp_path):
-    from prnas.runtime.lock import FolderLock
+# ----------------------------------------------------------------------------- object store
+@pytest.fixture(scope="module")
+def s3():
+    """An S3-compatible store (moto) on a loopback port with an empty bucket; the URI of a
+    prefix in it."""
+    moto_server = pytest.importorskip("moto.server")
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    pafs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http",
+                      allow_bucket_creation=True).create_dir("unit")
+    yield f"s3://unit/runs?endpoint_override={host}:{port}&scheme=http"
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
-    assert isinstance(experiment_lock(location(tmp_path), "exp"), FolderLock)
+
+def test_object_store_writes_reads_and_lists_through_the_same_location(s3):
+    runs = location(s3)
+    assert runs.is_object_store and not runs.is_local and runs.path == "unit/runs"
+    trial = runs / "exp" / "DL-seed0-abc"
+    (trial / "cycles.jsonl").write_text("one\n")
+    (trial / "cycles.jsonl").write_text("two\n")  # replaced whole, one object
+    (trial / "genotype.json").write_bytes(b"{}")
+    assert (trial / "cycles.jsonl").read_text() == "two\n"
+    assert (runs / "exp").is_dir() and trial.is_dir() and (trial / "genotype.json").is_file()
+    assert [c.name for c in (runs / "exp").children()] == ["DL-seed0-abc"]
+    assert sorted(c.name for c in trial.children()) == ["cycles.jsonl", "genotype.json"]
+    assert not (runs / "nothing").exists() and (runs / "nothing").children() == []
+    # the URI a user can pass back reaches the same object
+    assert location((trial / "cycles.jsonl").uri).read_text() == "two\n"
+    assert on_filesystem(runs.fs, trial.path).uri == f"s3://{trial.path}"
+    with pytest.raises(ValueError, match="is a bucket"):
+        _ = location(s3.replace("/runs", "")).parent
+    assert not hasattr(experiment_lock(runs, "exp"), "path")  # no folder lock on a store
+
+
+def test_results_and_random_cells_on_an_object_store(s3):
+    """The parquet writer reads the trial folders and writes through the store; random cells
+    written there travel in their references (a trial never reads them back)."""
+    from prnas.records import CYCLES_FILE, RESULTS_FILE, read_trial_rows, trial_dirs
+    from prnas.retrain.genotypes import resolve, write_random_cells
+    from prnas.space.genotype import Genotype
+    from prnas.tune.results import write_results
+
+    exp = location(s3) / "results-exp"
+    row = {"trial_id": "t0", "cycle": 1, "seed": 0, "space": "DL", "valid_acc": 0.5}
+    (exp / "DL-seed0-t0" / CYCLES_FILE).write_text(json.dumps(row) + "\n")
+    assert [d.name for d in trial_dirs(exp)] == ["DL-seed0-t0"]
+    (got,) = read_trial_rows(trial_dirs(exp)[0])
+    assert got["trial_dir"] == (exp / "DL-seed0-t0").uri and got["genotype_path"] is None
+    results, _, frame = write_results(exp)
+    assert results.uri == (exp / RESULTS_FILE).uri and frame.valid_acc.tolist() == [0.5]
+    assert pd.read_parquet(io.BytesIO(results.read_bytes())).trial_id.tolist() == ["t0"]
+    with pytest.raises(FileExistsError):
+        write_results(exp)
+
+    cell = Genotype.from_dict(json.loads(json.dumps(_a_cell())))
+    refs = resolve(extra=write_random_cells([cell, cell], exp / "random_cells"))
+    assert [r.label for r in refs] == [cell.name, f"{cell.name}_2"]
+    assert all(r.genotype == cell.to_dict() and r.load() == cell for r in refs)
+    assert (exp / "random_cells" / f"{cell.name}.json").is_file()
+
+    # --from-search on the store: each trial's genotype, carried in its reference
+    from prnas.retrain.genotypes import from_search
+
+    (exp / "DL-seed0-t0" / "genotype.json").write_text(cell.to_json())
+    (ref,) = from_search(exp.uri)
+    assert ref.label == "DL-seed0-t0" and ref.load() == cell and ref.kind == "searched"
+
+
+def _a_cell() -> dict:
+    from prnas.presets import load_genotype
+
+    return load_genotype("darts-v2").to_dict()
 
 
 def test_out_splits_a_uri_into_storage_and_name_keeping_its_query():

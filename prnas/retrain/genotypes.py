@@ -9,6 +9,7 @@ and the result rows carry a label that tells the genotypes apart and a kind
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -18,7 +19,7 @@ from prnas.presets import list_genotypes, load_genotype
 from prnas.space.constraints import PRESETS, preset
 from prnas.space.genotype import Genotype
 from prnas.space.sampling import PAPER_MORPH_ROUNDS, SampleSpec, sample_genotypes
-from prnas.storage import Location, as_location
+from prnas.storage import Location, as_location, location
 
 SEARCH_RESULT = "genotype.json"
 KINDS = ("searched", "random", "preset")
@@ -89,6 +90,8 @@ def from_search(experiment: str | Path) -> list[GenotypeRef]:
     genotype name); a cell found twice (two seeds converging, or a copy in a
     checkpoint folder) is retrained once.
     """
+    if "://" in str(experiment):
+        return _from_stored_search(location(experiment))
     root = Path(experiment).expanduser().resolve()
     if not root.is_dir():
         raise ValueError(f"--from-search: {root} is not a directory")
@@ -105,6 +108,30 @@ def from_search(experiment: str | Path) -> list[GenotypeRef]:
         rel = path.parent.relative_to(root).as_posix()
         label = genotype.name if rel == "." else rel
         refs.append(GenotypeRef(label=label, ref=str(path), path=str(path), kind="searched"))
+    return refs
+
+
+def _from_stored_search(root: Location) -> list[GenotypeRef]:
+    """:func:`from_search` for a search on an object store (``s3://...``): the trial folders'
+    genotypes, read here and carried in the references (trials never read the store)."""
+    if not root.is_dir():
+        raise ValueError(f"--from-search: nothing at {root}")
+    refs, seen = [], set()
+    for trial in root.children():
+        path = trial / SEARCH_RESULT
+        if not path.is_file():
+            continue
+        try:
+            genotype = Genotype.from_dict(json.loads(path.read_text()))
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        key = (genotype.normal, genotype.reduce, genotype.normal_concat, genotype.reduce_concat)
+        if key not in seen:
+            seen.add(key)
+            refs.append(GenotypeRef(label=trial.name, ref=path.uri, path=path.uri,
+                                    kind="searched", genotype=genotype.to_dict()))
+    if not refs:
+        raise ValueError(f"--from-search: no {SEARCH_RESULT} in the trial folders of {root}")
     return refs
 
 
@@ -198,5 +225,5 @@ def resolve(names: Sequence[str] = (), search_dirs: Sequence[str | Path] = (),
             n += 1
             label = f"{ref.label}#{n}"
         used.add(label)
-        out.append(GenotypeRef(label=label, ref=ref.ref, path=ref.path, kind=ref.kind))
+        out.append(replace(ref, label=label))
     return out

@@ -156,9 +156,9 @@ class BudgetProbe:
 
     The peak is the larger of what was passed to :meth:`record` since the last reset and what
     ``measure`` returns (if given); ``reset`` is called on :meth:`reset_peak` so a measuring
-    function with its own high-water mark can restart it. ``process_wide`` (the default, for a
-    resident-memory measure) makes the controller grow one b_mult until it has measured two
-    sizes; pass False when the measure is the step's own allocations.
+    function with its own high-water mark can restart it. ``process_wide`` (the default when
+    there is a ``measure``, i.e. resident memory) makes the controller grow one b_mult until
+    it has measured two sizes; pass False when the measure is the step's own allocations.
     """
 
     def __init__(
@@ -167,7 +167,7 @@ class BudgetProbe:
         measure: Callable[[], int] | None = None,
         reset: Callable[[], None] | None = None,
         *,
-        process_wide: bool = True,
+        process_wide: bool | None = None,
     ) -> None:
         if budget_bytes < 1:
             raise ValueError(f"budget_bytes must be >= 1, got {budget_bytes}")
@@ -176,7 +176,9 @@ class BudgetProbe:
         self._reset = reset
         self._recorded = 0
         self._floor = 0
-        self._process_wide = process_wide
+        # Default: a measuring function is a process-wide reading (RSS); recorded values
+        # are a step's own allocations.
+        self._process_wide = measure is not None if process_wide is None else process_wide
 
     def record(self, nbytes: int) -> None:
         self._recorded = max(self._recorded, int(nbytes))

@@ -49,4 +49,15 @@ class TrialProgress(tune.Callback):
             self.out(f"[{self.label(trial)}] finished: {text}")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self.out(f"[{self.label(trial)}] FAILED: see {trial.path}/error.txt")
+        self.out(f"[{self.label(trial)}] FAILED: see {_error_file(trial)}")
+
+
+def _error_file(trial: Any) -> str:
+    """The trial's error.txt as a path or, on remote storage, a URI naming the store."""
+    from prnas.storage import on_filesystem
+
+    storage = getattr(trial, "storage", None)
+    fs = getattr(storage, "storage_filesystem", None)
+    if fs is None:
+        return f"{trial.path}/error.txt"
+    return (on_filesystem(fs, trial.path) / "error.txt").uri

@@ -302,8 +302,12 @@ class SearchTrainable(tune.Trainable):
             if marker.exists() or (armed_by is not None and not armed_by.exists()):
                 return
             marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps({"pid": os.getpid(), "node_id": ray_compat.node_id(),
-                                          "trial_id": self.trial_id}) + "\n")
+            try:  # claimed by one trial only, even when two reach it at the same moment
+                with open(marker, "x", encoding="utf-8") as f:
+                    f.write(json.dumps({"pid": os.getpid(), "node_id": ray_compat.node_id(),
+                                        "trial_id": self.trial_id}) + "\n")
+            except FileExistsError:
+                return
             deadline = time.monotonic() + float(fault.get("hang_s") or 0)
             while time.monotonic() < deadline:
                 time.sleep(0.2)

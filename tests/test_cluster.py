@@ -12,8 +12,6 @@ other worker (``max_failures``); its genotype must equal an uninterrupted search
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from s3store import aws_env, s3_store
 from tiny import tiny_search
 
 from prnas.records import CYCLES_FILE, GENOTYPE_FILE, RESULTS_FILE
@@ -41,30 +40,23 @@ HANG_S = 180  # a trial waits this long for its node to be removed before it fai
 
 
 # ----------------------------------------------------------------------------- the cluster
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-
-
 @pytest.fixture(scope="module")
 def cluster():
     """Nodes started with S3 credentials in their environment, as every node of a real
     cluster needs them (the S3 test's store checks none, but the clients look for them)."""
     from ray.cluster_utils import Cluster
 
-    saved = {k: os.environ.get(k) for k in AWS_ENV}
-    os.environ.update(AWS_ENV)
-    ray.shutdown()  # a Ray of an earlier module in this process
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    _ensure_workers(c, 2)
-    ray.init(address=c.address)
-    yield c
-    ray.shutdown()
-    c.shutdown()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with aws_env():
+        ray.shutdown()  # a Ray of an earlier module in this process
+        c = Cluster(initialize_head=True,
+                    head_node_args={"num_cpus": 0, "include_dashboard": False})
+        try:
+            _ensure_workers(c, 2)
+            ray.init(address=c.address)
+            yield c
+        finally:
+            ray.shutdown()
+            c.shutdown()
 
 
 def _ensure_workers(c, n: int) -> None:
@@ -173,23 +165,8 @@ def test_losing_a_node_mid_cycle_on_a_shared_folder(cluster, tmp_path):
 @pytest.fixture
 def s3(cluster):
     """An S3-compatible store on a loopback port, a bucket in it, and the --storage URI."""
-    moto_server = pytest.importorskip("moto.server")
-    import pyarrow.fs as pafs
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(),
-                                            verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    pafs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http",
-                      allow_bucket_creation=True).create_dir("prnas-test")
-    yield f"s3://prnas-test/runs?endpoint_override={host}:{port}&scheme=http"
-    server.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with s3_store("prnas-test") as uri:
+        yield uri
 
 
 def _driver(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
+from s3store import s3_store
 
 from prnas.storage import Location, StorageError, as_location, location, on_filesystem
 from prnas.tune.cluster import data_on_this_node, experiment_lock, experiment_storage
@@ -85,23 +86,8 @@ def test_credentials_in_the_uri_are_refused():
 def s3():
     """An S3-compatible store (moto) on a loopback port with an empty bucket; the URI of a
     prefix in it."""
-    moto_server = pytest.importorskip("moto.server")
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    pafs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http",
-                      allow_bucket_creation=True).create_dir("unit")
-    yield f"s3://unit/runs?endpoint_override={host}:{port}&scheme=http"
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with s3_store("unit") as uri:
+        yield uri
 
 
 def test_object_store_writes_reads_and_lists_through_the_same_location(s3):

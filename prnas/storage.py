@@ -25,7 +25,6 @@ import os
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pyarrow.fs as pafs
@@ -100,12 +99,11 @@ class Location:
     def __str__(self) -> str:
         return self.uri
 
-    def ray_storage(self) -> dict[str, Any]:
-        """``RunConfig``/``Tuner.restore`` keywords for this folder as Tune's storage: a local
-        path as is; anything else as the filesystem plus its path without the scheme."""
-        if self.is_local:
-            return {"storage_path": self.path}
-        return {"storage_path": self.path, "storage_filesystem": self.fs}
+    @property
+    def ray_filesystem(self) -> pafs.FileSystem | None:
+        """Tune's ``storage_filesystem`` for this location, given with :attr:`path` (no
+        scheme): None for a local path, which Tune opens itself."""
+        return None if self.is_local else self.fs
 
     # ------------------------------------------------------------------ reading
     def _info(self) -> pafs.FileInfo:

@@ -52,7 +52,7 @@ def test_uri_keeps_its_query_through_joins():
     assert exp.parent.uri == remote.uri and exp.name == "exp"
     with pytest.raises(TypeError, match="not a local path"):
         os.fspath(exp)
-    assert exp.ray_storage() == {"storage_path": "bucket/prefix/exp", "storage_filesystem": fs}
+    assert exp.ray_filesystem is fs and (loc / "x").ray_filesystem is None
 
 
 def test_a_uri_pyarrow_cannot_use_fails_with_its_reason():

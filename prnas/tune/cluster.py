@@ -200,8 +200,8 @@ def data_on_this_node() -> Iterator[None]:
     except FileNotFoundError as err:
         from prnas.tune import ray_compat
 
-        node = socket.gethostname() + (f" ({ray_compat.node_id()})" if ray_compat.node_id()
-                                       else "")
+        node_id = ray_compat.node_id()
+        node = socket.gethostname() + (f" ({node_id})" if node_id else "")
         raise type(err)(
             f"{err} [on node {node}: on a cluster "
             "every node reads the data from the same path; put it on storage all nodes "

@@ -161,7 +161,8 @@ def build_tuner(exp: SearchExperiment) -> tune.Tuner:
             search_alg=FanOutSearch(), reuse_actors=True,
             trial_dirname_creator=trial_dirname, trial_name_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=exp.name, **exp.storage.ray_storage(),
+            name=exp.name, storage_path=exp.storage.path,
+            storage_filesystem=exp.storage.ray_filesystem,
             failure_config=tune.FailureConfig(max_failures=exp.max_failures),
             # One checkpoint per cycle (taken when the scheduler pauses the trial), all
             # kept: a cycle is the unit of resumption and each holds the weights that
@@ -176,9 +177,8 @@ def build_tuner(exp: SearchExperiment) -> tune.Tuner:
 def restore_tuner(path: Location) -> tune.Tuner:
     """Continue an interrupted experiment from its storage alone (any driver machine);
     errored trials resume from their checkpoints too."""
-    storage = path.ray_storage()
-    return tune.Tuner.restore(storage.pop("storage_path"), SearchTrainable,
-                              resume_unfinished=True, resume_errored=True, **storage)
+    return tune.Tuner.restore(path.path, SearchTrainable, resume_unfinished=True,
+                              resume_errored=True, storage_filesystem=path.ray_filesystem)
 
 
 def run_search(exp: SearchExperiment | None = None, *,

@@ -170,9 +170,11 @@ def run_config(storage: str | os.PathLike | Location, name: str, max_failures: i
                verbose: int = 1) -> tune.RunConfig:
     """``verbose``: 0 quiet, 1 a line per epoch and trial, 2 also Ray's status table.
     ``storage``: a folder (shared by all nodes on a cluster) or a storage URI."""
+    storage = as_location(storage)
     return tune.RunConfig(
         name=name,
-        **as_location(storage).ray_storage(),
+        storage_path=storage.path,
+        storage_filesystem=storage.ray_filesystem,
         failure_config=tune.FailureConfig(max_failures=max_failures),
         # Every epoch: an epoch is the unit of work and of loss on failure.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1,
@@ -202,14 +204,14 @@ def build_tuner(cfg: RetrainConfig, refs: Sequence[GenotypeRef], seeds: Sequence
 def restore_tuner(path: str | os.PathLike | Location) -> tune.Tuner:
     """Continue a killed experiment: unfinished and errored trials resume from checkpoints,
     with the resources they first asked for (kept in their config)."""
-    storage = as_location(path).ray_storage()
-    return tune.Tuner.restore(storage.pop("storage_path"), RetrainTrainable,
-                              resume_unfinished=True, resume_errored=True, **storage)
+    path = as_location(path)
+    return tune.Tuner.restore(path.path, RetrainTrainable, resume_unfinished=True,
+                              resume_errored=True, storage_filesystem=path.ray_filesystem)
 
 
 def can_restore(path: str | os.PathLike | Location) -> bool:
-    storage = as_location(path).ray_storage()
-    return tune.Tuner.can_restore(storage.pop("storage_path"), **storage)
+    path = as_location(path)
+    return tune.Tuner.can_restore(path.path, storage_filesystem=path.ray_filesystem)
 
 
 def result_rows(experiment: str | os.PathLike | Location) -> pd.DataFrame:

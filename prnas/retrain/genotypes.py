@@ -9,9 +9,8 @@ and the result rows carry a label that tells the genotypes apart and a kind
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -88,50 +87,47 @@ def from_search(experiment: str | Path) -> list[GenotypeRef]:
 
     Labelled by their folder relative to ``experiment`` (search trials share a
     genotype name); a cell found twice (two seeds converging, or a copy in a
-    checkpoint folder) is retrained once.
+    checkpoint folder) is retrained once. A search on an object store (``s3://...``)
+    gives its trial folders' genotypes, read here and carried in the references, so
+    trials never read the store.
     """
     if "://" in str(experiment):
-        return _from_stored_search(location(experiment))
-    root = Path(experiment).expanduser().resolve()
-    if not root.is_dir():
-        raise ValueError(f"--from-search: {root} is not a directory")
-    found = sorted(root.rglob(SEARCH_RESULT))
-    if not found:
-        raise ValueError(f"--from-search: no {SEARCH_RESULT} anywhere below {root}")
-    refs, seen = [], set()
-    for path in found:
-        genotype = Genotype.load(path)
-        key = (genotype.normal, genotype.reduce, genotype.normal_concat, genotype.reduce_concat)
-        if key in seen:
-            continue
-        seen.add(key)
-        rel = path.parent.relative_to(root).as_posix()
-        label = genotype.name if rel == "." else rel
-        refs.append(GenotypeRef(label=label, ref=str(path), path=str(path), kind="searched"))
-    return refs
+        root = location(experiment)
+        if not root.is_dir():
+            raise ValueError(f"--from-search: nothing at {root}")
+        found = [(trial.name, trial / SEARCH_RESULT) for trial in root.children()
+                 if (trial / SEARCH_RESULT).is_file()]
+        refs = _distinct(((label, path.uri, Genotype.parse(path.read_text(), path.uri))
+                          for label, path in found), embed=True)
+        if not refs:
+            raise ValueError(f"--from-search: no {SEARCH_RESULT} in the trial folders of "
+                             f"{root}")
+        return refs
+    local = Path(experiment).expanduser().resolve()
+    if not local.is_dir():
+        raise ValueError(f"--from-search: {local} is not a directory")
+    paths = sorted(local.rglob(SEARCH_RESULT))
+    if not paths:
+        raise ValueError(f"--from-search: no {SEARCH_RESULT} anywhere below {local}")
+
+    def labelled(path: Path, genotype: Genotype) -> tuple[str, str, Genotype]:
+        rel = path.parent.relative_to(local).as_posix()
+        return (genotype.name if rel == "." else rel), str(path), genotype
+
+    return _distinct(labelled(p, Genotype.load(p)) for p in paths)
 
 
-def _from_stored_search(root: Location) -> list[GenotypeRef]:
-    """:func:`from_search` for a search on an object store (``s3://...``): the trial folders'
-    genotypes, read here and carried in the references (trials never read the store)."""
-    if not root.is_dir():
-        raise ValueError(f"--from-search: nothing at {root}")
+def _distinct(found: Iterable[tuple[str, str, Genotype]],
+              embed: bool = False) -> list[GenotypeRef]:
+    """One searched reference per distinct cell, the first (label, file, genotype) found;
+    ``embed``: carrying its cell (a file the trials could not read)."""
     refs, seen = [], set()
-    for trial in root.children():
-        path = trial / SEARCH_RESULT
-        if not path.is_file():
-            continue
-        try:
-            genotype = Genotype.from_dict(json.loads(path.read_text()))
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
+    for label, where, genotype in found:
         key = (genotype.normal, genotype.reduce, genotype.normal_concat, genotype.reduce_concat)
         if key not in seen:
             seen.add(key)
-            refs.append(GenotypeRef(label=trial.name, ref=path.uri, path=path.uri,
-                                    kind="searched", genotype=genotype.to_dict()))
-    if not refs:
-        raise ValueError(f"--from-search: no {SEARCH_RESULT} in the trial folders of {root}")
+            refs.append(GenotypeRef(label=label, ref=where, path=where, kind="searched",
+                                    genotype=genotype.to_dict() if embed else None))
     return refs
 
 

@@ -116,12 +116,17 @@ class Genotype:
             raise
         except (OSError, UnicodeDecodeError) as err:
             raise ValueError(f"{path}: cannot read ({err})") from None
+        return Genotype.parse(text, str(path))
+
+    @staticmethod
+    def parse(text: str, where: str) -> Genotype:
+        """A genotype from its JSON text; ValueError names ``where`` it came from."""
         try:
             return Genotype.from_dict(json.loads(text))
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
+            raise ValueError(f"{where}: not valid JSON ({err})") from None
         except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
+            raise ValueError(f"{where}: {err}") from None
 
     def save(self, path: str | os.PathLike) -> None:
         from prnas._io import atomic_write_text

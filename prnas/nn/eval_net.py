@@ -110,47 +110,71 @@ def build_cells(genotype: Genotype, layers: int, c_prev_prev: int, c_prev: int, 
     return cells, c_prev, c_aux
 
 
-class EvalNetwork(nn.Module):
-    """DARTS' NetworkCIFAR for a genotype; set ``drop_path_prob`` before each epoch.
+class DartsNetwork(nn.Module):
+    """What DARTS' evaluation networks share after their stems: the cells, the auxiliary
+    head after the 2/3 cell, global pooling and the classifier. A subclass builds its
+    stems, then calls :meth:`_add_cells`, and says in :meth:`stems` what feeds the first
+    cell; set ``drop_path_prob`` before each epoch.
 
     ``forward`` returns ``(logits, aux_logits)``; ``aux_logits`` is ``None`` unless
     the network is training and was built with the auxiliary head.
     """
 
-    def __init__(self, genotype: Genotype, channels: int = 36, layers: int = 20,
-                 num_classes: int = 10, auxiliary: bool = True, in_channels: int = 3,
-                 stem_multiplier: int = 3) -> None:
+    def __init__(self, genotype: Genotype, channels: int, layers: int, halved_by: str) -> None:
         super().__init__()
         if layers < 3:
             raise ValueError(f"layers must be >= 3 (two reduction cells and a normal one), "
                              f"got {layers}")
         if channels < 1 or channels % 2:
-            raise ValueError(f"channels must be a positive even number (FactorizedReduce "
+            raise ValueError(f"channels must be a positive even number ({halved_by} "
                              f"halves it), got {channels}")
         self.genotype = genotype
         self.layers = layers
         self.aux_index = 2 * layers // 3
         self.drop_path_prob = 0.0
-        c_stem = stem_multiplier * channels
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c_stem),
-        )
-        self.cells, c_prev, c_aux = build_cells(genotype, layers, c_stem, c_stem, channels,
-                                                reduction_prev=False, aux_index=self.aux_index)
-        self.auxiliary_head = AuxiliaryHead(c_aux, num_classes) if auxiliary else None
+
+    def _add_cells(self, c_prev_prev: int, c_prev: int, channels: int, reduction_prev: bool,
+                   num_classes: int, aux_head: type[nn.Module] | None) -> None:
+        self.cells, c_prev, c_aux = build_cells(self.genotype, self.layers, c_prev_prev, c_prev,
+                                                channels, reduction_prev=reduction_prev,
+                                                aux_index=self.aux_index)
+        self.auxiliary_head = aux_head(c_aux, num_classes) if aux_head is not None else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)
 
+    def stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first cell's two inputs."""
+        raise NotImplementedError
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         aux = None
-        s0 = s1 = self.stem(x)
+        s0, s1 = self.stems(x)
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
             if i == self.aux_index and self.auxiliary_head is not None and self.training:
                 aux = self.auxiliary_head(s1)
         logits = self.classifier(self.global_pooling(s1).flatten(1))
         return logits, aux
+
+
+class EvalNetwork(DartsNetwork):
+    """DARTS' NetworkCIFAR for a genotype: one stem feeds both inputs of the first cell."""
+
+    def __init__(self, genotype: Genotype, channels: int = 36, layers: int = 20,
+                 num_classes: int = 10, auxiliary: bool = True, in_channels: int = 3,
+                 stem_multiplier: int = 3) -> None:
+        super().__init__(genotype, channels, layers, halved_by="FactorizedReduce")
+        c_stem = stem_multiplier * channels
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_stem),
+        )
+        self._add_cells(c_stem, c_stem, channels, reduction_prev=False,
+                        num_classes=num_classes, aux_head=AuxiliaryHead if auxiliary else None)
+
+    def stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.stem(x)
+        return s, s
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prnas.nn.eval_net import build_cells
+from prnas.nn.eval_net import DartsNetwork
 from prnas.space.genotype import Genotype
 
 __all__ = ["AuxiliaryHeadImageNet", "EvalNetworkImageNet"]
@@ -52,23 +52,13 @@ class AuxiliaryHeadImageNet(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-class EvalNetworkImageNet(nn.Module):
+class EvalNetworkImageNet(DartsNetwork):
     """DARTS' NetworkImageNet for a genotype; the same interface as
     :class:`~prnas.nn.eval_net.EvalNetwork` (``drop_path_prob``, ``(logits, aux)``)."""
 
     def __init__(self, genotype: Genotype, channels: int = 48, layers: int = 14,
                  num_classes: int = 1000, auxiliary: bool = True, in_channels: int = 3) -> None:
-        super().__init__()
-        if layers < 3:
-            raise ValueError(f"layers must be >= 3 (two reduction cells and a normal one), "
-                             f"got {layers}")
-        if channels < 2 or channels % 2:
-            raise ValueError(f"channels must be a positive even number (the stem halves it), "
-                             f"got {channels}")
-        self.genotype = genotype
-        self.layers = layers
-        self.aux_index = 2 * layers // 3
-        self.drop_path_prob = 0.0
+        super().__init__(genotype, channels, layers, halved_by="the stem")
         c = channels
         self.stem0 = nn.Sequential(
             nn.Conv2d(in_channels, c // 2, 3, stride=2, padding=1, bias=False),
@@ -83,19 +73,9 @@ class EvalNetworkImageNet(nn.Module):
             nn.BatchNorm2d(c),
         )
         # stem0's output is at twice stem1's resolution: the first cell reduces its s0.
-        self.cells, c_prev, c_aux = build_cells(genotype, layers, c, c, c, reduction_prev=True,
-                                                aux_index=self.aux_index)
-        self.auxiliary_head = AuxiliaryHeadImageNet(c_aux, num_classes) if auxiliary else None
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_prev, num_classes)
+        self._add_cells(c, c, c, reduction_prev=True, num_classes=num_classes,
+                        aux_head=AuxiliaryHeadImageNet if auxiliary else None)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        aux = None
+    def stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s0 = self.stem0(x)
-        s1 = self.stem1(s0)
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-            if i == self.aux_index and self.auxiliary_head is not None and self.training:
-                aux = self.auxiliary_head(s1)
-        logits = self.classifier(self.global_pooling(s1).flatten(1))
-        return logits, aux
+        return s0, self.stem1(s0)

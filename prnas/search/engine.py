@@ -39,6 +39,13 @@ STATE_VERSION = 2  # 2: cycle_log in the survived/dropped/new vocabulary, plain 
 EpochHook = Callable[["Search", dict], None]
 
 
+def _on_model(name: str) -> property:
+    """An attribute of the supernet (``Search.model``) under the name callers know,
+    readable and settable."""
+    return property(lambda self: getattr(self.model, name),
+                    lambda self, value: setattr(self.model, name, value))
+
+
 class Search:
     """One PR-DARTS search. Not thread-safe; one per process or Tune trial."""
 
@@ -73,29 +80,9 @@ class Search:
     a_opt = property(lambda self: self.model.a_opt)
     steps = property(lambda self: self.model.steps)
 
-    @property
-    def net(self):
-        return self.model.net
-
-    @net.setter
-    def net(self, value) -> None:
-        self.model.net = value
-
-    @property
-    def pools(self) -> Pools:
-        return self.model.pools
-
-    @pools.setter
-    def pools(self, value: Pools) -> None:
-        self.model.pools = value
-
-    @property
-    def histories(self):
-        return self.model.histories
-
-    @histories.setter
-    def histories(self, value) -> None:
-        self.model.histories = value
+    net = _on_model("net")  # replaced whole when the pools change
+    pools = _on_model("pools")
+    histories = _on_model("histories")
 
     def _build_net(self, pools: Pools):
         return self.model.build_net(pools)

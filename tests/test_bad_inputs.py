@@ -476,19 +476,25 @@ def test_full_disk_on_checkpoint_write_keeps_the_previous_one(tmp_path, capsys, 
     assert main(["--out", str(out), "--resume", "--quiet"]) == 0
 
 
+def _diverge_after(monkeypatch, cls: type, method: str, steps: int, loss: float) -> None:
+    """From step ``steps + 1`` on, ``cls.method`` (a training step returning the loss first)
+    reports ``loss``: a run that diverges."""
+    real, calls = getattr(cls, method), []
+
+    def poisoned(self, x, y):
+        calls.append(1)
+        got, *rest = real(self, x, y)
+        return (loss if len(calls) > steps else got, *rest)
+
+    monkeypatch.setattr(cls, method, poisoned)
+
+
 def test_divergence_stops_with_one_line_and_keeps_last_good_checkpoint(tmp_path, capsys,
                                                                       monkeypatch):
     from prnas.search.__main__ import main
     from prnas.search.steps import SearchSteps
 
-    real, calls = SearchSteps.weight_step, []
-
-    def poisoned(self, x, y):
-        calls.append(1)
-        loss, *rest = real(self, x, y)
-        return (float("nan") if len(calls) > 2 else loss, *rest)  # 2 steps per epoch
-
-    monkeypatch.setattr(SearchSteps, "weight_step", poisoned)
+    _diverge_after(monkeypatch, SearchSteps, "weight_step", 2, float("nan"))  # 2 steps/epoch
     out = tmp_path / "run"
     rc = main(["--config", _tiny_yaml(tmp_path), "--out", str(out), "--quiet"])
     err = capsys.readouterr().err
@@ -527,14 +533,7 @@ def test_retrain_divergence_stops_with_one_line_and_keeps_last_good_checkpoint(
     from prnas.retrain.__main__ import main
     from prnas.retrain.trainer import Retrainer
 
-    real, calls = Retrainer._step, []
-
-    def poisoned(self, x, y):
-        calls.append(1)
-        loss, *rest = real(self, x, y)
-        return (float("inf") if len(calls) > 3 else loss, *rest)  # 3 steps per epoch
-
-    monkeypatch.setattr(Retrainer, "_step", poisoned)
+    _diverge_after(monkeypatch, Retrainer, "_step", 3, float("inf"))  # 3 steps per epoch
     sets = {"network.channels": 4, "network.layers": 3, "device": "cpu", "batch.b_min": 16,
             "batch.b_max": 16, "data.dataset": "demo", "data.subset": 48,
             "data.test_subset": 16, "epochs": 3}

@@ -11,6 +11,7 @@ other worker (``max_failures``); its genotype must equal an uninterrupted search
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -125,7 +126,7 @@ def _check_experiment(experiment: Location, killer: NodeKiller) -> pd.DataFrame:
 
     assert killer.error is None, killer.error
     assert killer.removed is not None and _dead(killer.removed)
-    frame = pd.read_parquet(pa_file(experiment / RESULTS_FILE))
+    frame = _parquet(experiment / RESULTS_FILE)
     assert not frame.duplicated(["trial_id", "cycle"]).any()
     assert sorted(frame.seed.unique()) == list(SEEDS)
     assert frame.groupby("trial_id").cycle.max().tolist() == [3, 3]
@@ -140,8 +141,9 @@ def _check_experiment(experiment: Location, killer: NodeKiller) -> pd.DataFrame:
     return frame
 
 
-def pa_file(loc: Location):
-    return loc if loc.is_local else loc.fs.open_input_file(loc.path)
+def _parquet(loc: Location) -> pd.DataFrame:
+    """A parquet file on any storage, read through prnas' own filesystem layer."""
+    return pd.read_parquet(io.BytesIO(loc.read_bytes()))
 
 
 # ----------------------------------------------------------------------------- shared folder
@@ -191,7 +193,7 @@ def test_object_store_node_loss_and_resume_from_a_fresh_driver(cluster, s3, tmp_
     assert first.returncode == 130, first.stderr[-3000:]
     experiment = location(s3) / "exp"
     assert (experiment / "tuner.pkl").is_file()
-    partial = pd.read_parquet(pa_file(experiment / RESULTS_FILE))
+    partial = _parquet(experiment / RESULTS_FILE)
     assert partial.groupby("trial_id").cycle.max().min() < 3  # a trial is left to resume
     assert not marker.exists()  # the fault was not armed yet
 
@@ -214,7 +216,7 @@ def test_object_store_node_loss_and_resume_from_a_fresh_driver(cluster, s3, tmp_
          "data.subset=120", "--set", "data.test_subset=40", "--cpus-per-trial", "1"],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert retrain.returncode == 0, retrain.stderr[-3000:]
-    rows = pd.read_parquet(pa_file(location(s3) / "retrain" / "retrain.parquet"))
+    rows = _parquet(location(s3) / "retrain" / "retrain.parquet")
     assert sorted(rows.genotype) == sorted({d.rsplit("/", 1)[-1].split("?")[0]
                                             for d in frame.trial_dir})
     assert set(rows.kind) == {"searched"}

@@ -38,9 +38,10 @@ _RESULTS_FLOAT = (
     "cycle_time_s", "images_per_s", "batch_size_mean", "batch_size_max", "peak_memory_mb",
     "time_total_s",
     *(f"ratio_{t}_{k}" for t in ("normal", "reduce") for k in ("skip", "pool", "conv")),
-    "similarity_normal", "similarity_reduce",
+    "similarity_normal", "similarity_reduce", "alpha_spread", "alpha_spread_noise",
 )
-_RESULTS_INT = ("num_cycles", "epochs", "grace_epochs", "candidates_normal", "candidates_reduce")
+_RESULTS_INT = ("num_cycles", "epochs", "grace_epochs", "candidates_normal", "candidates_reduce",
+                "alpha_steps")
 # Written by the search trial into every row (prnas.records.RESULTS_SCHEMA); NA when absent.
 _RESULTS_OPTIONAL: dict[str, str] = {"gpus_per_trial": "float64", "morphs": "Int64"}
 

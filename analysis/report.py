@@ -16,7 +16,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import agreement, baseline, cells, checklist, figures, lineage, loaders, tables
+from analysis import (
+    agreement,
+    baseline,
+    cells,
+    checklist,
+    figures,
+    lineage,
+    loaders,
+    signal,
+    tables,
+)
 from prnas.space.genotype import Genotype
 
 FIGURES, TABLES, INDEX = "figures", "tables", "index.html"
@@ -226,6 +236,8 @@ def _write_report(out: Path, experiment, retrain, results: pd.DataFrame,
                write_table(search, tables.format_search_table(search), tab_dir / "search_trials"),
                out)
 
+    _signal_section(page, out, results)
+
     if retrain_df is not None:
         t3 = tables.table_iii(retrain_df, search, report_last)
         page.heading(2, "Retraining (Table III layout)")
@@ -273,6 +285,23 @@ def _write_report(out: Path, experiment, retrain, results: pd.DataFrame,
     index = out / INDEX
     index.write_text(page.render(f"PR-DARTS report: {exp_name}"))
     return index
+
+
+def _signal_section(page: _Page, out: Path, results: pd.DataFrame) -> None:
+    """Did the alphas learn, cycle by cycle (analysis.signal)."""
+    page.heading(2, "Do the alphas learn?")
+    table = signal.signal_table(results)
+    if table["alpha_spread"].isna().all():
+        page.para("The results hold no alpha spreads: nothing to say about the alphas.")
+        return
+    page.para("Per cycle: alpha steps taken, the mean over edges of (max - min) softmax weight "
+              "at its end, the same measure expected from that many Adam steps without "
+              f"signal, and their ratio. Under {signal.NOISE_FACTOR:g} the decision is marked "
+              "as taken on noise "
+              "(docs/search.md, \"Do the alphas learn?\").")
+    shown = table.round(4)
+    page.add(f"<p><strong>{html.escape(signal.noise_statement(table))}</strong></p>")
+    page.table(shown, write_table(table, shown, out / TABLES / "alpha_signal"), out)
 
 
 def _baseline_section(page: _Page, out: Path, runs: pd.DataFrame | None,

@@ -25,6 +25,7 @@ from prnas.runtime import checkpoint
 from prnas.runtime.checkpoint import CheckpointError
 from prnas.runtime.guards import TrainingDiverged
 from prnas.runtime.lock import LOCK_NAME, FolderLock, FolderLocked, folder_entries
+from prnas.search.alpha_signal import noise_warning, signal_text
 from prnas.search.config import ConfigError, SearchConfig, load_config
 from prnas.search.policy import cycle_to_json
 
@@ -142,7 +143,10 @@ def _run(search, out: Path, state: dict | None, stop_after_cycles: int | None) -
         write_outputs(out, s)
         last = s.cycle_log[-1]  # one line per cycle at every verbosity, --quiet included
         cli.progress(f"cycle {last['cycle']} done: valid acc {last['valid_acc']:.3f}, "
-                     f"{last['cycle_time_s']:.1f}s")
+                     f"{signal_text(last)}, {last['cycle_time_s']:.1f}s")
+        warning = noise_warning(last)
+        if warning:
+            cli.progress(warning)
 
     if search.finished:
         cli.progress("search already finished")

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from prnas.runtime import rng, state
+from prnas.search.alpha_signal import cycle_signal
 from prnas.search.config import SearchConfig
 from prnas.search.decision import decide_cycle
 from prnas.search.genotype import derive_genotype
@@ -145,6 +146,7 @@ class Search:
             "batch_size_max": int(max(e["batch_size_max"] for e in self.epoch_log)),
             "peak_memory_mb": float(max(e["peak_memory_mb"] for e in self.epoch_log)),
             **pool_statistics(self.pools),
+            **self.alpha_signal(),
             "epoch_metrics": [dict(e) for e in self.epoch_log],
             "pools": self.pools,
             "alphas": self.alpha_values(),
@@ -153,6 +155,14 @@ class Search:
         if self._test is not None:
             m["test_loss"], m["test_acc"] = self._evaluate(None, self._test)
         return m
+
+    def alpha_signal(self) -> dict[str, float | int]:
+        """How far this cycle's alphas moved, and how far noise would have moved them
+        (``prnas.search.alpha_signal``): the columns that say whether a decision is noise."""
+        o = self.cfg.optim
+        steps = sum(e["steps"] for e in self.epoch_log if not e["grace"])
+        return cycle_signal(self.alpha_values(), init_scale=o.alpha_init_scale,
+                            alpha_lr=o.alpha_lr, alpha_steps=steps)
 
     def decide(self) -> PolicyResult:
         """The prune-and-replace decision for the cycle just trained (pure, seeded by cycle)."""

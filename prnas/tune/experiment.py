@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
+from prnas.search.alpha_signal import noise_warning, signal_text
 from prnas.search.config import SearchConfig
 from prnas.storage import Location, as_location
 from prnas.tune.progress import TrialProgress
@@ -106,7 +107,14 @@ class ProgressPrinter(TrialProgress):
         return (f"cycle {result['cycle']}/{result['num_cycles']}{again}: "
                 f"valid acc {result['valid_acc']:.3f}, train acc {result['train_acc']:.3f}, "
                 f"{result['candidates_normal']}+{result['candidates_reduce']} candidates, "
-                f"{result['cycle_time_s']:.1f}s")
+                f"{signal_text(result)}, {result['cycle_time_s']:.1f}s")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        super().on_trial_result(iteration, trials, trial, result, **info)
+        if "cycle" in result and not result.get("redecide"):
+            warning = noise_warning(result)
+            if warning:
+                self.out(f"[{self.label(trial)}] {warning}")
 
     def finished(self, trial: Any) -> str | None:
         return (trial.last_result or {}).get("genotype_path")

@@ -47,6 +47,7 @@ from ray import tune
 from prnas.records import CYCLES_FILE, GENOTYPE_FILE, cycle_row, jsonl_text
 from prnas.runtime import checkpoint
 from prnas.runtime.device import release_cached_memory
+from prnas.search.alpha_signal import softmax_curves
 from prnas.search.config import SearchConfig, build_config
 from prnas.search.engine import Search
 from prnas.search.policy import cycle_from_json, cycle_to_json, result_from_dict
@@ -245,8 +246,10 @@ class SearchTrainable(tune.Trainable):
         return {"seed": self.cfg.seed, "space": self.cfg.space, "name": self.cfg.name}
 
     def _result(self, metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        # "softmax" stays nested: Tune's TensorBoard logger makes one curve per edge and op.
         return {**encode_result(metrics), **self._identity(), "redecide": False,
-                "genotype_path": None, **extra}
+                "genotype_path": None,
+                "softmax": softmax_curves(metrics["pools"], metrics["alphas"]), **extra}
 
     # ----------------------------------------------------------------- outputs
     def cycle_rows(self) -> list[dict[str, Any]]:

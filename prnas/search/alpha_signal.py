@@ -111,8 +111,8 @@ def softmax_curves(pools: Mapping[str, Sequence[Sequence[object]]],
 
 def signal_text(record: Mapping[str, object]) -> str:
     """The console fragment of a cycle record: its spread beside the noise figure."""
-    return (f"alpha spread {record['alpha_spread']:.3f} "
-            f"(noise {record['alpha_spread_noise']:.3f})")
+    return (f"alpha spread {record['alpha_spread']:.3g} "
+            f"(noise {record['alpha_spread_noise']:.3g})")
 
 
 def noise_warning(record: Mapping[str, object]) -> str | None:
@@ -122,8 +122,8 @@ def noise_warning(record: Mapping[str, object]) -> str | None:
         return None
     fix = ("more alpha steps per cycle (epochs - grace_epochs, steps_per_epoch)"
            if spread >= UNIFORM else
-           "an alpha learning rate that lets the weights move (optim.alpha_lr) and more alpha "
+           "an alpha learning rate that lets the alphas move (optim.alpha_lr) and more alpha "
            "steps per cycle (epochs - grace_epochs, steps_per_epoch)")
-    return (f"warning: cycle {record['cycle']} decided on noise: alpha spread {spread:.3f} "
-            f"< {NOISE_FACTOR:g} x {noise:.3f}, what {record['alpha_steps']} alpha steps give "
+    return (f"warning: cycle {record['cycle']} decided on noise: alpha spread {spread:.3g} "
+            f"< {NOISE_FACTOR:g} x {noise:.3g}, what {record['alpha_steps']} alpha steps give "
             f"without signal; needs {fix}")

@@ -305,3 +305,37 @@ def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
         assert got["test_error"].tolist() == [r["test_error"] for r in expected]
         assert got["params"].iloc[0] == trainer.params
     torch.set_num_threads(threads)
+
+
+def test_ctrl_c_exits_130_leaves_no_final_results_and_resumes(tmp_path):
+    """Ctrl+C (SIGINT to the driver's process group, as a terminal sends it) stops the
+    fan-out as an interruption: exit 130, the --resume hint, no retrain.parquet and no
+    summary that looks final; --resume then finishes it."""
+    args = ["--genotype", "darts-v2", "--config", str(DEMO), *TINY, "--epochs", "3",
+            "--storage", str(tmp_path), "--name", "exp", "--num-cpus", "1",
+            "--cpus-per-trial", "1"]
+    exp = tmp_path / "exp"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not list(exp.glob("*/checkpoint_000000")) and proc.poll() is None:
+            assert time.monotonic() < deadline, "no trial checkpointed in time"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err[-3000:]
+    assert "--name exp --resume" in err
+    assert not (exp / "retrain.parquet").exists()
+    assert "final test error" not in out and "rows ->" not in out
+
+    resumed = _run("--storage", str(tmp_path), "--name", "exp", "--resume", "--num-cpus", "1",
+                   "--cpus-per-trial", "1", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    df = pd.read_parquet(exp / "retrain.parquet")
+    assert df["epoch"].tolist() == [1, 2, 3]

@@ -280,6 +280,13 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
                             max_failures=args.max_failures,
                             max_concurrent=args.max_concurrent, verbose=args.verbosity)
     results = tuner.fit()
+    if any(r.error is None and not (r.metrics or {}).get("done") for r in results):
+        # Tune returns normally after Ctrl+C: without this the partial epochs would be
+        # written and summarised as if they were the final results.
+        cli.progress("interrupted; the trials keep their last checkpoints. Continue with "
+                     f"--name {name} --resume"
+                     + (f" --storage {storage.uri}" if args.storage else ""))
+        return cli.EXIT_INTERRUPTED
     df = result_rows(experiment)
     write_parquet(df, experiment / PARQUET)
     report_last = _report_last(results, cfg)

@@ -97,7 +97,7 @@ def _pipeline(retrain: pd.DataFrame | None) -> dict:
                  "dataset, epochs and the per-epoch learning-rate and drop-path schedules")
 
 
-def _cost(search: pd.DataFrame) -> dict:
+def _cost(search: pd.DataFrame, results: pd.DataFrame) -> dict:
     item = "Search cost reported in GPU-hours"
     if search.empty:
         return _item(item, False, "no search trials")
@@ -106,8 +106,12 @@ def _cost(search: pd.DataFrame) -> dict:
     text = "; ".join(f"{total[u]:.3g} {u} over {n} trials" for u, n in units.items())
     if set(units.index) == {"GPU-hours"}:
         return _item(item, True, text)
-    return _item(item, False, text + " (device-hours: the trials' GPU count is unknown, e.g. "
-                 "CPU runs; run on GPUs through run_search.py to get GPU-hours)")
+    gpus = (pd.to_numeric(results["gpus_per_trial"], errors="coerce")
+            if "gpus_per_trial" in results.columns else pd.Series(dtype=float))
+    why = ("the trials held no GPU (gpus_per_trial 0): CPU runs" if len(gpus.dropna())
+           and (gpus.dropna() == 0).all() else "the trials' GPU count is not recorded")
+    return _item(item, False, text + f" (device-hours: {why}; run on GPUs through "
+                 "run_search.py to get GPU-hours)")
 
 
 def _protocol(retrain: pd.DataFrame | None, runs: pd.DataFrame | None, report_last: int) -> dict:
@@ -116,7 +120,8 @@ def _protocol(retrain: pd.DataFrame | None, runs: pd.DataFrame | None, report_la
         return _item(item, False, "no retrain experiment given: no final evaluation")
     epochs = retrain.groupby(TRIAL_KEY)["epoch"].max()
     datasets = ", ".join(sorted(map(str, retrain["dataset"].dropna().unique()))) or "?"
-    text = (f"test error = mean test error of the last {report_last} epochs of each run "
+    window = "the last epoch" if report_last == 1 else f"the last {report_last} epochs"
+    text = (f"test error = mean test error of {window} of each run "
             f"({epochs.min()}" + (f"–{epochs.max()}" if epochs.max() != epochs.min() else "")
             + f" epochs, {datasets}), then mean ± std over runs")
     ok = epochs.min() == epochs.max() and epochs.min() >= report_last
@@ -132,6 +137,6 @@ def checklist(results: pd.DataFrame, search: pd.DataFrame, retrain: pd.DataFrame
         _seeds(results, runs),
         _baseline(runs),
         _pipeline(retrain),
-        _cost(search),
+        _cost(search, results),
         _protocol(retrain, runs, report_last),
     ], columns=["item", "status", "evidence"])

@@ -6,6 +6,7 @@ scripts), so the folder can be zipped, mailed or served as it is.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import os
@@ -261,7 +262,8 @@ def _write_report(out: Path, experiment, retrain, results: pd.DataFrame,
         page.add(page.figure(paths, out, "Search process (cf. paper Fig. 2)"))
         gpath = loaders.trial_genotype_path(rows)
         if gpath and Path(gpath).is_file():
-            g = Genotype.load(gpath)
+            # Titled by its trial folder, the name the retrain tables give the same cell.
+            g = dataclasses.replace(Genotype.load(gpath), name=Path(gpath).parent.name)
             figs = [page.figure(cells.render_cell(g, cell, fig_dir / f"cell_{name}_{cell}",
                                                   engine=cell_engine), out,
                                 f"{'Normal' if cell == 'normal' else 'Reduction'} cell")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from analysis.discovery import (
@@ -304,6 +305,11 @@ def to_markdown(df: pd.DataFrame) -> str:
     def cell(v) -> str:
         if v is None or (not isinstance(v, str) and pd.isna(v)):
             return ""
+        if isinstance(v, float | np.floating) and math.isfinite(v):
+            # 4.591111111111111 -> 4.591, 55274.0 -> 55274: what a reader compares
+            if float(v).is_integer():
+                return f"{v:.0f}"
+            return f"{v:.1f}" if abs(v) >= 1000 else f"{v:.4g}"
         return str(v).replace("|", "\\|").replace("\n", " ")
 
     cols = [str(c) for c in df.columns]

@@ -46,3 +46,9 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> None:
         raise ValueError(f"{flag} {p}: {anc} is a file, not a folder")
     if not os.access(anc, os.W_OK | os.X_OK):
         raise ValueError(f"{flag} {p}: {anc} is not writable")
+    # os.access says yes to root everywhere, /proc and read-only mounts included: try it.
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=anc, prefix=".prnas-write-check-"))
+    except OSError as err:
+        raise ValueError(f"{flag} {p}: cannot create a folder in {anc} "
+                         f"({err.strerror or err})") from None

@@ -51,6 +51,10 @@ def _entry(name: str) -> Callable[[list[str]], int]:
         from analysis.__main__ import main
     elif name == "space":
         from prnas.space.__main__ import main
+    elif name == "evaluate":
+        from prnas.evaluate.__main__ import main
+    elif name == "export":
+        from prnas.export.__main__ import main
     else:
         main = _script(name)
     return main
@@ -103,6 +107,28 @@ def _images(tmp: Path, *, bad: str | None = None, classes: int = 3) -> list[str]
         (train / "class_1" / "0004.jpg").write_bytes(buf.getvalue()[:len(buf.getvalue()) * 3 // 5])
     return ["--set", "data.dataset=imagefolder", "--set", f"data.train_dir={train}",
             "--set", f"data.test_dir={test}"]
+
+
+def _model(tmp: Path) -> str:
+    """A tiny model.pt whose classes are those of :func:`_images` (class_0..class_2)."""
+    from prnas import model_file
+    from prnas.model_file import NetworkSpec
+    from prnas.nn.eval_net import EvalNetwork
+    from prnas.presets import load_genotype
+
+    torch.manual_seed(0)
+    genotype = load_genotype("prdarts-dl1")
+    net = EvalNetwork(genotype, channels=4, layers=3, num_classes=3, in_channels=3)
+    path = tmp / "model.pt"
+    model_file.save(path, net, genotype, NetworkSpec(channels=4, layers=3, num_classes=3,
+                                                     in_channels=3, input_size=8,
+                                                     auxiliary=True),
+                    mean=(0.5,) * 3, std=(0.25,) * 3, classes=[f"class_{i}" for i in range(3)])
+    return str(path)
+
+
+def _train_tree(tmp: Path, bad: str | None = None) -> str:
+    return _images(tmp, bad=bad)[3][len("data.train_dir="):]
 
 
 _PWNED = "pwned.txt"
@@ -305,9 +331,36 @@ CASES: list[tuple[str, str, Callable[[Path], list[str]], str]] = [
      lambda t: ["--genotype", "darts-v2", "--network", "imagenet", "--storage",
                 str(t / "runs"), "--data-dir", str(_images(t)[3][len("data.train_dir="):])
                 .removesuffix("/train")], "no val/ folder"),
+    ("run_retrain-workers-not-dividing-batch", "run_retrain",
+     lambda t: ["--genotype", "darts-v2", "--storage", str(t / "runs"),
+                "--workers-per-trial", "5"], "--workers-per-trial 5: batch.b_max"),
+    ("run_retrain-num-cpus-zero", "run_retrain",
+     lambda t: ["--genotype", "darts-v2", "--storage", str(t / "runs"), "--num-cpus", "0"],
+     "--num-cpus"),
+    ("run_search-num-cpus-zero", "run_search",
+     lambda t: ["--config", _tiny_yaml(t), "--storage", str(t / "runs"), "--num-cpus", "0"],
+     "--num-cpus"),
     ("run_retrain-unreachable-address", "run_retrain",
      lambda t: ["--genotype", "darts-v2", "--set", "data.dataset=demo", "--storage",
                 str(t / "runs"), "--address", "127.0.0.1:1"], "--address"),
+    ("run_search-storage-in-proc", "run_search",
+     lambda t: ["--config", _tiny_yaml(t), "--storage", "/proc/x"], "--storage"),
+    ("search-out-in-proc", "search",
+     lambda t: ["--config", _tiny_yaml(t), "--out", "/proc/x"], "--out /proc/x"),
+    # ---- python -m prnas.evaluate, python -m prnas.export
+    ("evaluate-truncated-png-in-data", "evaluate",
+     lambda t: [_model(t), "--data", _train_tree(t, bad="train")], "0003.png"),
+    ("export-out-in-proc", "export",
+     lambda t: [_model(t), "--format", "torchscript", "--out", "/proc/m.ts"], "--out"),
+    ("export-tolerance-nan", "export",
+     lambda t: [_model(t), "--format", "torchscript", "--out", str(t / "m.ts"),
+                "--tolerance", "nan"], "--tolerance"),
+    ("export-opset-2", "export",
+     lambda t: [_model(t), "--format", "onnx", "--out", str(t / "m.onnx"), "--opset", "2"],
+     "--opset 2"),
+    ("export-opset-for-torchscript", "export",
+     lambda t: [_model(t), "--format", "torchscript", "--out", str(t / "m.ts"),
+                "--opset", "18"], "--opset"),
     # ---- python -m analysis
     ("analysis-force-running-experiment", "analysis",
      lambda t: ["report", str(_search_experiment_running(t)), "--out", str(_old_report(t)),
@@ -322,6 +375,10 @@ CASES: list[tuple[str, str, Callable[[Path], list[str]], str]] = [
     ("space-count-unbounded", "space", lambda t: ["count", "--steps", "50"], "steps"),
     ("space-count-ur-many-steps", "space",
      lambda t: ["count", "--preset", "UR", "--steps", "100000"], "steps"),
+    ("space-sample-count-huge", "space",
+     lambda t: ["sample", "--space", "DL", "--count", "100000000000"], "--count"),
+    ("run_retrain-random-count-huge", "run_retrain",
+     lambda t: ["--random", "DL:1000000000", "--params-only"], "--random"),
     ("space-size-huge", "space", lambda t: ["size", "--ops", "5", "--nodes", "100000"],
      "nodes"),
 ]
@@ -544,3 +601,21 @@ def test_retrain_divergence_stops_with_one_line_and_keeps_last_good_checkpoint(
     assert rc == 1 and len(err) == 1 and "diverged" in err[0] and "epoch 2" in err[0], err
     state = checkpoint.load(out / "checkpoint.pt", kind="retrain")
     assert state["epoch"] == 1 and len(state["history"]) == 1
+
+
+def test_retrain_workers_beyond_the_cluster_are_refused_within_seconds(tmp_path):
+    """More data-parallel workers than the cluster has CPUs used to wait forever (Ray Train
+    gangs its workers) and ignore Ctrl+C; now one line with the cluster's figures."""
+    t0 = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tune_jobs" / "run_retrain.py"), "--genotype", "darts-v2",
+         "--set", "data.dataset=demo", "--storage", str(tmp_path / "runs"), "--name", "x",
+         "--num-cpus", "2", "--workers-per-trial", "4"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert len(lines) == 1 and "needs 4 CPU(s)" in lines[0] and "has 2" in lines[0], lines
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "runs" / "x").exists()
+    assert time.monotonic() - t0 < 60

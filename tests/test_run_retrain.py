@@ -220,16 +220,20 @@ def test_retrain_console_prints_one_line_per_epoch_and_trial(capsys):
     trial = SimpleNamespace(trial_id="t1", config={"genotype": "darts-v2", "seed": 1},
                             status="RUNNING", last_result={"model_path": "/x/model.pt"})
     other = SimpleNamespace(status="PENDING")
+    # Queued again after results of its own (Tune's PENDING): between steps, not waiting
+    # to start.
+    between = SimpleNamespace(status="PENDING",
+                              last_result={"epoch": 1, "training_iteration": 1})
     printer = EpochPrinter()
-    printer.on_trial_result(0, [trial, other], trial, {
+    printer.on_trial_result(0, [trial, other, between], trial, {
         "epoch": 2, "epochs": 3, "test_error": 12.345, "train_acc": 80.0, "lr": 0.025,
         "epoch_time_s": 1.25})
     printer.on_trial_result(0, [trial, other], trial, {"trial_id": "t1"})  # no epoch: no line
     printer.on_trial_complete(0, [trial], trial)
     assert capsys.readouterr().err.splitlines() == [
-        "[darts-v2 seed 1 (t1)] epoch 2/3: test err 12.35%, train acc 80.00%, lr 0.02500, "
-        "1.2s  | trials: 1 running, 1 pending",
-        "[darts-v2 seed 1 (t1)] finished: /x/model.pt"]
+        "[darts-v2 r1 (t1)] epoch 2/3: test err 12.35%, train acc 80.00%, lr 0.02500, "
+        "1.2s  | trials: 1 running, 1 paused, 1 pending",
+        "[darts-v2 r1 (t1)] finished: /x/model.pt"]
 
 
 # ---------------------------------------------------------------- real Ray
@@ -333,9 +337,18 @@ def test_ctrl_c_exits_130_leaves_no_final_results_and_resumes(tmp_path):
     assert "--name exp --resume" in err
     assert not (exp / "retrain.parquet").exists()
     assert "final test error" not in out and "rows ->" not in out
+    assert "Configuration for experiment" not in out  # Tune's box: stderr, like all progress
 
     resumed = _run("--storage", str(tmp_path), "--name", "exp", "--resume", "--num-cpus", "1",
                    "--cpus-per-trial", "1", "--quiet")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     df = pd.read_parquet(exp / "retrain.parquet")
     assert df["epoch"].tolist() == [1, 2, 3]
+
+    # The search job asked to resume it says what it is, in one line, before Ray starts.
+    wrong = subprocess.run([sys.executable, str(ROOT / "tune_jobs" / "run_search.py"),
+                            "--storage", str(tmp_path), "--name", "exp", "--resume"],
+                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in wrong.stderr.splitlines() if ln.strip()]
+    assert wrong.returncode == 2 and len(lines) == 1, wrong.stderr[-2000:]
+    assert "is a retrain experiment" in lines[0]

@@ -329,6 +329,9 @@ def test_cli_interrupted_experiment_resumes_and_completes(baseline, storage, tmp
                  *args]) == 130  # cli.EXIT_INTERRUPTED (was 3 before issue 11)
     out = capsys.readouterr()
     assert "--name interrupted --resume" in out.err
+    # stdout carries results only: Tune's experiment box and TensorBoard hint go to stderr
+    assert "Configuration for experiment" not in out.out and "tensorboard" not in out.out
+    assert "Configuration for experiment" in out.err
     first = pd.read_parquet(storage / "interrupted" / RESULTS_FILE)
     # Stopped once both trials had a checkpoint after cycle 1; the faster one may have
     # trained cycle 2 meanwhile (under load it did), but neither finished all three.
@@ -380,3 +383,43 @@ def test_cli_rejects_bad_input_before_ray_starts(tmp_path, monkeypatch, capsys, 
     argv = [a.format(bad=bad, demo=ROOT / "tune_jobs/configs/demo.yaml") for a in argv]
     assert _cli()([*argv, "--storage", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_resume_refuses_the_other_kind_and_a_tampered_checkpoint(baseline, storage, tmp_path,
+                                                                 capsys):
+    """Tune's restore would fail deep inside (the other job's trainable) or in every trial
+    actor with tracebacks and a retry (a crafted checkpoint): one line and exit 2 instead,
+    before Ray starts; the crafted file runs nothing."""
+    import os
+    import shutil
+
+    from prnas.storage import as_location
+    from prnas.tune.ray_compat import trainable_names
+    from prnas.tune.search_trainable import CHECKPOINT_FILE
+
+    assert trainable_names(as_location(storage / "baseline")) == {"SearchTrainable"}
+    spec = importlib.util.spec_from_file_location("_rr", ROOT / "tune_jobs/run_retrain.py")
+    run_retrain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_retrain)
+    capsys.readouterr()
+    assert run_retrain.main(["--storage", str(storage), "--name", "baseline", "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a search experiment" in err[0], err
+
+    copy = tmp_path / "runs"
+    shutil.copytree(storage / "baseline", copy / "tampered")
+    trial = sorted(p for p in (copy / "tampered").iterdir() if p.is_dir()
+                   and list(p.glob("checkpoint_*")))[0]
+    marker = tmp_path / "pwned.txt"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    checkpoint.save_atomic({"version": 2, "search": Evil()},
+                           sorted(trial.glob("checkpoint_*"))[-1] / CHECKPOINT_FILE)
+    assert _cli()(["--storage", str(copy), "--name", "tampered", "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --resume: checkpoint ") \
+        and "refused" in err[0], err
+    assert not marker.exists()

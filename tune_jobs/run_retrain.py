@@ -11,7 +11,7 @@ Examples (from the repository root):
   python tune_jobs/run_retrain.py --genotype prdarts-dl2 --params-only --dataset cifar100
   python tune_jobs/run_retrain.py --genotype darts-v2,pdarts --params-only --network imagenet
   python tune_jobs/run_retrain.py --name demo --resume          # continue a killed experiment
-  python tune_jobs/run_retrain.py --genotype darts-v2 --network imagenet \
+  python tune_jobs/run_retrain.py --genotype darts-v2 --network imagenet \\
       --data-dir /data/imagenet --workers-per-trial 8 --name in-dartsv2   # DDP on 8 GPUs
   python tune_jobs/run_retrain.py --out runs/demo --resume      # the same, one path
 
@@ -27,6 +27,7 @@ protocol (tune_jobs/configs/retrain.yaml); see docs/retrain.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -89,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers-per-trial", type=int, metavar="N",
                    help="data-parallel retraining (PyTorch DDP through Ray Train): each "
                         "(genotype, seed) in turn on N workers, one GPU each when the cluster "
-                        "has GPUs; global batch = batch_size.b_max (docs/retrain.md)")
+                        "has GPUs; global batch = batch.b_max (docs/retrain.md)")
     p.add_argument("--max-failures", type=int, default=1,
                    help="retries of a failed trial from its last checkpoint")
     p.add_argument("--address", help="join a Ray cluster (e.g. auto); default: start locally")
@@ -166,8 +167,14 @@ def main(argv: list[str] | None = None) -> int:
         refs = _refs(args) if named or not (cells or args.resume) else []
     except (ConfigError, ValueError, FileNotFoundError) as err:
         return _fail(str(err))
-    if args.workers_per_trial is not None and args.workers_per_trial < 1:
-        return _fail(f"--workers-per-trial must be >= 1, got {args.workers_per_trial}")
+    if args.workers_per_trial is not None:
+        if args.workers_per_trial < 1:
+            return _fail(f"--workers-per-trial must be >= 1, got {args.workers_per_trial}")
+        if cfg.batch.b_max % args.workers_per_trial:
+            return _fail(f"--workers-per-trial {args.workers_per_trial}: batch.b_max "
+                         f"{cfg.batch.b_max} (the global batch) must be divisible by it")
+    if args.num_cpus is not None and args.num_cpus < 1:
+        return _fail(f"--num-cpus must be >= 1, got {args.num_cpus}")
     if args.params_only:
         if not refs and not cells:
             return _fail("--params-only needs --genotype, --from-search or --random")
@@ -205,6 +212,20 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(err))
     if missing:
         return _fail(f"--resume: no experiment at {experiment}")
+    if args.resume:
+        from prnas.tune.ray_compat import trainable_names
+
+        if "SearchTrainable" in trainable_names(experiment):
+            return _fail(f"--resume: {experiment} is a search experiment, not a retrain; "
+                         "continue it with run_search.py --resume")
+        from prnas.runtime.checkpoint import CheckpointError
+        from prnas.tune.cluster import check_trial_checkpoints
+        from prnas.tune.retrain import CHECKPOINT_FILE
+
+        try:
+            check_trial_checkpoints(experiment, CHECKPOINT_FILE, "retrain")
+        except CheckpointError as err:
+            return _fail(f"--resume: {err}")
     if exists:
         return _fail(f"experiment {experiment} already exists; continue it with --resume, or "
                      "choose another --name (results are never overwritten)")
@@ -237,6 +258,7 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
         ClusterConnectError,
         ClusterResourceError,
         check_resources,
+        check_workers,
         cluster_gpus,
         start_driver,
     )
@@ -259,6 +281,10 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
         return _fail(str(err))
     experiment = storage / name
     if args.workers_per_trial is not None:
+        try:  # Ray Train would wait forever (and ignore Ctrl+C) for workers it cannot place
+            check_workers(args.workers_per_trial, 1.0 + cfg.data.explicit_workers, gpus > 0)
+        except ClusterResourceError as err:
+            return _fail(str(err))
         return _run_ddp(args, cfg, refs, experiment, gpus)
     if args.resume:
         if not can_restore(experiment):
@@ -279,7 +305,10 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
                             gpus_per_trial=gpus, cpus_per_trial=cpus,
                             max_failures=args.max_failures,
                             max_concurrent=args.max_concurrent, verbose=args.verbosity)
-    results = tuner.fit()
+    # Tune prints its experiment box and TensorBoard hint on stdout, which carries only
+    # results here: everything said while the trials run goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        results = tuner.fit()
     if any(r.error is None and not (r.metrics or {}).get("done") for r in results):
         # Tune returns normally after Ctrl+C: without this the partial epochs would be
         # written and summarised as if they were the final results.

@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--num-samples must be >= 1, got {args.num_samples}")
         if args.max_failures < 0:
             raise ConfigError(f"--max-failures must be >= 0, got {args.max_failures}")
+        if args.num_cpus is not None and args.num_cpus < 1:
+            raise ConfigError(f"--num-cpus must be >= 1, got {args.num_cpus}")
         if args.stop_after_cycles is not None and args.stop_after_cycles < 1:
             raise ConfigError(f"--stop-after-cycles must be >= 1, got {args.stop_after_cycles}")
         if args.name is not None:
@@ -156,6 +158,19 @@ def main(argv: list[str] | None = None) -> int:
             experiment = storage / args.name
             if not (experiment / "tuner.pkl").is_file():  # also on remote storage
                 raise ConfigError(f"--resume: no Tune experiment at {experiment}")
+            from prnas.tune.ray_compat import trainable_names
+
+            if "RetrainTrainable" in trainable_names(experiment):
+                raise ConfigError(f"--resume: {experiment} is a retrain experiment, not a "
+                                  "search; continue it with run_retrain.py --resume")
+            from prnas.runtime.checkpoint import CheckpointError
+            from prnas.tune.cluster import check_trial_checkpoints
+            from prnas.tune.search_trainable import CHECKPOINT_FILE
+
+            try:
+                check_trial_checkpoints(experiment, CHECKPOINT_FILE, "search")
+            except CheckpointError as err:
+                raise ConfigError(f"--resume: {err}") from None
             if args.config or args.spaces or args.data_dir or args.set or args.seed is not None:
                 cli.progress("note: --resume continues the stored trials with their stored "
                              "config; --config/--set/--seed/--spaces/--data-dir are ignored")
@@ -214,9 +229,12 @@ def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] |
         check_resources(gpus, cpus)
     except (ClusterResourceError, ValueError) as err:
         return _fail(str(err))
+    # Tune prints its experiment box and TensorBoard hint on stdout, which carries only
+    # results here: everything said while the trials run goes to stderr.
     if args.resume:
         cli.progress(f"resuming {experiment}")
-        outcome = run_search(resume_path=experiment)
+        with contextlib.redirect_stdout(sys.stderr):
+            outcome = run_search(resume_path=experiment)
     else:
         seeds = cli.seeds(cfg.seed, args.num_samples)
         cli.progress(f"searching {len(spaces)} space(s) x {len(seeds)} seed(s) "
@@ -228,7 +246,8 @@ def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] |
                                gpus_per_trial=gpus, max_failures=args.max_failures,
                                log_epochs=args.verbosity >= 2, fault=fault,
                                stop_after_cycles=args.stop_after_cycles)
-        outcome = run_search(exp)
+        with contextlib.redirect_stdout(sys.stderr):
+            outcome = run_search(exp)
     print(f"\nexperiment: {outcome.path}")
     print(f"results:    {outcome.results_path} ({len(outcome.results)} rows)")
     print(f"candidates: {outcome.candidates_path}")

@@ -28,6 +28,7 @@ from prnas.data.datasets import (
     LenientCIFAR10,
     LenientCIFAR100,
     TransformedSubset,
+    check_images,
     test_dataset,
 )
 from prnas.data.transforms import build_transform
@@ -135,6 +136,9 @@ def dataset_for(mf: ModelFile, data: str | None) -> tuple[Dataset, str]:
                               f"({err})") from None
     index = _check_classes(mf, folder.classes, path)
     samples = [(p, index[folder.classes[t]]) for p, t in folder.samples]
+    # Decoded once up front, so a broken file is one line naming it, not a traceback from
+    # the middle of the evaluation.
+    check_images([p for p, _ in samples], full=True, role=f"--data {path}")
     return (_Files(samples, image_mode(mf), transform(mf)),
             f"image folder {path} ({len(samples)} images, {len(folder.classes)} classes)")
 

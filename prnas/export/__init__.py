@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -38,6 +39,10 @@ __all__ = ["CHECK_BATCHES", "EXPORT_BATCH", "ExportError", "Logits", "Verificati
 
 Format = Literal["onnx", "torchscript"]
 EXPORT_BATCH = 2
+#: The oldest opset torch's ONNX exporter accepts. It builds opset 18 or newer and converts
+#: down to an older one asked for; where that fails it keeps 18, which is refused below
+#: (it used to be written without a word).
+MIN_OPSET = 7
 CHECK_BATCHES = (1, 3)
 INSTALL_HINT = ('pip install -e ".[export]"  (from a clone; or: pip install onnx onnxscript '
                 'onnxruntime)')
@@ -151,6 +156,10 @@ def _onnx(module: nn.Module, example: torch.Tensor, tmp: Path, meta: dict[str, A
                           input_names=["input"], output_names=["logits"],
                           dynamic_shapes={"x": {0: batch}}, verbose=False, **kwargs)
     proto = onnx.load(str(tmp))
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and written != opset:
+        raise ExportError(f"--opset {opset}: the exporter could only produce opset {written}; "
+                          "not written (leave --opset out, or ask for that one)")
     entry = proto.metadata_props.add()
     entry.key, entry.value = "prnas.json", json.dumps(meta)
     onnx.checker.check_model(proto)
@@ -170,6 +179,13 @@ def export(mf: ModelFile, fmt: Format, out: str | os.PathLike, *,
            overwrite: bool = False) -> Verification:
     """Export ``mf`` to ``out`` and verify it; ``out`` appears only once verified."""
     out = Path(out)
+    if not math.isfinite(tolerance):  # nan would fail the check only after the export
+        raise ExportError(f"--tolerance must be a finite number, got {tolerance}")
+    if opset is not None and fmt != "onnx":
+        raise ExportError(f"--opset applies to --format onnx only, not {fmt}")
+    if opset is not None and opset < MIN_OPSET:
+        raise ExportError(f"--opset {opset}: torch's ONNX exporter supports opsets from "
+                          f"{MIN_OPSET}; leave --opset out for its default")
     if out.exists() and not overwrite:
         raise ExportError(f"{out} already exists; choose another --out or pass --overwrite")
     if fmt not in ("onnx", "torchscript"):
@@ -180,8 +196,12 @@ def export(mf: ModelFile, fmt: Format, out: str | os.PathLike, *,
     shape = mf.input_shape
     example = _inputs(shape, [EXPORT_BATCH])[0]
     meta = metadata(mf, weights)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as err:
+        raise ExportError(f"--out {out}: cannot write in {out.parent} "
+                          f"({err.strerror or err})") from None
     os.close(fd)
     tmp = Path(name)
     try:

@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if not args.tolerance >= 0:  # also nan
+            raise ExportError(f"--tolerance must be a number >= 0, got {args.tolerance}")
         mf = read(args.model)
         result = export(mf, args.format, args.out, weights=args.weights, opset=args.opset,
                         tolerance=args.tolerance, overwrite=args.overwrite)

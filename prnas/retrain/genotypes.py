@@ -17,7 +17,7 @@ from pathlib import Path
 from prnas.presets import list_genotypes, load_genotype
 from prnas.space.constraints import PRESETS, preset
 from prnas.space.genotype import Genotype
-from prnas.space.sampling import PAPER_MORPH_ROUNDS, SampleSpec, sample_genotypes
+from prnas.space.sampling import MAX_CELLS, PAPER_MORPH_ROUNDS, SampleSpec, sample_genotypes
 from prnas.storage import Location, as_location, location
 
 SEARCH_RESULT = "genotype.json"
@@ -161,8 +161,9 @@ def parse_random(text: str) -> list[RandomRequest]:
         if space not in PRESETS:
             raise ValueError(f"--random {item!r}: unknown space {parts[0]!r}; allowed: "
                              f"{', '.join(PRESETS)}")
-        if count < 1 or steps < 0:
-            raise ValueError(f"--random {item!r}: N must be >= 1 and STEPS >= 0")
+        if not 1 <= count <= MAX_CELLS or steps < 0:
+            raise ValueError(f"--random {item!r}: N must be >= 1 (at most {MAX_CELLS:,}: "
+                             "the cells are held in memory) and STEPS >= 0")
         out.append(RandomRequest(space, count, steps))
     keys = [(r.space, r.steps) for r in out]
     if len(set(keys)) < len(keys):

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from prnas import cli
 from prnas.space.constraints import PRESETS, Constraints, preset
 from prnas.space.counting import reachable, search_space_size
-from prnas.space.sampling import PAPER_MORPH_ROUNDS, SampleSpec, sample_genotypes
+from prnas.space.sampling import MAX_CELLS, PAPER_MORPH_ROUNDS, SampleSpec, sample_genotypes
 
 _FIELDS = ("kernel_min", "kernel_max", "dilation_min", "dilation_max", "max_depth", "max_width")
 
@@ -74,8 +74,9 @@ def _one_line(err: ValueError) -> str:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    if args.count < 1:
-        raise ValueError(f"--count must be >= 1, got {args.count}")
+    if not 1 <= args.count <= MAX_CELLS:
+        raise ValueError(f"--count must be in 1..{MAX_CELLS:,} (the cells are held in "
+                         f"memory), got {args.count:,}")
     spec = SampleSpec(args.space, preset(args.space), args.steps, args.nodes)
     genotypes = sample_genotypes(spec, args.count, args.seed)
     if args.out is None:

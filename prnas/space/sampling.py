@@ -31,6 +31,9 @@ from prnas.space.genotype import Genotype
 from prnas.space.ops import Op
 
 PAPER_MORPH_ROUNDS = 5  # Table I adds morphisms after cycles 1..5
+#: The most cells one request draws: a baseline needs tens, and every cell is held in
+#: memory (and retrained), so a mistyped count fails at once instead of filling memory.
+MAX_CELLS = 100_000
 KIND = "random"
 
 
@@ -81,8 +84,8 @@ def sample_genotypes(spec: SampleSpec, count: int, seed: int = 0) -> list[Genoty
     cells a request for k gives: growing a baseline keeps the cells it had.
     Names are ``random-<space>-s<seed>-<i>``.
     """
-    if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}")
+    if not 0 <= count <= MAX_CELLS:
+        raise ValueError(f"count must be in 0..{MAX_CELLS:,}, got {count:,}")
     ops = sampleable_ops(spec.constraints, spec.morph_rounds)
     rng = random.Random(seed)
     concat = tuple(range(2, spec.nodes + 2))

@@ -169,6 +169,47 @@ def check_resources(gpus_per_trial: float, cpus_per_trial: float) -> None:
             f"{max_cpus:g}; lower --cpus-per-trial")
 
 
+def check_trial_checkpoints(experiment: Location, filename: str, kind: str) -> None:
+    """Raise ``CheckpointError`` (one line, naming the file) if a trial's newest checkpoint
+    of a local experiment cannot be loaded as a ``kind`` checkpoint.
+
+    Tune would find out inside each trial's actor, print Ray's tracebacks, retry and
+    end with exit 1; the driver reads the same files first (``weights_only``: nothing in
+    them runs). Object stores are left to the trials.
+    """
+    from prnas.runtime import checkpoint
+
+    if not experiment.is_local:
+        return
+    for trial in Path(experiment.path).iterdir():
+        ckpts = sorted(trial.glob("checkpoint_*")) if trial.is_dir() else []
+        if ckpts:
+            checkpoint.load(ckpts[-1] / filename, kind=kind)
+
+
+def check_workers(workers: int, cpus_per_worker: float, use_gpu: bool) -> None:
+    """Raise :class:`ClusterResourceError` unless the cluster can place ``workers``
+    data-parallel workers at once (Ray Train gangs them: all or none start).
+
+    Ray Train may spread the workers over nodes, so the cluster's totals decide;
+    each worker must still fit one node.
+    """
+    nodes = _node_capacities()
+    total_cpus = sum(n.get("CPU", 0.0) for n in nodes)
+    total_gpus = sum(n.get("GPU", 0.0) for n in nodes)
+    max_cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    need_cpus = workers * cpus_per_worker
+    if cpus_per_worker > max_cpus or need_cpus > total_cpus:
+        raise ClusterResourceError(
+            f"--workers-per-trial {workers} needs {need_cpus:g} CPU(s) ({cpus_per_worker:g} a "
+            f"worker) but the Ray cluster has {total_cpus:g} (largest node {max_cpus:g}); "
+            "lower --workers-per-trial, or start Ray with more CPUs (--num-cpus, --address)")
+    if use_gpu and workers > total_gpus:
+        raise ClusterResourceError(
+            f"--workers-per-trial {workers} needs {workers} GPU(s) (one a worker) but the Ray "
+            f"cluster has {total_gpus:g}; lower --workers-per-trial")
+
+
 def cluster_gpus() -> float:
     """GPUs of the largest node (0 on a CPU-only cluster); picks the default per-trial GPU."""
     return max((n.get("GPU", 0.0) for n in _node_capacities()), default=0.0)

@@ -39,7 +39,7 @@ class TrialProgress(tune.Callback):
         text = self.line(result)
         if text is None:
             return
-        counts = {s: sum(t.status == s for t in trials) for s in _STATES}
+        counts = {s: sum(_state(t) == s for t in trials) for s in _STATES}
         self.out(f"[{self.label(trial)}] {text}  | trials: "
                  + ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n))
 
@@ -50,6 +50,18 @@ class TrialProgress(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.out(f"[{self.label(trial)}] FAILED: see {_error_file(trial)}")
+
+
+def _state(trial: Any) -> str:
+    """Tune's status, except that a trial waiting to continue after a result of its own
+    (a search between cycles: Tune turns PAUSED into PENDING to queue it) is PAUSED; only
+    trials that never ran are pending."""
+    # training_iteration: only results a trial reported carry it (Tune fills a not yet
+    # started trial's last_result with other keys)
+    if trial.status == "PENDING" and (getattr(trial, "last_result", None) or {}).get(
+            "training_iteration"):
+        return "PAUSED"
+    return trial.status
 
 
 def _error_file(trial: Any) -> str:

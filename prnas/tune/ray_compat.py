@@ -26,6 +26,12 @@ What is relied on, and why there is no public way:
 4. **Logger names** (:data:`QUIET_LOGGERS`) and one environment variable
    (:data:`DRIVER_ENV`) to keep the console to one line per cycle; applied by the
    entry points only (``tune_jobs/``), never by library code.
+5. **Which trainable a stored experiment ran** (:func:`trainable_names`), from Tune's
+   ``experiment_state-*.json``: ``trial_data`` holds, per trial, a JSON text whose
+   ``trainable_name`` names the class. ``Tuner.restore`` of a search experiment with the
+   retrain's trainable (or the other way round) fails deep inside Tune with a
+   ValueError; reading the name first turns that into one line. Tune has no public
+   query for it.
 """
 
 from __future__ import annotations
@@ -83,6 +89,25 @@ def quiet_logs() -> None:
 
 
 # ----------------------------------------------------------------------------- storage
+def trainable_names(experiment: Location) -> set[str]:
+    """The trainable class names of the trials a stored experiment holds (item 5); empty
+    when Tune's state cannot be read (then ``Tuner.restore`` decides)."""
+    import json
+
+    names: set[str] = set()
+    try:
+        states = [c for c in experiment.children()
+                  if c.name.startswith("experiment_state-") and c.name.endswith(".json")]
+        for state in states:
+            for entry in json.loads(state.read_text()).get("trial_data", []):
+                trial = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
+                if trial.get("trainable_name"):
+                    names.add(str(trial["trainable_name"]))
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return set()
+    return names
+
+
 def node_id() -> str | None:
     """The Ray node this process runs on (None outside Ray)."""
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None

@@ -145,14 +145,16 @@ def param_space(cfg: RetrainConfig, refs: Sequence[GenotypeRef], seeds: Sequence
 def _trial_dirname(trial: Any) -> str:
     label = str(trial.config["genotype"])
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label)[:60]
-    return f"{safe}-seed{trial.config['seed']}-{trial.trial_id}"
+    # "-r<seed>": the retrain seed, not to be read as the search seed the cell's own
+    # label may carry (DL-seed0-<trial>).
+    return f"{safe}-r{trial.config['seed']}-{trial.trial_id}"
 
 
 class EpochPrinter(TrialProgress):
     """One line per epoch and trial, like the search's line per cycle."""
 
     def label(self, trial: Any) -> str:
-        return f"{trial.config.get('genotype')} seed {trial.config.get('seed')} ({trial.trial_id})"
+        return f"{trial.config.get('genotype')} r{trial.config.get('seed')} ({trial.trial_id})"
 
     def line(self, result: dict[str, Any]) -> str | None:
         if "epoch" not in result or "test_error" not in result:

@@ -101,7 +101,7 @@ def ddp_trainer(cfg: RetrainConfig, ref: GenotypeRef, seed: int, *, workers: int
 
 def run_name(ref: GenotypeRef, seed: int) -> str:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in ref.label)[:60]
-    return f"{safe}-seed{seed}"
+    return f"{safe}-r{seed}"
 
 
 def fit_one(cfg: RetrainConfig, ref: GenotypeRef, seed: int, *, workers: int, use_gpu: bool,

@@ -1,7 +1,8 @@
-"""``python -m analysis report EXPERIMENT_DIR [RETRAIN_DIR] --out DIR [--force]``.
+"""``python -m analysis report EXPERIMENT_DIR [RETRAIN_DIR ...] --out DIR [--force]``.
 
-Reads the parquet files of a search experiment (and optionally a retrain
-experiment) and writes figures, tables and an index.html into DIR. Exit code
+Reads the parquet files of a search experiment (and optionally any number of
+retrain experiments, e.g. searched cells and presets retrained separately, which
+then join one comparison) and writes figures, tables and an index.html into DIR. Exit code
 2 with a one-line error for a folder that is not an experiment, a missing
 column, or a non-empty DIR without ``--force``.
 """
@@ -21,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("report", help="figures, tables and an HTML page for one experiment")
     r.add_argument("experiment", help="search experiment folder (holds results.parquet)")
-    r.add_argument("retrain", nargs="?", help="retrain experiment folder (holds retrain.parquet)")
+    r.add_argument("retrain", nargs="*",
+                   help="retrain experiment folders (each holds retrain.parquet)")
     r.add_argument("--out", required=True, help="report folder (refused if not empty)")
     r.add_argument("--force", action="store_true",
                    help="replace an earlier report in --out: deletes only the files it listed in "
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.report import OutputExists, build_report
 
     try:
-        index = build_report(args.experiment, args.retrain, args.out, force=args.force,
+        index = build_report(args.experiment, args.retrain or None, args.out, force=args.force,
                              cell_engine=args.cells,
                              paper_counting=args.counting == "paper", trials=args.trial,
                              lineage_edge=args.lineage, report_last=args.report_last)

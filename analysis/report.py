@@ -171,15 +171,20 @@ def _parse_edge(text: str | None) -> tuple[str, int] | None:
     return m.group(1), int(m.group(2))
 
 
-def build_report(experiment: str | os.PathLike, retrain: str | os.PathLike | None,
+def build_report(experiment: str | os.PathLike,
+                 retrain: str | os.PathLike | Sequence[str | os.PathLike] | None,
                  out: str | os.PathLike, *, force: bool = False, cell_engine: str = "auto",
                  paper_counting: bool = True, trials: Sequence[str] = (),
                  lineage_edge: str | None = None, report_last: int = 5) -> Path:
     """Write the whole report; returns the path of ``index.html``.
 
     Inputs are read (and any error raised) before ``out`` is created or cleared.
+    ``retrain``: one retrain experiment folder or several (their runs are pooled).
     """
     out = Path(out)
+    if isinstance(retrain, str | os.PathLike):
+        retrain = [retrain]
+    retrain = list(retrain or [])
     if out.is_dir() and any(out.iterdir()) and not force:
         prepare_out(out, force)  # raises
     edge_choice = _parse_edge(lineage_edge)
@@ -188,7 +193,7 @@ def build_report(experiment: str | os.PathLike, retrain: str | os.PathLike | Non
         candidates = loaders.load_candidates(experiment)
     except loaders.ExperimentError:  # a results file without its candidates: derived instead
         candidates = None
-    retrain_df = loaders.load_retrain(retrain) if retrain is not None else None
+    retrain_df = loaders.load_retrain(*retrain) if retrain else None
     keys = loaders.trial_keys(results)
     if trials:
         keys = [k for k in keys if k[1] in trials or f"{k[0]}/{k[1]}" in trials]
@@ -220,7 +225,8 @@ def _write_report(out: Path, experiment, retrain, results: pd.DataFrame,
     exp_name = results["experiment"].iloc[0] if len(results) else str(experiment)
     page.heading(1, f"PR-DARTS search report: {exp_name}")
     page.para(f"Search experiment: {Path(experiment).resolve()}"
-              + (f"; retrain experiment: {Path(retrain).resolve()}" if retrain else ""))
+              + (f"; retrain experiment{'s' if len(retrain) > 1 else ''}: "
+                 + ", ".join(str(Path(r).resolve()) for r in retrain) if retrain else ""))
 
     search = tables.search_table(results, paper_counting=paper_counting)
     summary = tables.search_summary(search)

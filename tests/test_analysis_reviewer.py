@@ -281,3 +281,28 @@ def test_sections_say_what_is_missing_instead_of_failing(tmp_path):
     assert items.tolist() == ["present", "missing", "present", "missing", "present"]
     none = checklist.checklist(results, search_t, None, None, 2)["status"].tolist()
     assert none == ["present", "missing", "missing", "missing", "missing"]
+
+
+def test_report_pools_several_retrain_experiments_into_one_comparison(tmp_path, capsys):
+    """Searched cells and the random baseline retrained as separate experiments join one
+    comparison, with the numbers one experiment holding both gives (the CLI takes any
+    number of retrain folders)."""
+    from analysis.__main__ import main
+
+    search = write_experiment(tmp_path / "search", [CELL, CELL])
+    both = pd.read_parquet(write_retrain(tmp_path / "both", search, 3) / "retrain.parquet")
+    for kind in ("searched", "random"):
+        (tmp_path / kind).mkdir()
+        both[both["kind"] == kind].to_parquet(tmp_path / kind / "retrain.parquet", index=False)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["report", str(search), str(tmp_path / "both"), "--out", str(one),
+                 "--cells", "matplotlib", "--report-last", "2"]) == 0
+    assert main(["report", str(search), str(tmp_path / "searched"), str(tmp_path / "random"),
+                 "--out", str(two), "--cells", "matplotlib", "--report-last", "2"]) == 0
+    a = pd.read_csv(one / "tables" / "baseline_comparison.csv").iloc[0]
+    b = pd.read_csv(two / "tables" / "baseline_comparison.csv").iloc[0]
+    assert (b["runs_searched"], b["runs_random"]) == (4, 3)
+    assert b["difference"] == pytest.approx(a["difference"])
+    assert "retrain experiments: " in (two / "index.html").read_text()
+    md = (two / "tables" / "baseline_comparison.md").read_text()
+    assert "0.3333333" not in md and "| 4 | 3 |" in md  # people's tables: rounded

@@ -185,6 +185,12 @@ def build_report(experiment: str | os.PathLike,
     if isinstance(retrain, str | os.PathLike):
         retrain = [retrain]
     retrain = list(retrain or [])
+    names = [Path(r).resolve().name for r in retrain]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # runs are told apart by (folder name, trial id): they would merge
+        raise loaders.ExperimentError(
+            f"retrain folders named {', '.join(twice)} given more than once (the same folder "
+            "twice, or folders of the same name, whose runs the report could not tell apart)")
     if out.is_dir() and any(out.iterdir()) and not force:
         prepare_out(out, force)  # raises
     edge_choice = _parse_edge(lineage_edge)

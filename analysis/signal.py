@@ -18,20 +18,33 @@ def signal_table(results: pd.DataFrame) -> pd.DataFrame:
     """One row per trial and cycle: steps, spread, noise figure, their ratio, the verdict."""
     keep = ["experiment", "trial_id", "space", "seed", "cycle", *COLUMNS]
     df = results[[c for c in keep if c in results.columns]].copy()
-    df["signal"] = df["alpha_spread"] / df["alpha_spread_noise"]
-    df["decided_on_noise"] = [is_noise(s, n) for s, n in
-                              zip(df["alpha_spread"], df["alpha_spread_noise"])]
+    measured = df["alpha_spread"].notna() & (df["alpha_spread_noise"] > 0)
+    df["signal"] = (df["alpha_spread"] / df["alpha_spread_noise"]).where(measured)
+    # NA where there is no measure: a cycle from before it existed, or one whose edges
+    # had a single candidate each (nothing to decide)
+    df["decided_on_noise"] = pd.array(
+        [is_noise(s, n) if m else None
+         for s, n, m in zip(df["alpha_spread"], df["alpha_spread_noise"], measured)],
+        dtype="boolean")
     return df.reset_index(drop=True)
 
 
 def noise_statement(table: pd.DataFrame) -> str:
     """One line: how many cycles were decided on noise, and what to change."""
-    n, bad = len(table), int(table["decided_on_noise"].sum())
+    verdicts = table["decided_on_noise"].dropna()
+    n, bad = len(verdicts), int(verdicts.sum())
+    unmeasured = len(table) - n
+    note = (f" ({unmeasured} cycle(s) carry no measure: recorded before it existed, or "
+            "nothing to decide)" if unmeasured else "")
+    if n == 0:
+        return ("No cycle carries the measure (recorded before it existed, or nothing to "
+                "decide).")
     if bad == 0:
-        return (f"Every one of the {n} cycles moved its alphas at least {NOISE_FACTOR:g} x as "
-                "far as noise would: the decisions read a learned signal.")
+        return (f"Every one of the {n} measured cycles moved its alphas at least "
+                f"{NOISE_FACTOR:g} x as far as noise would: the decisions read a learned "
+                f"signal.{note}")
     return (f"Warning: {bad} of {n} cycles were decided on noise (alpha spread under "
             f"{NOISE_FACTOR:g} x what their alpha steps give without signal): the pools they "
             "pruned and the cells they found are close to random draws. Give the alphas more "
             "steps per cycle (epochs - grace_epochs, steps_per_epoch; more data per epoch) "
-            "and, if the spread is near 0, a larger optim.alpha_lr.")
+            f"and, if the spread is near 0, a larger optim.alpha_lr.{note}")

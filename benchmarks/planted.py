@@ -46,7 +46,6 @@ import numpy as np
 from common import emit, machine, table
 from PIL import Image
 
-from prnas.search.alpha_signal import cycle_signal
 from prnas.search.config import SearchConfig, build_config
 from prnas.search.decision import decide_cycle
 from prnas.search.engine import Search
@@ -161,11 +160,9 @@ def run_seed(train_dir: Path, seed: int, args: argparse.Namespace,
     genotype = search.run()
     last = search.cycle_log[-1]
     ops = genotype_ops(genotype)
-    steps = sum(e["steps"] for e in last["epoch_metrics"] if not e["grace"])
     return {"bench": "planted", "seed": seed, "control": args.control, **recovery(ops),
             **chance_level, "valid_acc": last["valid_acc"],
-            **cycle_signal(last["alphas"], init_scale=cfg.optim.alpha_init_scale,
-                           alpha_lr=cfg.optim.alpha_lr, alpha_steps=steps),
+            **{k: last[k] for k in ("alpha_steps", "alpha_spread", "alpha_spread_noise")},
             "normal": ops["normal"], "reduce": ops["reduce"],
             "time_s": time.perf_counter() - t0}
 

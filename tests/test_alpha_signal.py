@@ -17,19 +17,23 @@ def test_spread_is_zero_when_uniform_and_one_when_decided():
     assert sig.mean_spread(alphas) == pytest.approx(0.5)
 
 
-def test_noise_figure_matches_an_explicit_random_walk():
-    """The closed form (init N(0, s^2) plus lr*sqrt(n)) against alphas that take n steps of
-    +-lr in random directions, the way Adam moves them on a gradient of zero mean."""
-    init, lr, n, k = 1e-3, 0.05, 40, 4
-    rng = random.Random(0)
-    walks = []
-    for _ in range(3000):
-        a = [init * rng.gauss(0, 1) + lr * sum(rng.choice((-1, 1)) for _ in range(n))
-             for _ in range(k)]
-        walks.append(sig.edge_spread(a))
-    expected = sig.noise_spread([k], init_scale=init, alpha_lr=lr, alpha_steps=n)
-    assert expected == pytest.approx(sum(walks) / len(walks), rel=0.05)
-    assert sig.noise_sigma(init, lr, n) == pytest.approx(math.sqrt(init**2 + lr**2 * n))
+@pytest.mark.parametrize("k,lr,steps", [(4, 0.05, 20), (6, 0.03, 60), (4, 6e-4, 16)])
+def test_noise_figure_is_what_adam_does_on_gradients_without_signal(k, lr, steps):
+    """The closed form against the search's own optimiser (Adam, betas (0.5, 0.999), the
+    alpha weight decay) fed zero-mean gradients: 4000 independent edges at once."""
+    import torch
+
+    torch.manual_seed(0)
+    alphas = torch.nn.Parameter(1e-3 * torch.randn(4000, k))
+    opt = torch.optim.Adam([alphas], lr=lr, betas=(0.5, 0.999), weight_decay=1e-3)
+    for _ in range(steps):
+        alphas.grad = torch.randn(4000, k)
+        opt.step()
+    w = torch.softmax(alphas.detach(), -1)
+    measured = (w.max(-1).values - w.min(-1).values).mean().item()
+    assert sig.noise_spread([k], init_scale=1e-3, alpha_lr=lr, alpha_steps=steps) \
+        == pytest.approx(measured, rel=0.05)
+    assert sig.noise_sigma(1e-3, lr, steps) == pytest.approx(math.sqrt(1e-6 + lr**2 * steps))
 
 
 def test_noise_figure_grows_with_steps_and_learning_rate_and_is_deterministic():
@@ -59,6 +63,31 @@ def test_a_uniform_softmax_names_the_learning_rate():
     rec = {"cycle": 2, "alpha_steps": 16, "alpha_spread": 0.002, "alpha_spread_noise": 0.0013}
     assert "optim.alpha_lr" in sig.noise_warning(rec)
     assert "cycle 2 decided on noise" in sig.noise_warning(rec)
+
+
+def test_records_without_the_measure_print_and_warn_nothing():
+    """A cycle checkpointed before the measure existed (resumed after an upgrade)."""
+    assert sig.signal_text({"cycle": 1}) == "alpha spread not recorded"
+    assert sig.noise_warning({"cycle": 1, "alpha_spread": None}) is None
+
+
+def test_report_table_and_statement():
+    import pandas as pd
+
+    from analysis import signal
+
+    results = pd.DataFrame({
+        "experiment": "e", "trial_id": ["a", "a", "b", "b"], "space": "DL", "seed": [0, 0, 1, 1],
+        "cycle": [1, 2, 1, 2], "alpha_steps": [20, 20, 60, 60],
+        "alpha_spread": [0.12, 0.31, None, 0.0], "alpha_spread_noise": [0.11, 0.1, None, 0.0]})
+    table = signal.signal_table(results)
+    assert table["decided_on_noise"].tolist() == [True, False, pd.NA, pd.NA]
+    assert table["signal"].tolist()[:2] == pytest.approx([0.12 / 0.11, 3.1])
+    text = signal.noise_statement(table)
+    assert text.startswith("Warning: 1 of 2 cycles were decided on noise")
+    assert "2 cycle(s) carry no measure" in text
+    assert signal.noise_statement(table.iloc[1:2]).startswith("Every one of the 1 measured")
+    assert signal.noise_statement(table.iloc[2:]).startswith("No cycle carries the measure")
 
 
 def test_softmax_curves_name_every_edge_and_op():

@@ -295,10 +295,10 @@ def test_report_pools_several_retrain_experiments_into_one_comparison(tmp_path, 
         (tmp_path / kind).mkdir()
         both[both["kind"] == kind].to_parquet(tmp_path / kind / "retrain.parquet", index=False)
     one, two = tmp_path / "one", tmp_path / "two"
-    assert main(["report", str(search), str(tmp_path / "both"), "--out", str(one),
-                 "--cells", "matplotlib", "--report-last", "2"]) == 0
+    fast = ["--cells", "matplotlib", "--report-last", "2", "--trial", "t0"]
+    assert main(["report", str(search), str(tmp_path / "both"), "--out", str(one), *fast]) == 0
     assert main(["report", str(search), str(tmp_path / "searched"), str(tmp_path / "random"),
-                 "--out", str(two), "--cells", "matplotlib", "--report-last", "2"]) == 0
+                 "--out", str(two), *fast]) == 0
     a = pd.read_csv(one / "tables" / "baseline_comparison.csv").iloc[0]
     b = pd.read_csv(two / "tables" / "baseline_comparison.csv").iloc[0]
     assert (b["runs_searched"], b["runs_random"]) == (4, 3)
@@ -306,3 +306,8 @@ def test_report_pools_several_retrain_experiments_into_one_comparison(tmp_path, 
     assert "retrain experiments: " in (two / "index.html").read_text()
     md = (two / "tables" / "baseline_comparison.md").read_text()
     assert "0.3333333" not in md and "| 4 | 3 |" in md  # people's tables: rounded
+    capsys.readouterr()
+    assert main(["report", str(search), str(tmp_path / "random"), str(tmp_path / "random"),
+                 "--out", str(tmp_path / "three")]) == 2  # its runs would count twice
+    assert "more than once" in capsys.readouterr().err
+    assert not (tmp_path / "three").exists()

@@ -50,7 +50,10 @@ def test_planted_ops_are_recovered_far_above_chance(task):
 
 def test_frozen_alphas_fall_to_chance(task):
     """The control: the same searches whose alphas never move recover no more than chance
-    would, so the test above cannot pass on noise."""
-    s = _summary(task, "--control", "frozen")
+    would, so the test above cannot pass on noise. Frozen alphas make every decision a
+    function of their initial values alone, whatever the weights learn, so two training
+    steps an epoch show the same cells as the full run (0.25 either way) in a tenth of
+    the time."""
+    s = _summary(task, "--control", "frozen", "--steps", "2")
     assert s["recovered"] < 0.5, s
     assert s["recovered"] < 2 * s["chance"], s

@@ -423,3 +423,12 @@ def test_resume_refuses_the_other_kind_and_a_tampered_checkpoint(baseline, stora
     assert len(err) == 1 and err[0].startswith("error: --resume: checkpoint ") \
         and "refused" in err[0], err
     assert not marker.exists()
+
+    # A newest checkpoint left incomplete (a crash while it was being copied) is not a
+    # reason to refuse: the one before it is whole, and that is where Tune resumes from.
+    from prnas.tune.cluster import check_resume
+
+    shutil.copytree(storage / "baseline", copy / "partial")
+    trial = copy / "partial" / trial.name
+    (sorted(trial.glob("checkpoint_*"))[-1] / CHECKPOINT_FILE).unlink()
+    check_resume(as_location(copy / "partial"), "search", CHECKPOINT_FILE)

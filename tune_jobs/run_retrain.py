@@ -213,19 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         return _fail(f"--resume: no experiment at {experiment}")
     if args.resume:
-        from prnas.tune.ray_compat import trainable_names
-
-        if "SearchTrainable" in trainable_names(experiment):
-            return _fail(f"--resume: {experiment} is a search experiment, not a retrain; "
-                         "continue it with run_search.py --resume")
-        from prnas.runtime.checkpoint import CheckpointError
-        from prnas.tune.cluster import check_trial_checkpoints
+        from prnas.tune.cluster import check_resume
         from prnas.tune.retrain import CHECKPOINT_FILE
 
         try:
-            check_trial_checkpoints(experiment, CHECKPOINT_FILE, "retrain")
-        except CheckpointError as err:
-            return _fail(f"--resume: {err}")
+            check_resume(experiment, "retrain", CHECKPOINT_FILE)
+        except ValueError as err:
+            return _fail(str(err))
     if exists:
         return _fail(f"experiment {experiment} already exists; continue it with --resume, or "
                      "choose another --name (results are never overwritten)")
@@ -258,7 +252,6 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
         ClusterConnectError,
         ClusterResourceError,
         check_resources,
-        check_workers,
         cluster_gpus,
         start_driver,
     )
@@ -281,10 +274,6 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
         return _fail(str(err))
     experiment = storage / name
     if args.workers_per_trial is not None:
-        try:  # Ray Train would wait forever (and ignore Ctrl+C) for workers it cannot place
-            check_workers(args.workers_per_trial, 1.0 + cfg.data.explicit_workers, gpus > 0)
-        except ClusterResourceError as err:
-            return _fail(str(err))
         return _run_ddp(args, cfg, refs, experiment, gpus)
     if args.resume:
         if not can_restore(experiment):
@@ -339,6 +328,7 @@ def _run_ddp(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRe
     from prnas._io import atomic_write_text
     from prnas.retrain.config import build_config
     from prnas.retrain.results import format_summary, summarize
+    from prnas.tune.cluster import ClusterResourceError, check_workers
     from prnas.tune.retrain_ddp import run_all
 
     experiment = Path(experiment)  # local or shared folder (checked in main)
@@ -352,14 +342,24 @@ def _run_ddp(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRe
     else:
         plan = {"retrain": cfg.model_dump(mode="json"), "genotypes": [r.to_dict() for r in refs],
                 "seeds": args.num_samples, "workers": args.workers_per_trial}
+    use_gpu = gpus > 0
+    workers = int(plan["workers"])
+    try:  # Ray Train would wait forever (and ignore Ctrl+C) for workers it cannot place
+        if cfg.batch.b_max % workers:  # a resumed plan is checked again, as it runs
+            raise ClusterResourceError(f"--workers-per-trial {workers}: batch.b_max "
+                                       f"{cfg.batch.b_max} (the global batch) must be "
+                                       "divisible by it")
+        check_workers(workers, 1.0 + cfg.data.explicit_workers, use_gpu)
+    except ClusterResourceError as err:
+        return _fail(str(err))
+    if not args.resume:  # written once nothing can refuse the run any more
         experiment.mkdir(parents=True, exist_ok=True)
         atomic_write_text(plan_path, json.dumps(plan, indent=1) + "\n")
-    use_gpu = gpus > 0
     seeds = cli.seeds(cfg.seed, int(plan["seeds"]))
     cli.progress(f"retraining {len(refs)} genotype(s) x {len(seeds)} seed(s) "
                  f"(seeds {seeds[0]}..{seeds[-1]}), each on {plan['workers']} "
                  f"{'GPU' if use_gpu else 'CPU'} worker(s), into {experiment}")
-    df = run_all(cfg, refs, seeds, workers=int(plan["workers"]),
+    df = run_all(cfg, refs, seeds, workers=workers,
                  use_gpu=use_gpu, experiment=experiment, max_failures=args.max_failures,
                  cpus_per_worker=1.0 + cfg.data.explicit_workers)
     print(f"\n{len(df)} rows -> {experiment / PARQUET}")

@@ -158,19 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             experiment = storage / args.name
             if not (experiment / "tuner.pkl").is_file():  # also on remote storage
                 raise ConfigError(f"--resume: no Tune experiment at {experiment}")
-            from prnas.tune.ray_compat import trainable_names
-
-            if "RetrainTrainable" in trainable_names(experiment):
-                raise ConfigError(f"--resume: {experiment} is a retrain experiment, not a "
-                                  "search; continue it with run_retrain.py --resume")
-            from prnas.runtime.checkpoint import CheckpointError
-            from prnas.tune.cluster import check_trial_checkpoints
+            from prnas.tune.cluster import check_resume
             from prnas.tune.search_trainable import CHECKPOINT_FILE
 
-            try:
-                check_trial_checkpoints(experiment, CHECKPOINT_FILE, "search")
-            except CheckpointError as err:
-                raise ConfigError(f"--resume: {err}") from None
+            check_resume(experiment, "search", CHECKPOINT_FILE)
             if args.config or args.spaces or args.data_dir or args.set or args.seed is not None:
                 cli.progress("note: --resume continues the stored trials with their stored "
                              "config; --config/--set/--seed/--spaces/--data-dir are ignored")

@@ -25,7 +25,15 @@ KINDS = ("search", "retrain")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: unreadable, unsafe, or of another kind of run."""
+    """A checkpoint that cannot be used: unreadable, unsafe, or of another kind of run.
+
+    ``incomplete`` is true for a missing, empty or truncated file (what a crash while
+    one was being copied leaves), false for one that is whole but must not be used.
+    """
+
+    def __init__(self, message: str, *, incomplete: bool = False) -> None:
+        super().__init__(message)
+        self.incomplete = incomplete
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
@@ -68,18 +76,19 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu",
         with torch.serialization.safe_globals(_numpy_globals()):
             state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist") from None
+        raise CheckpointError(f"checkpoint {path} does not exist", incomplete=True) from None
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         if "weights only" in first.lower() or "unsupported global" in str(err).lower():
             raise CheckpointError(
                 f"checkpoint {path} refused: it holds objects other than tensors and plain "
                 "data (a crafted or foreign file?); nothing in it was run") from None
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({first})") from None
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({first})",
+                              incomplete=True) from None
     except (EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(f"checkpoint {path} is corrupt, truncated or empty "
-                              f"({first[:120]})") from None
+                              f"({first[:120]})", incomplete=True) from None
     found = kind_of(state)
     if found is None:
         raise CheckpointError(f"checkpoint {path} is not a prnas checkpoint")

@@ -94,7 +94,8 @@ def cycle_signal(alphas: Mapping[str, Sequence[Sequence[float]]], *, init_scale:
 
 
 def is_noise(spread: float, noise: float) -> bool:
-    """True when a decision read alphas no further from uniform than noise would put them."""
+    """True when a decision read alphas no further from uniform than noise would put them
+    (false where there was nothing to decide: no edge with two candidates, noise 0)."""
     return spread < NOISE_FACTOR * noise
 
 
@@ -103,20 +104,30 @@ def softmax_curves(pools: Mapping[str, Sequence[Sequence[object]]],
                    ) -> dict[str, dict[str, dict[str, float]]]:
     """``{cell_type: {"edgeNN": {op: softmax weight}}}``: one scalar per candidate, the
     nested form that Tune's TensorBoard logger flattens into one curve per edge and op
-    (``softmax/normal/edge03/conv_k5_d1``), the search process of the paper's Fig. 2."""
+    (tag ``ray/tune/softmax/normal/edge03/conv_k5_d1``), the search process of the
+    paper's Fig. 2."""
     return {t: {f"edge{e:02d}": dict(zip((str(op) for op in edge), softmax(a)))
                 for e, (edge, a) in enumerate(zip(pools[t], alphas[t]))}
             for t in pools}
 
 
+def _measured(record: Mapping[str, object]) -> bool:
+    """A record that carries the measure (a cycle checkpointed before it existed does not)."""
+    return all(record.get(k) is not None for k in ("alpha_spread", "alpha_spread_noise"))
+
+
 def signal_text(record: Mapping[str, object]) -> str:
     """The console fragment of a cycle record: its spread beside the noise figure."""
+    if not _measured(record):
+        return "alpha spread not recorded"
     return (f"alpha spread {record['alpha_spread']:.3g} "
             f"(noise {record['alpha_spread_noise']:.3g})")
 
 
 def noise_warning(record: Mapping[str, object]) -> str | None:
     """The one-line warning for a cycle decided on noise, naming the fix; None otherwise."""
+    if not _measured(record):
+        return None
     spread, noise = float(record["alpha_spread"]), float(record["alpha_spread_noise"])
     if not is_noise(spread, noise):
         return None

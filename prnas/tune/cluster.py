@@ -169,22 +169,39 @@ def check_resources(gpus_per_trial: float, cpus_per_trial: float) -> None:
             f"{max_cpus:g}; lower --cpus-per-trial")
 
 
-def check_trial_checkpoints(experiment: Location, filename: str, kind: str) -> None:
-    """Raise ``CheckpointError`` (one line, naming the file) if a trial's newest checkpoint
-    of a local experiment cannot be loaded as a ``kind`` checkpoint.
+def check_resume(experiment: Location, kind: str, filename: str) -> None:
+    """Raise ``ValueError`` (one line) unless the stored experiment can be continued as a
+    ``kind`` ("search" or "retrain") experiment whose trials checkpoint ``filename``.
 
-    Tune would find out inside each trial's actor, print Ray's tracebacks, retry and
-    end with exit 1; the driver reads the same files first (``weights_only``: nothing in
-    them runs). Object stores are left to the trials.
+    Tune's ``restore`` of the other job's experiment fails deep inside Tune; a crafted
+    or foreign trial checkpoint fails in each trial's actor, with Ray's tracebacks, a
+    retry and exit 1. Both are found here first, from the files alone, before Ray
+    starts (``weights_only``: nothing in a checkpoint runs).
     """
     from prnas.runtime import checkpoint
+    from prnas.tune.ray_compat import trainable_names
 
-    if not experiment.is_local:
+    other = {"search": ("RetrainTrainable", "retrain", "run_retrain.py"),
+             "retrain": ("SearchTrainable", "search", "run_search.py")}[kind]
+    if other[0] in trainable_names(experiment):
+        raise ValueError(f"--resume: {experiment} is a {other[1]} experiment, not a {kind}; "
+                         f"continue it with {other[2]} --resume")
+    if not experiment.is_local:  # on an object store each trial finds out for itself
         return
-    for trial in Path(experiment.path).iterdir():
-        ckpts = sorted(trial.glob("checkpoint_*")) if trial.is_dir() else []
-        if ckpts:
-            checkpoint.load(ckpts[-1] / filename, kind=kind)
+    for trial in sorted(Path(experiment.path).iterdir()):
+        ckpts = sorted(trial.glob("checkpoint_*"), reverse=True) if trial.is_dir() else []
+        first: checkpoint.CheckpointError | None = None
+        for ckpt in ckpts:  # newest first; an incomplete copy leaves the one before it
+            try:
+                checkpoint.load(ckpt / filename, kind=kind)
+                break
+            except checkpoint.CheckpointError as err:
+                if not err.incomplete:
+                    raise ValueError(f"--resume: {err}") from None
+                first = first or err
+        else:
+            if first is not None:
+                raise ValueError(f"--resume: {first}")
 
 
 def check_workers(workers: int, cpus_per_worker: float, use_gpu: bool) -> None:

@@ -46,6 +46,14 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _wait_for_a_checkpoint(proc: subprocess.Popen, exp: Path, timeout: float = 90) -> None:
+    """Until a trial of the experiment run by ``proc`` has checkpointed its first epoch."""
+    deadline = time.monotonic() + timeout
+    while not list(exp.glob("*/checkpoint_000000")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no trial checkpointed in time"
+        time.sleep(0.05)
+
+
 # ---------------------------------------------------------------- no Ray
 
 
@@ -249,10 +257,7 @@ def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while not list(exp.glob("*/checkpoint_000000")) and proc.poll() is None:
-            assert time.monotonic() < deadline, "no trial checkpointed in time"
-            time.sleep(0.05)
+        _wait_for_a_checkpoint(proc, exp)
     finally:
         # Kill driver, Ray and trials together, as a lost node or Ctrl-\ would.
         if proc.poll() is None:
@@ -323,10 +328,7 @@ def test_ctrl_c_exits_130_leaves_no_final_results_and_resumes(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while not list(exp.glob("*/checkpoint_000000")) and proc.poll() is None:
-            assert time.monotonic() < deadline, "no trial checkpointed in time"
-            time.sleep(0.05)
+        _wait_for_a_checkpoint(proc, exp)
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from prnas.search.alpha_signal import NOISE_FACTOR, is_noise
+from prnas.search.alpha_signal import LARGER_LR, MORE_STEPS, NOISE_FACTOR, is_noise
 
 COLUMNS = ("alpha_steps", "alpha_spread", "alpha_spread_noise")
 
@@ -45,6 +45,5 @@ def noise_statement(table: pd.DataFrame) -> str:
                 f"signal.{note}")
     return (f"Warning: {bad} of {n} cycles were decided on noise (alpha spread under "
             f"{NOISE_FACTOR:g} x what their alpha steps give without signal): the pools they "
-            "pruned and the cells they found are close to random draws. Give the alphas more "
-            "steps per cycle (epochs - grace_epochs, steps_per_epoch; more data per epoch) "
-            f"and, if the spread is near 0, a larger optim.alpha_lr.{note}")
+            f"pruned and the cells they found are close to random draws. They need "
+            f"{MORE_STEPS} and, where the spread is near 0, {LARGER_LR}.{note}")

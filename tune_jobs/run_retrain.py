@@ -170,9 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers_per_trial is not None:
         if args.workers_per_trial < 1:
             return _fail(f"--workers-per-trial must be >= 1, got {args.workers_per_trial}")
-        if cfg.batch.b_max % args.workers_per_trial:
-            return _fail(f"--workers-per-trial {args.workers_per_trial}: batch.b_max "
-                         f"{cfg.batch.b_max} (the global batch) must be divisible by it")
+        from prnas.retrain.ddp import check_global_batch
+
+        try:
+            check_global_batch(cfg.batch.b_max, args.workers_per_trial)
+        except ValueError as err:
+            return _fail(f"--workers-per-trial {args.workers_per_trial}: {err}")
     if args.num_cpus is not None and args.num_cpus < 1:
         return _fail(f"--num-cpus must be >= 1, got {args.num_cpus}")
     if args.params_only:
@@ -327,6 +330,7 @@ def _run_ddp(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRe
     ``--resume`` continues every run from its last checkpoint."""
     from prnas._io import atomic_write_text
     from prnas.retrain.config import build_config
+    from prnas.retrain.ddp import check_global_batch
     from prnas.retrain.results import format_summary, summarize
     from prnas.tune.cluster import ClusterResourceError, check_workers
     from prnas.tune.retrain_ddp import run_all
@@ -344,11 +348,11 @@ def _run_ddp(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRe
                 "seeds": args.num_samples, "workers": args.workers_per_trial}
     use_gpu = gpus > 0
     workers = int(plan["workers"])
+    try:  # a resumed plan's workers and config, as they will run
+        check_global_batch(cfg.batch.b_max, workers)
+    except ValueError as err:
+        return _fail(f"--workers-per-trial {workers}: {err}")
     try:  # Ray Train would wait forever (and ignore Ctrl+C) for workers it cannot place
-        if cfg.batch.b_max % workers:  # a resumed plan is checked again, as it runs
-            raise ClusterResourceError(f"--workers-per-trial {workers}: batch.b_max "
-                                       f"{cfg.batch.b_max} (the global batch) must be "
-                                       "divisible by it")
         check_workers(workers, 1.0 + cfg.data.explicit_workers, use_gpu)
     except ClusterResourceError as err:
         return _fail(str(err))

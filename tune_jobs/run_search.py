@@ -220,12 +220,9 @@ def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] |
         check_resources(gpus, cpus)
     except (ClusterResourceError, ValueError) as err:
         return _fail(str(err))
-    # Tune prints its experiment box and TensorBoard hint on stdout, which carries only
-    # results here: everything said while the trials run goes to stderr.
     if args.resume:
         cli.progress(f"resuming {experiment}")
-        with contextlib.redirect_stdout(sys.stderr):
-            outcome = run_search(resume_path=experiment)
+        exp = None
     else:
         seeds = cli.seeds(cfg.seed, args.num_samples)
         cli.progress(f"searching {len(spaces)} space(s) x {len(seeds)} seed(s) "
@@ -237,8 +234,10 @@ def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] |
                                gpus_per_trial=gpus, max_failures=args.max_failures,
                                log_epochs=args.verbosity >= 2, fault=fault,
                                stop_after_cycles=args.stop_after_cycles)
-        with contextlib.redirect_stdout(sys.stderr):
-            outcome = run_search(exp)
+    # Tune prints its experiment box and TensorBoard hint on stdout, which carries only
+    # results here: everything said while the trials run goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        outcome = run_search(exp, resume_path=experiment if args.resume else None)
     print(f"\nexperiment: {outcome.path}")
     print(f"results:    {outcome.results_path} ({len(outcome.results)} rows)")
     print(f"candidates: {outcome.candidates_path}")

@@ -68,6 +68,14 @@ warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.
 # ---------------------------------------------------------------- BatchNorm over all workers
 
 
+
+def check_global_batch(b_max: int, workers: int) -> None:
+    """ValueError unless the fixed global batch splits evenly over the workers (the driver
+    asks before Ray starts; each worker asks again)."""
+    if b_max % workers:
+        raise ValueError(f"batch.b_max {b_max} (the global batch) must be divisible "
+                         f"by the {workers} workers")
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the global batch.
 
@@ -184,9 +192,7 @@ class DataParallelRetrainer(Retrainer):
         self.world_size = world_size if world_size is not None else (
             dist.get_world_size() if group else 1)
         batch = cfg.batch.b_max
-        if batch % self.world_size:
-            raise ValueError(f"batch.b_max {batch} (the global batch) must be divisible "
-                             f"by the {self.world_size} workers")
+        check_global_batch(batch, self.world_size)
         if cfg.data.device_resident is True:
             raise ValueError("data.device_resident: true is not supported by data-parallel "
                              "retraining (its batch-wise augmentation is not per sample); "

@@ -37,6 +37,9 @@ from prnas.search.pools import softmax
 NOISE_FACTOR = 2.0
 #: Below this spread the softmax is practically uniform, whatever the noise figure says.
 UNIFORM = 0.01
+#: The fixes the console and the report name (one wording for both).
+MORE_STEPS = "more alpha steps per cycle (epochs - grace_epochs, steps_per_epoch)"
+LARGER_LR = "an alpha learning rate that lets the alphas move (optim.alpha_lr)"
 _DRAWS = 4000  # Monte Carlo draws per edge size: the noise figure to about 1 %
 
 
@@ -131,10 +134,7 @@ def noise_warning(record: Mapping[str, object]) -> str | None:
     spread, noise = float(record["alpha_spread"]), float(record["alpha_spread_noise"])
     if not is_noise(spread, noise):
         return None
-    fix = ("more alpha steps per cycle (epochs - grace_epochs, steps_per_epoch)"
-           if spread >= UNIFORM else
-           "an alpha learning rate that lets the alphas move (optim.alpha_lr) and more alpha "
-           "steps per cycle (epochs - grace_epochs, steps_per_epoch)")
+    fix = MORE_STEPS if spread >= UNIFORM else f"{LARGER_LR} and {MORE_STEPS}"
     return (f"warning: cycle {record['cycle']} decided on noise: alpha spread {spread:.3g} "
             f"< {NOISE_FACTOR:g} x {noise:.3g}, what {record['alpha_steps']} alpha steps give "
             f"without signal; needs {fix}")

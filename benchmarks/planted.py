@@ -46,6 +46,7 @@ import numpy as np
 from common import emit, machine, table
 from PIL import Image
 
+from prnas import cli
 from prnas.search.config import SearchConfig, build_config
 from prnas.search.decision import decide_cycle
 from prnas.search.engine import Search
@@ -188,6 +189,16 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = _parser().parse_args(argv)
     seeds = args.seeds if args.seeds is not None else (4 if args.smoke else 10)
+    try:  # bad input: one line and exit 2 before anything is written or trained
+        for flag, value in (("--seeds", seeds), ("--per-class", args.per_class),
+                            ("--chance-draws", args.chance_draws)):
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1, got {value}")
+        if args.data is not None and args.data.exists() and not args.data.is_dir():
+            raise ValueError(f"--data {args.data} is a file, not a folder")
+        _config(Path("unused"), 0, args)  # the search config, validated (steps, epochs, ...)
+    except ValueError as err:  # ConfigError is one
+        raise SystemExit(cli.error(str(err))) from None
     emit({"bench": "machine", **machine()})
     with tempfile.TemporaryDirectory(prefix="prnas-planted-") as tmp:
         root = args.data if args.data is not None else Path(tmp) / "task"

@@ -57,3 +57,21 @@ def test_frozen_alphas_fall_to_chance(task):
     s = _summary(task, "--control", "frozen", "--steps", "2")
     assert s["recovered"] < 0.5, s
     assert s["recovered"] < 2 * s["chance"], s
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--seeds", "0"], "--seeds"), (["--steps", "0"], "steps_per_epoch"),
+    (["--grace", "6"], "grace_epochs"), (["--per-class", "0"], "--per-class")])
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys, argv, needle):
+    with pytest.raises(SystemExit) as stop:
+        planted.main([*argv, "--data", str(tmp_path / "task")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert needle in err[0] and not (tmp_path / "task").exists()
+
+
+def test_data_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SystemExit) as stop:
+        planted.main(["--data", str(tmp_path / "f")])
+    assert stop.value.code == 2 and "is a file" in capsys.readouterr().err

@@ -36,7 +36,7 @@ KINDS = ("searched", "random", "preset")
 KIND_COLORS = {"searched": "#1f77b4", "random": "#ff7f0e", "preset": "#2ca02c"}
 MIN_CELLS = 5
 RUN_COLUMNS = ["experiment", "trial_id", "genotype", "kind", "space", "cell", "seed", "params",
-               "macs", "final_test_error"]
+               "macs", "epochs", "final_test_error"]
 
 
 def _file_field(path, field: str) -> str | None:

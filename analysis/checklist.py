@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.loaders import TRIAL_KEY
+from analysis.tables import headline_text
 
 PRESENT, MISSING = "present", "missing"
 # Protocol fields that may differ between runs of one comparison without changing it.
@@ -120,14 +121,18 @@ def _protocol(retrain: pd.DataFrame | None, runs: pd.DataFrame | None, report_la
         return _item(item, False, "no retrain experiment given: no final evaluation")
     epochs = retrain.groupby(TRIAL_KEY)["epoch"].max()
     datasets = ", ".join(sorted(map(str, retrain["dataset"].dropna().unique()))) or "?"
-    window = "the last epoch" if report_last == 1 else f"the last {report_last} epochs"
-    text = (f"test error = mean test error of {window} of each run "
+    text = (f"test error per run = {headline_text(epochs, report_last)} "
             f"({epochs.min()}" + (f"–{epochs.max()}" if epochs.max() != epochs.min() else "")
             + f" epochs, {datasets}), then mean ± std over runs")
-    ok = epochs.min() == epochs.max() and epochs.min() >= report_last
-    if not ok:
-        text += "; runs stopped at different epochs or before the averaged window"
-    return _item(item, ok, text)
+    why = []
+    if epochs.min() != epochs.max():
+        why.append("runs stopped at different epochs")
+    if report_last > 1 and epochs.min() <= report_last:
+        why.append(f"runs of {epochs.min()} epochs are not longer than the averaged window "
+                   f"({report_last}): retrain more epochs than report_last")
+    if why:
+        text += "; incomplete: " + "; ".join(why)
+    return _item(item, not why, text)
 
 
 def checklist(results: pd.DataFrame, search: pd.DataFrame, retrain: pd.DataFrame | None,

@@ -253,13 +253,14 @@ def _write_report(out: Path, experiment, retrain, results: pd.DataFrame,
 
     if retrain_df is not None:
         t3 = tables.table_iii(retrain_df, search, report_last)
+        rt = tables.retrain_trials(retrain_df, report_last)
         page.heading(2, "Retraining (Table III layout)")
-        page.para(f"Test error: mean of the last {report_last} epochs per run, then mean ± std "
-                  "over seeds. Search cost and #ops of the search trial that found the cell.")
+        page.para(f"Test error per run: {tables.headline_text(rt['epochs'], report_last)}; "
+                  "then mean ± std over seeds. Search cost and #ops of the search trial that "
+                  "found the cell.")
         page.para(tables.cost_note(t3))
         page.table(tables.format_table_iii(t3),
                    write_table(t3, tables.format_table_iii(t3), tab_dir / "table_iii"), out)
-        rt = tables.retrain_trials(retrain_df, report_last)
         page.files(write_table(rt, rt, tab_dir / "retrain_trials"), out)
     runs = baseline.run_table(retrain_df, report_last) if retrain_df is not None else None
     _baseline_section(page, out, runs, report_last)
@@ -329,8 +330,8 @@ def _baseline_section(page: _Page, out: Path, runs: pd.DataFrame | None,
         return
     groups = baseline.group_table(runs)
     shown = baseline.format_groups(groups)
-    page.para(f"Per run: mean test error of its last {report_last} epochs. Groups pool every "
-              "run (cells x seeds); the interval resamples cells, the rank test compares "
+    page.para(f"Per run: {tables.headline_text(runs['epochs'], report_last)}. Groups pool "
+              "every run (cells x seeds); the interval resamples cells, the rank test compares "
               "per-cell mean errors (see docs/analysis.md). Parameters (and MACs where "
               "recorded) beside the errors: a bigger cell often wins by size alone.")
     page.table(shown, write_table(groups, shown, out / TABLES / "baseline_groups"), out)

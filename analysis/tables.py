@@ -20,6 +20,7 @@ from analysis.discovery import (
     trial_pool_history,
 )
 from analysis.loaders import TRIAL_KEY, trial_genotype_path
+from prnas.retrain.schedule import final_error
 from prnas.space.genotype import Genotype
 
 SEARCH_COLUMNS = [
@@ -173,7 +174,7 @@ def retrain_trials(retrain: pd.DataFrame, report_last: int = 5) -> pd.DataFrame:
             "genotype_path": g["genotype_path"].iloc[0], "seed": g["seed"].iloc[0],
             "dataset": g["dataset"].iloc[0] if pd.notna(g["dataset"].iloc[0]) else "?",
             "params": g["params"].iloc[-1], "epochs": int(g["epoch"].max()),
-            "final_test_error": float(g["test_error"].tail(report_last).mean()),
+            "final_test_error": final_error(g[["test_error"]].to_dict("records"), report_last),
             **{c: _last_known(g, c) for c in COST_COLUMNS},
         })
     df = pd.DataFrame.from_records(records, columns=[
@@ -181,6 +182,21 @@ def retrain_trials(retrain: pd.DataFrame, report_last: int = 5) -> pd.DataFrame:
         "epochs", "final_test_error", *COST_COLUMNS])
     return df.astype({"macs": "Int64", "latency_ms_b1": "float64", "throughput_b64": "float64",
                       "cost_device": "string", "cost_threads": "Int64"})
+
+
+def headline_text(epochs: pd.Series, report_last: int) -> str:
+    """How the reported error was read from runs of ``epochs`` epochs each, with the runs
+    too short to average.
+
+    A run of at most ``report_last`` epochs reports its last epoch alone
+    (prnas.retrain.schedule.final_error); the page says how many did.
+    """
+    rule = "the last epoch" if report_last == 1 else f"the mean of the last {report_last} epochs"
+    short = int((epochs <= report_last).sum()) if report_last > 1 else 0
+    if short:
+        rule += (f"; {short} of {len(epochs)} run(s) had at most {report_last} epochs and "
+                 "report their last epoch alone (too short for the averaged protocol)")
+    return rule
 
 
 def _match_search(label: str, path, search: pd.DataFrame | None) -> pd.Series | None:

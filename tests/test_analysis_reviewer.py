@@ -221,12 +221,12 @@ def write_retrain(root: Path, search: Path, random_cells: int) -> Path:
             n += 1
             rows += [{"trial_id": f"r{n}", "genotype": g.parent.name, "genotype_path": str(g),
                       "kind": "searched", "seed": seed, "dataset": "demo", "params": 5000,
-                      "epoch": e, "test_error": 3.0 + seed, "lr": 0.1 / e} for e in (1, 2)]
+                      "epoch": e, "test_error": 3.0 + seed, "lr": 0.1 / e} for e in (1, 2, 3)]
     for c in range(random_cells):
         n += 1
         rows += [{"trial_id": f"r{n}", "genotype": f"random-DL-s0-{c}", "genotype_path": None,
                   "kind": "random", "seed": 0, "dataset": "demo", "params": 4000 + c,
-                  "epoch": e, "test_error": 6.0 + c, "lr": 0.1 / e} for e in (1, 2)]
+                  "epoch": e, "test_error": 6.0 + c, "lr": 0.1 / e} for e in (1, 2, 3)]
     root.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_parquet(root / "retrain.parquet", index=False)
     return root
@@ -281,6 +281,20 @@ def test_sections_say_what_is_missing_instead_of_failing(tmp_path):
     assert items.tolist() == ["present", "missing", "present", "missing", "present"]
     none = checklist.checklist(results, search_t, None, None, 2)["status"].tolist()
     assert none == ["present", "missing", "missing", "missing", "missing"]
+
+
+def test_runs_too_short_for_the_window_report_their_last_epoch_and_fail_the_protocol():
+    """Runs of at most report_last epochs: the headline is the last epoch (a mean would
+    take in the first), the report says how many runs, the checklist says why."""
+    df = retrain_rows({"s": "searched", "r": "random"}, macs=False, epochs=3)
+    runs = baseline.run_table(df, report_last=5)
+    assert list(runs["final_test_error"]) == [3.0, 13.0]  # epoch 3's error, not mean(1..3)
+    assert "2 of 2 run(s) had at most 5 epochs" in tables.headline_text(runs["epochs"], 5)
+    assert "had at most" not in tables.headline_text(runs["epochs"], 2)
+    item = checklist._protocol(df, runs, 5)
+    assert item["status"] == "missing" and "retrain more epochs than report_last" in item[
+        "evidence"]
+    assert checklist._protocol(df, baseline.run_table(df, 2), 2)["status"] == "present"
 
 
 def test_report_pools_several_retrain_experiments_into_one_comparison(tmp_path, capsys):

@@ -14,7 +14,7 @@ from prnas.data.testing import write_cifar_folder
 from prnas.presets import load_genotype
 from prnas.retrain import ConfigError, Retrainer, build_config, drop_path_at, load_config
 from prnas.retrain.__main__ import main as cli_main
-from prnas.retrain.schedule import final_error
+from prnas.retrain.schedule import final_error, headline_rule, short_run_warning
 from prnas.runtime.schedules import cosine_lr
 
 TINY = {"network.channels": 4, "network.layers": 3, "device": "cpu", "batch.b_min": 16,
@@ -104,7 +104,11 @@ def test_schedule_follows_darts():
         sched.step()
     rows = [{"test_error": e} for e in (50, 10, 9, 8, 7, 6)]
     assert final_error(rows, 5) == pytest.approx(8.0)
-    assert final_error(rows[:2], 5) == pytest.approx(30.0)
+    # A run no longer than the window reports its last epoch: a mean would take in epoch 1.
+    assert final_error(rows[:2], 5) == pytest.approx(10.0)
+    assert final_error(rows[:5], 5) == pytest.approx(7.0)
+    assert headline_rule(6, 5) == "mean of the last 5 epochs" and short_run_warning(6, 5) is None
+    assert "last epoch" in headline_rule(5, 5) and "report_last 5" in short_run_warning(5, 5)
     assert final_error([], 5) is None
 
 
@@ -130,8 +134,7 @@ def test_tiny_retrain_on_generated_cifar(tmp_path):
     # lr follows the cosine over 2 epochs, drop-path the DARTS ramp.
     assert [r["lr"] for r in rows] == pytest.approx([0.025, 0.0125])
     assert [r["drop_path_prob"] for r in rows] == pytest.approx([0.0, 0.15])
-    assert rows[-1]["final_test_error"] == pytest.approx(
-        (rows[0]["test_error"] + rows[1]["test_error"]) / 2)
+    assert rows[-1]["final_test_error"] == rows[1]["test_error"]  # 2 epochs <= report_last
     # Weights moved.
     assert trainer.scheduler.last_epoch == 2
 
@@ -202,13 +205,14 @@ def _cli_args(out, *extra):
 def test_cli_writes_metrics_refuses_existing_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli_main(_cli_args(out, "--genotype", "prdarts-dl1", "--epochs", "2")) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    said = capsys.readouterr()
+    lines = said.out.strip().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     stored = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert stored == [json.loads(line) for line in lines]
     result = json.loads((out / "result.json").read_text())
-    assert result["final_test_error"] == pytest.approx(
-        sum(r["test_error"] for r in stored) / 2)
+    assert result["final_test_error"] == stored[-1]["test_error"]  # 2 epochs <= report_last
+    assert "warning: 2 epoch(s) <= report_last 5" in said.err
     # An existing output is never overwritten.
     before = (out / "checkpoint.pt").read_bytes()
     assert cli_main(_cli_args(out, "--genotype", "prdarts-dl1", "--epochs", "2")) == 2

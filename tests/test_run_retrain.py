@@ -346,6 +346,9 @@ def test_ctrl_c_exits_130_leaves_no_final_results_and_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     df = pd.read_parquet(exp / "retrain.parquet")
     assert df["epoch"].tolist() == [1, 2, 3]
+    # 3 epochs <= report_last 5: the start warned, the summary names the rule it used.
+    assert "warning: 3 epoch(s) <= report_last 5" in err
+    assert "final test error = the last epoch (runs of at most" in resumed.stdout
 
     # The search job asked to resume it says what it is, in one line, before Ray starts.
     wrong = subprocess.run([sys.executable, str(ROOT / "tune_jobs" / "run_search.py"),

@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
          storage: Location, name: str) -> int:
     from prnas.retrain.results import format_summary, summarize, write_parquet
+    from prnas.retrain.schedule import headline_rule
     from prnas.tune.cluster import (
         ClusterConnectError,
         ClusterResourceError,
@@ -293,6 +294,7 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
         cli.progress(f"retraining {len(refs)} genotype(s) x {len(seeds)} seed(s) "
                      f"({', '.join(r.label for r in refs)}; seeds {seeds[0]}..{seeds[-1]}) "
                      f"into {experiment}")
+        _warn_short(cfg)
         tuner = build_tuner(cfg, refs, seeds, storage=storage, name=name,
                             gpus_per_trial=gpus, cpus_per_trial=cpus,
                             max_failures=args.max_failures,
@@ -310,15 +312,23 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
         return cli.EXIT_INTERRUPTED
     df = result_rows(experiment)
     write_parquet(df, experiment / PARQUET)
-    report_last = _report_last(results, cfg)
+    report_last, epochs = _stored_protocol(results, cfg)
     print(f"\n{len(df)} rows -> {experiment / PARQUET}")
-    print(f"final test error = mean of the last {report_last} epochs, mean +- std over seeds:")
+    print(f"final test error = {headline_rule(epochs, report_last)}, mean +- std over seeds:")
     print(format_summary(summarize(df, report_last)))
     if results.errors:
         print(f"{len(results.errors)} trial(s) failed; fix the cause and rerun with "
               f"--name {name} --resume", file=sys.stderr)
         return cli.EXIT_FAILED
     return cli.EXIT_OK
+
+
+def _warn_short(cfg: RetrainConfig) -> None:
+    from prnas.retrain.schedule import short_run_warning
+
+    warning = short_run_warning(cfg.epochs, cfg.report_last)
+    if warning:
+        cli.progress(warning)
 
 
 DDP_PLAN = "ddp_plan.json"
@@ -332,6 +342,7 @@ def _run_ddp(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRe
     from prnas.retrain.config import build_config
     from prnas.retrain.ddp import check_global_batch
     from prnas.retrain.results import format_summary, summarize
+    from prnas.retrain.schedule import headline_rule
     from prnas.tune.cluster import ClusterResourceError, check_workers
     from prnas.tune.retrain_ddp import run_all
 
@@ -363,20 +374,24 @@ def _run_ddp(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRe
     cli.progress(f"retraining {len(refs)} genotype(s) x {len(seeds)} seed(s) "
                  f"(seeds {seeds[0]}..{seeds[-1]}), each on {plan['workers']} "
                  f"{'GPU' if use_gpu else 'CPU'} worker(s), into {experiment}")
+    _warn_short(cfg)
     df = run_all(cfg, refs, seeds, workers=workers,
                  use_gpu=use_gpu, experiment=experiment, max_failures=args.max_failures,
                  cpus_per_worker=1.0 + cfg.data.explicit_workers)
     print(f"\n{len(df)} rows -> {experiment / PARQUET}")
+    print(f"final test error = {headline_rule(cfg.epochs, cfg.report_last)}, "
+          "mean +- std over seeds:")
     print(format_summary(summarize(df, cfg.report_last)))
     return cli.EXIT_OK
 
 
-def _report_last(results: Any, cfg: RetrainConfig) -> int:
+def _stored_protocol(results: Any, cfg: RetrainConfig) -> tuple[int, int]:
+    """report_last and epochs as the trials ran them (a resumed experiment's, not the flags')."""
     for result in results:
-        stored = (result.config or {}).get("retrain", {}).get("report_last")
-        if stored:
-            return int(stored)
-    return cfg.report_last
+        stored = (result.config or {}).get("retrain", {})
+        if stored.get("report_last") and stored.get("epochs"):
+            return int(stored["report_last"]), int(stored["epochs"])
+    return cfg.report_last, cfg.epochs
 
 
 if __name__ == "__main__":

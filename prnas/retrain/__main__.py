@@ -25,6 +25,7 @@ from prnas import cli
 from prnas._io import atomic_write_text, check_output_dir
 from prnas.presets import load_genotype
 from prnas.retrain.config import ConfigError, RetrainConfig, dump_config, load_config
+from prnas.retrain.schedule import headline_rule, short_run_warning
 from prnas.retrain.trainer import Retrainer, log_line
 from prnas.runtime import checkpoint
 from prnas.runtime.checkpoint import CheckpointError
@@ -124,6 +125,8 @@ def _train(trainer: Retrainer, cfg: RetrainConfig, genotype: Genotype, out: Path
             print(f"resumed {out} after epoch {trainer.epoch}", file=sys.stderr)
         print(f"retraining {genotype.name}: {trainer.params:,} params, {trainer.info.name}, "
               f"{cfg.epochs} epochs, device {trainer.device}", file=sys.stderr)
+        if warning := short_run_warning(cfg.epochs, cfg.report_last):
+            cli.progress(warning)
         while not trainer.done:
             row = trainer.train_epoch()
             trainer.save(out / CHECKPOINT)
@@ -150,7 +153,7 @@ def _train(trainer: Retrainer, cfg: RetrainConfig, genotype: Genotype, out: Path
         return cli.EXIT_INTERRUPTED
     except (TrainingDiverged, OSError) as err:  # divergence, disk full, folder removed
         return cli.training_failed(err, out)
-    print(f"final test error (mean of last {cfg.report_last} epochs): "
+    print(f"final test error ({headline_rule(cfg.epochs, cfg.report_last)}): "
           f"{result['final_test_error']:.2f}%; last epoch's test accuracy "
           f"{result['test_acc']:.2f}%; model -> {out / MODEL}", file=sys.stderr)
     print(f"cost: {trainer.params:,} params, {trainer.macs:,} MACs, "

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from prnas.cost import COST_COLUMNS
+from prnas.retrain.schedule import final_error
 from prnas.storage import Location, as_location
 
 # The documented columns, in this order; anything else a row carries follows them.
@@ -88,7 +89,7 @@ def per_trial(df: pd.DataFrame, report_last: int = 5) -> pd.DataFrame:
             "params": int(g["params"].iloc[0]),
             "macs": _last_known(g, "macs"),
             "epochs": int(g["epoch"].max()),
-            "final_test_error": float(g["test_error"].tail(report_last).mean()),
+            "final_test_error": final_error(g[["test_error"]].to_dict("records"), report_last),
             "latency_ms_b1": _last_known(g, "latency_ms_b1"),
             "throughput_b64": _last_known(g, "throughput_b64"),
         })

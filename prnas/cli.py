@@ -14,7 +14,9 @@ way and fails the same way everywhere:
   config wins over ``--config``/``--set``.
 * ``-q/--quiet``, ``-v/--verbose``: verbosity level 0 (no per-epoch lines: errors,
   results and the search's one line per cycle), 1 (the default: also one line per
-  epoch), 2 (also per-batch progress bars, Ray's status table, trials' epoch lines).
+  epoch, and a line within any stretch of training silent for 30 s, Tune trials
+  included: ``prnas.runtime.progress_log``), 2 (also per-batch progress bars, Ray's
+  status table, trials' epoch lines).
 * **Seeds**: a run uses ``seed``; N runs of one config (``--num-samples N``) use
   ``seed, seed+1, ..., seed+N-1``, where ``seed`` is the config's (0 by default) or
   ``--seed``. :func:`seeds` is that rule.

@@ -232,7 +232,7 @@ def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] |
         exp = SearchExperiment(cfg=cfg, storage=experiment.parent, name=experiment.name,
                                spaces=spaces, seeds=seeds, cpus_per_trial=cpus,
                                gpus_per_trial=gpus, max_failures=args.max_failures,
-                               log_epochs=args.verbosity >= 2, fault=fault,
+                               verbosity=args.verbosity, fault=fault,
                                stop_after_cycles=args.stop_after_cycles)
     # Tune prints its experiment box and TensorBoard hint on stdout, which carries only
     # results here: everything said while the trials run goes to stderr.

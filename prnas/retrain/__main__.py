@@ -32,6 +32,7 @@ from prnas.runtime.checkpoint import CheckpointError
 from prnas.runtime.device import configure_threads
 from prnas.runtime.guards import TrainingDiverged
 from prnas.runtime.lock import LOCK_NAME, FolderLock, FolderLocked, folder_entries
+from prnas.runtime.progress_log import ProgressLog
 from prnas.space.genotype import Genotype
 
 CONFIG, GENOTYPE, CHECKPOINT, METRICS, RESULT, MODEL = (
@@ -97,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         lock.release()
         return cli.error(str(err))
     configure_threads()
-    trainer = Retrainer(cfg, genotype, progress=args.verbosity >= 2)
+    # -v: a tqdm bar per epoch; default: epoch lines, and one within an epoch that runs long.
+    trainer = Retrainer(cfg, genotype, progress=args.verbosity >= 2,
+                        log=ProgressLog(cli.progress, every_epoch=True)
+                        if args.verbosity == 1 else None)
     try:
         trainer.setup()
         if ckpt is not None:
@@ -133,7 +137,9 @@ def _train(trainer: Retrainer, cfg: RetrainConfig, genotype: Genotype, out: Path
             atomic_write_text(out / METRICS,
                               "".join(json.dumps(r) + "\n" for r in trainer.history))
             cli.result(json.dumps(row))
-            if verbosity >= 1:
+            if trainer.log is not None:
+                trainer.log.epoch(log_line(row))
+            elif verbosity >= 2:
                 cli.progress(log_line(row))
         if not (out / MODEL).is_file():  # a finished run resumed again keeps its file
             trainer.save_model(out / MODEL)

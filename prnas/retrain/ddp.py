@@ -52,6 +52,7 @@ from prnas.nn.drop_path import global_batch_masks
 from prnas.retrain.config import RetrainConfig
 from prnas.retrain.trainer import Retrainer
 from prnas.runtime.guards import TrainingDiverged
+from prnas.runtime.progress_log import ProgressLog
 from prnas.space.genotype import Genotype
 
 __all__ = ["DataParallelRetrainer", "GlobalBatchNorm2d", "SampleSeeded", "convert_batchnorm",
@@ -186,7 +187,8 @@ class DataParallelRetrainer(Retrainer):
     """
 
     def __init__(self, cfg: RetrainConfig, genotype: Genotype, *, rank: int | None = None,
-                 world_size: int | None = None, progress: bool = False) -> None:
+                 world_size: int | None = None, progress: bool = False,
+                 log: ProgressLog | None = None) -> None:
         group = dist.is_available() and dist.is_initialized()
         self.rank = rank if rank is not None else (dist.get_rank() if group else 0)
         self.world_size = world_size if world_size is not None else (
@@ -200,7 +202,7 @@ class DataParallelRetrainer(Retrainer):
         # Device-resident data augments whole batches from one stream: not per sample.
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
             update={"device_resident": False})})
-        super().__init__(cfg, genotype, progress=progress)
+        super().__init__(cfg, genotype, progress=progress, log=log)
         self.global_batch = batch
         self.step_losses: list[float] = []
 

@@ -47,6 +47,7 @@ from prnas.runtime.device import pick_device, seed_everything
 from prnas.runtime.guards import TrainingDiverged
 from prnas.runtime.memory import probe_for
 from prnas.runtime.performance import autocast, compiled, resolve, to_memory_format
+from prnas.runtime.progress_log import ProgressLog
 from prnas.space.genotype import Genotype
 
 STATE_VERSION = 1
@@ -57,12 +58,15 @@ class Retrainer:
     :attr:`done`; :meth:`save`/:meth:`restore` at any epoch boundary.
 
     ``progress`` shows a tqdm bar per epoch; keep it off inside Ray trials and tests.
+    ``log`` hears of an epoch that runs long (a line after its quiet interval).
     """
 
-    def __init__(self, cfg: RetrainConfig, genotype: Genotype, *, progress: bool = False) -> None:
+    def __init__(self, cfg: RetrainConfig, genotype: Genotype, *, progress: bool = False,
+                 log: ProgressLog | None = None) -> None:
         self.cfg = cfg
         self.genotype = genotype
         self.progress = progress
+        self.log = log
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         # The epoch with the highest test accuracy so far and a CPU copy of its weights
@@ -183,6 +187,7 @@ class Retrainer:
         loader = self._loader(self.train_set, AdaptiveBatchSampler(
             len(self.train_set), self.controller, self.generator))
         total_loss, correct, seen, sizes = 0.0, 0, 0, []
+        t0 = time.perf_counter()
         bar = tqdm(total=len(self.train_set), unit="img", leave=False, disable=not self.progress,
                    desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}")
         with bar:
@@ -200,6 +205,11 @@ class Retrainer:
                 sizes.append(used)
                 bar.update(used)
                 bar.set_postfix(loss=f"{total_loss / seen:.3f}", bs=used)
+                if self.log is not None and self.log.due():
+                    self.log.say(f"epoch {self.epoch + 1}/{self.cfg.epochs}: {len(sizes)} "
+                                 f"steps, {seen}/{len(self.train_set)} images, loss "
+                                 f"{total_loss / seen:.3f}, {time.perf_counter() - t0:.0f} s "
+                                 "into the epoch")
         return total_loss / seen, 100.0 * correct / seen, sizes
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:

@@ -101,10 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         lock.release()
         return cli.error(str(err))
 
+    from prnas.runtime.progress_log import ProgressLog
     from prnas.search.engine import Search  # torch import only once the config is valid
 
     try:
-        search = Search(cfg, log=cli.progress if args.verbosity >= 1 else None)
+        search = Search(cfg, log=ProgressLog(cli.progress, every_epoch=True)
+                        if args.verbosity >= 1 else None)
         if state is not None:
             search.load_state_dict(state)
     except (FileNotFoundError, RuntimeError, ValueError, KeyError) as err:
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         lock.release()
         return cli.error(str(err))
     with lock:
-        return _run(search, out, state, args.stop_after_cycles)
+        return _run(search, out, state, args.stop_after_cycles, args.verbosity)
 
 
 def _refuse_non_empty(out: Path) -> None:
@@ -127,13 +129,19 @@ def _refuse_non_empty(out: Path) -> None:
                           "it or choose another --out (nothing is overwritten)")
 
 
-def _run(search, out: Path, state: dict | None, stop_after_cycles: int | None) -> int:
+def _run(search, out: Path, state: dict | None, stop_after_cycles: int | None,
+         verbosity: int = 1) -> int:
     ckpt = out / CHECKPOINT
     if state is not None:
         cli.progress(f"resumed {out}: cycle {search.cycle + 1}, {search.epoch} epochs done")
     elif not (out / "config.yaml").is_file():
         atomic_write_text(out / "config.yaml", yaml.safe_dump(
             search.cfg.model_dump(mode="json"), sort_keys=False))
+    if not search.finished and verbosity >= 1:
+        cfg = search.cfg
+        cli.progress(f"searching {cfg.space if isinstance(cfg.space, str) else 'custom'} "
+                     f"on {search.info.name} ({search.info.train_size} train images), "
+                     f"{search.num_cycles} cycles, device {search.device}, into {out}")
 
     def save(s, *_):
         checkpoint.save_atomic(s.state_dict(), ckpt)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from prnas.runtime import rng, state
+from prnas.runtime.progress_log import ProgressLog
 from prnas.search.alpha_signal import cycle_signal
 from prnas.search.config import SearchConfig
 from prnas.search.decision import decide_cycle
@@ -50,9 +51,9 @@ def _on_model(name: str) -> property:
 class Search:
     """One PR-DARTS search. Not thread-safe; one per process or Tune trial."""
 
-    def __init__(self, cfg: SearchConfig, *, log: Callable[[str], None] | None = print) -> None:
+    def __init__(self, cfg: SearchConfig, *, log: ProgressLog | None = None) -> None:
         self.cfg = cfg
-        self.log = log or (lambda _msg: None)
+        self.log = log
         self.setup = prepare(cfg)
         self.model = Supernet(cfg, device=self.setup.device, perf=self.setup.perf,
                               num_classes=self.setup.info.num_classes,
@@ -111,10 +112,11 @@ class Search:
         """One epoch of the current cycle; returns (and logs) that epoch's metrics."""
         if self.finished or self.cycle_done:
             raise RuntimeError("no epoch left in this cycle; call decide()/apply() first")
-        m = self.loop.train_epoch(self.model, self.cycle, self.epoch)
+        m = self.loop.train_epoch(self.model, self.cycle, self.epoch, self.log)
         self.epoch += 1
         self.epoch_log.append(m)
-        self.log(epoch_line(m, self.num_cycles, self.cfg.schedule[self.cycle].epochs))
+        if self.log is not None:
+            self.log.epoch(epoch_line(m, self.num_cycles, self.cfg.schedule[self.cycle].epochs))
         return m
 
     def _evaluate(self, split: Split | None, dataset=None) -> tuple[float, float]:
@@ -127,6 +129,8 @@ class Search:
             m = self.train_epoch()
             if on_epoch is not None:
                 on_epoch(self, m)
+        if self.log is not None:  # the caller prints the cycle's line next
+            self.log.mark()
         return self.cycle_metrics()
 
     def cycle_metrics(self) -> dict:

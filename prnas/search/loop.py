@@ -23,6 +23,7 @@ from prnas.data.device_resident import DeviceBatches, DeviceDataset
 from prnas.data.loading import sequential_batches
 from prnas.runtime.batch_size import AdaptiveBatchSampler, run_step_with_backoff
 from prnas.runtime.guards import TrainingDiverged
+from prnas.runtime.progress_log import ProgressLog
 from prnas.runtime.schedules import cosine_lr
 from prnas.search.config import SearchConfig
 from prnas.search.setup import SearchSetup, Split
@@ -41,6 +42,13 @@ def epoch_line(m: dict[str, Any], num_cycles: int, epochs: int) -> str:
             f"{' (grace)' if m['grace'] else ''}: loss {m['train_loss']:.3f} "
             f"acc {m['train_acc']:.3f} valid {m['valid_acc']:.3f} "
             f"bs {m['batch_size_mean']:.0f} {m['images_per_s']:.0f} img/s")
+
+
+def step_line(cycle: int, epoch: int, num_cycles: int, epochs: int, steps: int, seen: int,
+              loss: float, t0: float) -> str:
+    """The console line of an epoch still running (0-based ``cycle`` and ``epoch``)."""
+    return (f"cycle {cycle + 1}/{num_cycles} epoch {epoch + 1}/{epochs}: {steps} steps, "
+            f"{seen} images, loss {loss:.3f}, {time.perf_counter() - t0:.0f} s into the epoch")
 
 
 class EpochLoop:
@@ -62,9 +70,10 @@ class EpochLoop:
         """Data order is a function of (seed, cycle, epoch): nothing to checkpoint for it."""
         return random.Random(f"{self.cfg.seed}-{cycle}-{epoch}-{stream}").getrandbits(62)
 
-    def train_epoch(self, model: Supernet, cycle: int, epoch: int) -> dict[str, Any]:
+    def train_epoch(self, model: Supernet, cycle: int, epoch: int,
+                    log: ProgressLog | None = None) -> dict[str, Any]:
         """Epoch ``epoch`` (0-based) of cycle ``cycle`` (0-based); that epoch's metrics,
-        with both counted from 1."""
+        with both counted from 1. ``log`` hears of an epoch that runs long."""
         spec, o, s = self.cfg.schedule[cycle], self.cfg.optim, self.setup
         lr = cosine_lr(epoch, spec.epochs, o.lr, o.lr_min)  # warm restart per cycle
         for g in model.w_opt.param_groups:
@@ -112,6 +121,9 @@ class EpochLoop:
             seen += b
             steps += 1
             sizes.append(b)
+            if log is not None and log.due():
+                log.say(step_line(cycle, epoch, len(self.cfg.schedule), spec.epochs, steps,
+                                  seen, loss_sum / seen, t0))
         elapsed = time.perf_counter() - t0
         valid_loss, valid_acc = self.evaluate(model, s.alphas.dataset)
         return {

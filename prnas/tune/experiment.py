@@ -37,7 +37,7 @@ class SearchExperiment:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_failures: int = 0
-    log_epochs: bool = False
+    verbosity: int = 1  # trials: 0 silent, 1 a line after 30 s of silence, 2 every epoch
     # Tests and debugging only: die once mid-cycle ({"cycle", "marker"}) / stop the
     # driver as Ctrl+C would once every trial has a checkpoint after N cycles.
     fault: dict[str, Any] | None = None
@@ -79,7 +79,7 @@ def param_space(exp: SearchExperiment) -> dict[str, Any]:
         "space": tune.grid_search(list(exp.spaces)),
         "seed": tune.grid_search(list(exp.seeds)),
         "resources": {"cpu": exp.cpus_per_trial, "gpu": exp.gpus_per_trial},
-        "log_epochs": exp.log_epochs,
+        "verbosity": exp.verbosity,
     }
     if exp.fault:
         space[FAULT_KEY] = dict(exp.fault)

@@ -9,11 +9,13 @@ kept on the callback, since Tune pickles callbacks with the experiment.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ray import tune
 
 from prnas.cli import progress
+from prnas.runtime.progress_log import ProgressLog
 
 _STATES = ("RUNNING", "PAUSED", "PENDING", "TERMINATED", "ERROR")
 
@@ -50,6 +52,19 @@ class TrialProgress(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.out(f"[{self.label(trial)}] FAILED: see {_error_file(trial)}")
+
+
+def trial_log(label: str, verbosity: int) -> ProgressLog | None:
+    """A trial's own console lines while it trains (the driver prints one per result):
+    a line after 30 s of silence at verbosity 1, every epoch at 2, none at 0. Printed on
+    the trial's stderr, which Ray forwards to the driver's stderr with its own prefix."""
+    if verbosity <= 0:
+        return None
+
+    def emit(text: str) -> None:
+        print(f"[{label}] {text}", file=sys.stderr, flush=True)
+
+    return ProgressLog(emit, every_epoch=verbosity >= 2)
 
 
 def _state(trial: Any) -> str:

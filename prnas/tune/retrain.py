@@ -37,7 +37,7 @@ from prnas.tune.cluster import (
     resource_request,
     trial_gpu_fraction,
 )
-from prnas.tune.progress import TrialProgress
+from prnas.tune.progress import TrialProgress, trial_log
 
 CHECKPOINT_FILE = "retrain.pt"
 MODEL_FILE = "model.pt"  # the trained network, in the trial folder (prnas.model_file)
@@ -63,7 +63,9 @@ class RetrainTrainable(tune.Trainable):
                 "memory_budget_bytes") is None:
             overrides["batch.memory_budget_bytes"] = budget
         cfg = build_config(config["retrain"], overrides)
-        self.retrainer = Retrainer(cfg, self.ref.load())
+        self.retrainer = Retrainer(cfg, self.ref.load(), log=trial_log(
+            f"{config['genotype']} r{cfg.seed} ({self.trial_id})",
+            int(config.get("verbosity", 1))))
         with data_on_this_node():
             self.retrainer.setup()
         self.labels = {"genotype": self.ref.label, "genotype_path": self.ref.path,
@@ -78,6 +80,8 @@ class RetrainTrainable(tune.Trainable):
                            "model_path": self._save_model()}
             row = {**row, **self._final}
         self._write_epochs()
+        if self.retrainer.log is not None:  # the driver prints the epoch's line
+            self.retrainer.log.mark()
         return {**row, **self.labels, "done": self.retrainer.done,
                 "epochs": self.retrainer.cfg.epochs}
 
@@ -125,7 +129,7 @@ class RetrainTrainable(tune.Trainable):
 
 def param_space(cfg: RetrainConfig, refs: Sequence[GenotypeRef], seeds: Sequence[int],
                 threads: int, gpus_per_trial: float = 0.0,
-                cpus_per_trial: float = 1.0) -> dict[str, Any]:
+                cpus_per_trial: float = 1.0, verbosity: int = 1) -> dict[str, Any]:
     """Grid over genotypes x seeds; everything else is the same validated protocol.
 
     The grid runs over labels (what Tune's progress table shows), each trial
@@ -139,6 +143,7 @@ def param_space(cfg: RetrainConfig, refs: Sequence[GenotypeRef], seeds: Sequence
         "seed": tune.grid_search(list(seeds)),
         "threads": threads,
         "resources": {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
+        "verbosity": verbosity,  # the trial's own lines (prnas.tune.progress.trial_log)
     }
 
 
@@ -195,7 +200,8 @@ def build_tuner(cfg: RetrainConfig, refs: Sequence[GenotypeRef], seeds: Sequence
     threads = max(1, int(cpus_per_trial))
     return tune.Tuner(
         RetrainTrainable,
-        param_space=param_space(cfg, refs, seeds, threads, gpus_per_trial, cpus_per_trial),
+        param_space=param_space(cfg, refs, seeds, threads, gpus_per_trial, cpus_per_trial,
+                                verbose),
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=False,
                                     trial_dirname_creator=_trial_dirname,
                                     trial_name_creator=_trial_dirname),

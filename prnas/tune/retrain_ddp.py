@@ -38,7 +38,9 @@ from prnas.retrain.config import RetrainConfig, build_config
 from prnas.retrain.ddp import DataParallelRetrainer
 from prnas.retrain.genotypes import GenotypeRef
 from prnas.retrain.results import rows_to_frame, write_parquet
+from prnas.retrain.trainer import log_line
 from prnas.runtime import checkpoint as ckpt_io
+from prnas.tune.progress import trial_log
 
 CHECKPOINT_FILE, MODEL_FILE, RESULT_FILE = "retrain.pt", "model.pt", "result.json"
 PARQUET = "retrain.parquet"
@@ -53,8 +55,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                  "device": str(device) if device.type == "cuda" else "cpu"}
     cfg = build_config(config["retrain"], overrides)
     ref = GenotypeRef.from_dict(config["genotype"])
-    trainer = DataParallelRetrainer(cfg, ref.load(), rank=ctx.get_world_rank(),
-                                    world_size=ctx.get_world_size())
+    rank = ctx.get_world_rank()
+    # The chief's lines: every epoch, and one within an epoch that runs long (Ray Train
+    # prints no line of its own per report).
+    trainer = DataParallelRetrainer(cfg, ref.load(), rank=rank,
+                                    world_size=ctx.get_world_size(),
+                                    log=trial_log(f"{ref.label} r{cfg.seed}", 2) if rank == 0
+                                    else None)
     trainer.setup()
     restored = ray.train.get_checkpoint()
     if restored is not None:
@@ -66,6 +73,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     crash = config.get("crash_after_epoch")
     while not trainer.done:
         row = {**trainer.train_epoch(), **labels}
+        if trainer.log is not None:
+            trainer.log.epoch(log_line(row))
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if trainer.is_chief:

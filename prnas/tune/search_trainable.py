@@ -59,6 +59,7 @@ from prnas.tune.cluster import (
     resource_request,
     trial_gpu_fraction,
 )
+from prnas.tune.progress import trial_log
 
 SEARCH_KEY = "search"
 DECISION_KEY = "prnas_decision"
@@ -135,9 +136,10 @@ class SearchTrainable(tune.Trainable):
         if budget is not None and self.cfg.batch.memory_budget_bytes is None:
             batch = self.cfg.batch.model_copy(update={"memory_budget_bytes": budget})
             self.cfg = self.cfg.model_copy(update={"batch": batch})
-        log = print if config.get("log_epochs") else None
         with data_on_this_node():
-            self.search = Search(self.cfg, log=log)
+            self.search = Search(self.cfg, log=trial_log(
+                f"{config.get('space')} seed {config.get('seed')} ({self.trial_id})",
+                int(config.get("verbosity", 1))))
         # Metrics of the cycle trained but not yet decided on: a restored trial can
         # report them again instead of retraining the cycle.
         self._pending: dict[str, Any] | None = None

@@ -14,6 +14,7 @@ grace-epoch rate plus the other epochs at the normal-epoch rate (Table I's cycle
 make the share smaller.
 
     python benchmarks/cycle_overhead.py [--skip-demo] [--skip-paper] [--steps 4]
+        [--channels 16 --layers 8]
 """
 
 from __future__ import annotations
@@ -62,25 +63,29 @@ def demo_scale(tmp: Path) -> list[dict]:
     return rows
 
 
-def paper_scale(tmp: Path, steps: int) -> list[dict]:
+def paper_scale(tmp: Path, steps: int, channels: int = 16, layers: int = 8) -> list[dict]:
     data = write_cifar_folder(tmp / "cifar", n_train=512, n_test=16)
     table_i = [{"epochs": 1, "grace_epochs": 0, "morphs": 3, "candidates": 6},
                {"epochs": 4, "grace_epochs": 2, "morphs": 3, "candidates": 6},
                {"epochs": 1, "grace_epochs": 0, "morphs": 0, "candidates": 4}]
     cfg = build_config({"name": "paper-scale", "device": "cpu", "schedule": table_i,
+                        "network": {"channels": channels, "layers": layers},
                         "data": {"data_dir": str(data)}, "steps_per_epoch": 1,
                         "eval_batch_size": 64})
     s = Search(cfg, log=None)
     rows = []
     rates: dict[str, float] = {}
+    measured: dict[str, int] = {}
     while not s.finished:
         if s.cycle == 1:
             # The 6-candidate network: per phase one warm-up epoch of one step, then
-            # `steps` measured steps (the engine's own images/s).
+            # `steps` measured steps (the engine's own images/s). Search.cfg is the one
+            # config the loop reads, so the measured epoch really runs `steps` steps.
             for phase in ("grace", "normal"):
                 s.train_epoch()
                 s.cfg = s.cfg.model_copy(update={"steps_per_epoch": steps})
-                rates[phase] = s.train_epoch()["images_per_s"]
+                m = s.train_epoch()
+                rates[phase], measured[phase] = m["images_per_s"], m["steps"]
                 s.cfg = s.cfg.model_copy(update={"steps_per_epoch": 1})
         else:
             s.run_cycle()
@@ -91,6 +96,7 @@ def paper_scale(tmp: Path, steps: int) -> list[dict]:
     est = 5 * TRAIN_IMAGES / rates["grace"] + 10 * TRAIN_IMAGES / rates["normal"]
     for row in rows:
         row.update(images_per_s_grace=rates["grace"], images_per_s_normal=rates["normal"],
+                   steps_grace=measured["grace"], steps_normal=measured["normal"],
                    cycle_train_s=est, overhead_pct=100 * row["overhead_s"] / est)
         emit(row)
     return rows
@@ -102,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-paper", action="store_true")
     p.add_argument("--steps", type=int, default=4,
                    help="steps per measured epoch of the paper-scale network")
+    p.add_argument("--channels", type=int, default=16,
+                   help="C of the paper-scale network (16: the paper's; smaller for a quick run)")
+    p.add_argument("--layers", type=int, default=8, help="its cells (8: the paper's)")
     args = p.parse_args(argv)
     emit({"bench": "machine", **machine()})
     rows = []
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_demo:
             rows += demo_scale(Path(tmp))
         if not args.skip_paper:
-            rows += paper_scale(Path(tmp), args.steps)
+            rows += paper_scale(Path(tmp), args.steps, args.channels, args.layers)
     print()
     print(table(rows, [("scale", "scale", "s"), ("cycle", "after cycle", "d"),
                        ("cycle_train_s", "cycle s", ".1f"), ("decide_s", "decide s", ".3f"),

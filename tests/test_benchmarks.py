@@ -35,6 +35,18 @@ def test_search_step_compares_both_variants_and_fits_memory(capsys):
     assert all(m["sizes"] == [4, 8] and len(m["peak_mib"]) == 2 for m in models)
 
 
+def test_cycle_overhead_measures_the_steps_it_asks_for(capsys):
+    """The paper-scale rate comes from epochs of ``--steps`` steps (the benchmark once
+    changed a config copy the epoch loop did not read, and measured one step)."""
+    import cycle_overhead
+
+    cycle_overhead.main(["--skip-demo", "--steps", "2", "--channels", "4", "--layers", "3"])
+    rows = [r for r in _records(capsys) if r["bench"] == "cycle_overhead"]
+    assert [r["cycle"] for r in rows] == [1, 2, 3]
+    assert all(r["steps_grace"] == 2 and r["steps_normal"] == 2 for r in rows)
+    assert all(r["images_per_s_normal"] > 0 and r["overhead_s"] > 0 for r in rows)
+
+
 def test_search_step_rejects_unknown_states():
     import search_step
 

@@ -374,3 +374,11 @@ def test_restore_refuses_another_config_naming_the_fields_like_the_retrain():
     assert (moved.cycle, moved.epoch) == (0, 1)
     with pytest.raises(ValueError, match=f"search checkpoint format 0 is not {STATE_VERSION}"):
         moved.load_state_dict({**state, "version": 0})
+
+
+def test_the_config_is_held_once_for_engine_supernet_and_loop():
+    """A changed ``Search.cfg`` is what the epoch loop and the supernet read next."""
+    s = _search()
+    assert s.cfg.steps_per_epoch == 2 and s.cfg is s.loop.cfg is s.model.cfg is s.setup.cfg
+    s.cfg = s.cfg.model_copy(update={"steps_per_epoch": 1})
+    assert s.loop.cfg.steps_per_epoch == 1 and s.train_epoch()["steps"] == 1

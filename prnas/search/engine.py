@@ -52,14 +52,10 @@ class Search:
     """One PR-DARTS search. Not thread-safe; one per process or Tune trial."""
 
     def __init__(self, cfg: SearchConfig, *, log: ProgressLog | None = None) -> None:
-        self.cfg = cfg
         self.log = log
         self.setup = prepare(cfg)
-        self.model = Supernet(cfg, device=self.setup.device, perf=self.setup.perf,
-                              num_classes=self.setup.info.num_classes,
-                              in_channels=self.setup.info.in_channels,
-                              controller=self.setup.controller)
-        self.loop = EpochLoop(cfg, self.setup)
+        self.model = Supernet(self.setup)
+        self.loop = EpochLoop(self.setup)
         self.cycle = 0  # 0-based index of the cycle being trained
         self.epoch = 0  # epochs completed within that cycle
         self.epoch_log: list[dict] = []  # this cycle's epochs
@@ -68,6 +64,15 @@ class Search:
         self.finished = False
 
     # ----------------------------------------------------------------- parts
+    @property
+    def cfg(self) -> SearchConfig:
+        """The config, held once (in the set-up) for the engine, supernet and loop."""
+        return self.setup.cfg
+
+    @cfg.setter
+    def cfg(self, cfg: SearchConfig) -> None:
+        self.setup.cfg = cfg
+
     # The set-up's and the supernet's attributes, under the names callers know.
     device = property(lambda self: self.setup.device)
     perf = property(lambda self: self.setup.perf)

@@ -54,8 +54,12 @@ def step_line(cycle: int, epoch: int, num_cycles: int, epochs: int, steps: int, 
 class EpochLoop:
     """Trains and evaluates a :class:`Supernet` on the data of a :class:`SearchSetup`."""
 
-    def __init__(self, cfg: SearchConfig, setup: SearchSetup) -> None:
-        self.cfg, self.setup = cfg, setup
+    def __init__(self, setup: SearchSetup) -> None:
+        self.setup = setup
+
+    @property
+    def cfg(self) -> SearchConfig:
+        return self.setup.cfg
 
     def _loader(self, split: Split, epoch_seed: int) -> DataLoader | DeviceBatches:
         s = self.setup

@@ -32,8 +32,10 @@ class Split:
 @dataclass
 class SearchSetup:
     """The process and data a search runs on; built once, never checkpointed (the
-    ``augment_rng`` state is, by the engine)."""
+    ``augment_rng`` state is, by the engine). ``cfg`` is the search's one copy of its
+    config: the engine, the supernet and the epoch loop all read it here."""
 
+    cfg: SearchConfig
     device: torch.device
     perf: Resolved
     constraints: Constraints
@@ -71,7 +73,8 @@ def prepare(cfg: SearchConfig) -> SearchSetup:
         test = rest[0] if rest else None
     on_device = resident is not None
     return SearchSetup(
-        device=device, perf=perf, constraints=constraints, info=info, controller=controller,
+        cfg=cfg, device=device, perf=perf, constraints=constraints, info=info,
+        controller=controller,
         augment_rng=augment_rng, weights=Split(w_ds, len(w_ds)), alphas=Split(a_ds, len(a_ds)),
         test=test, data_on_device=on_device,
         num_workers=resolve_num_workers(cfg.data.num_workers, device, on_device))

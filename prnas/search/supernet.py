@@ -16,8 +16,7 @@ from torch import nn
 
 from prnas.nn.search_net import SearchNetwork
 from prnas.nn.transfer import transfer_weights
-from prnas.runtime.batch_size import BatchSizeController
-from prnas.runtime.performance import Resolved, compiled
+from prnas.runtime.performance import compiled
 from prnas.search.config import SearchConfig
 from prnas.search.policy import PolicyResult
 from prnas.search.pools import (
@@ -30,21 +29,26 @@ from prnas.search.pools import (
     pools_from_json,
     pools_to_json,
 )
+from prnas.search.setup import SearchSetup
 from prnas.search.steps import SearchSteps
 
 
 class Supernet:
     """The supernet of the current cycle with its alphas, optimisers and step functions."""
 
-    def __init__(self, cfg: SearchConfig, *, device: torch.device, perf: Resolved,
-                 num_classes: int, in_channels: int, controller: BatchSizeController) -> None:
-        self.cfg, self.device, self.perf = cfg, device, perf
-        self.num_classes, self.in_channels = num_classes, in_channels
-        self.controller = controller
+    def __init__(self, setup: SearchSetup) -> None:
+        self.setup = setup
+        self.device, self.perf, self.controller = setup.device, setup.perf, setup.controller
+        self.num_classes, self.in_channels = setup.info.num_classes, setup.info.in_channels
+        cfg = setup.cfg
         self.pools: Pools = initial_pools(cfg.network.nodes, cfg.initial_ops())
         self.histories = initial_histories(self.pools)
         self.net = self.build_net(self.pools)
         self.fresh_cycle()
+
+    @property
+    def cfg(self) -> SearchConfig:
+        return self.setup.cfg
 
     def build_net(self, pools: Pools) -> SearchNetwork:
         n = self.cfg.network

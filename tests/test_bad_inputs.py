@@ -349,7 +349,7 @@ CASES: list[tuple[str, str, Callable[[Path], list[str]], str]] = [
      lambda t: ["--config", _tiny_yaml(t), "--out", "/proc/x"], "--out /proc/x"),
     # ---- python -m prnas.evaluate, python -m prnas.export
     ("evaluate-truncated-png-in-data", "evaluate",
-     lambda t: [_model(t), "--data", _train_tree(t, bad="train")], "0003.png"),
+     lambda t: [_model(t), "--data-dir", _train_tree(t, bad="train")], "0003.png"),
     ("export-out-in-proc", "export",
      lambda t: [_model(t), "--format", "torchscript", "--out", "/proc/m.ts"], "--out"),
     ("export-tolerance-nan", "export",

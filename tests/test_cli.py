@@ -59,3 +59,27 @@ def test_tune_out_is_storage_and_name(tmp_path):
     assert cli.experiment_path(p.parse_args(["--storage", "s", "--name", "n"])) == ("s", "n")
     with pytest.raises(ValueError, match="one or the other"):
         cli.experiment_path(p.parse_args(["--out", "a", "--name", "n"]))
+
+
+@pytest.mark.parametrize("module", ["prnas.search.__main__", "prnas.retrain.__main__",
+                                    "prnas.evaluate.__main__", "prnas.export.__main__",
+                                    "tune_jobs/run_search.py", "tune_jobs/run_retrain.py"])
+def test_every_training_or_model_command_takes_the_shared_flags(module):
+    """-q/-v, --out where something is written, --device defaulting as elsewhere (never a
+    hard-coded cpu); none of the old spellings (--overwrite, --data)."""
+    import importlib
+    import importlib.util
+
+    if module.endswith(".py"):
+        path = ROOT / module
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    else:
+        mod = importlib.import_module(module)
+    options = {o: a for a in mod._parser()._actions for o in a.option_strings}
+    assert {"-q", "--quiet", "-v", "--verbose"} <= set(options), module
+    assert "--out" in options or module == "prnas.evaluate.__main__"
+    assert "--overwrite" not in options and "--data" not in options
+    if "--device" in options:
+        assert options["--device"].default in (None, "auto"), module

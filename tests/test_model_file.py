@@ -113,7 +113,7 @@ def test_evaluate_image_folder_and_images(run, tmp_path, capsys):
     with torch.no_grad():
         probs = torch.softmax(net(x)[0], dim=1)
     expected = probs.argmax(1)
-    assert evaluate_main([str(run), "--data", str(tmp_path / "tree"), "--batch-size", "4"]) == 0
+    assert evaluate_main([str(run), "--data-dir", str(tmp_path / "tree"), "--batch-size", "4"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["images"] == 6 and "logged_test_acc" not in out
     assert out["correct"] == int((expected == torch.tensor(labels)).sum())
@@ -125,7 +125,7 @@ def test_evaluate_image_folder_and_images(run, tmp_path, capsys):
         probs.max(1).values.tolist(), abs=1e-4)
     (tmp_path / "tree" / "cat").mkdir()
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "tree" / "cat" / "0.png")
-    assert evaluate_main([str(run), "--data", str(tmp_path / "tree")]) == 2
+    assert evaluate_main([str(run), "--data-dir", str(tmp_path / "tree")]) == 2
     err = capsys.readouterr().err
     assert "'cat'" in err and "not among the model's" in err and err.count("\n") == 1
 
@@ -140,7 +140,7 @@ def test_evaluate_a_cifar_folder(tmp_path, capsys):
     row = trainer.train_epoch()
     trainer.save_model(tmp_path / "model.pt")
     assert read(tmp_path).classes == tuple(trainer.train_set.base.classes)
-    for data in ([], ["--data", str(root)], ["--data", str(root / "cifar-10-batches-py")]):
+    for data in ([], ["--data-dir", str(root)], ["--data-dir", str(root / "cifar-10-batches-py")]):
         assert evaluate_main([str(tmp_path / "model.pt"), *data]) == 0
         out = json.loads(capsys.readouterr().out)
         assert out["images"] == 24 and out["top1"] == row["test_acc"]

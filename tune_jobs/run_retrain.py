@@ -283,8 +283,8 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
         if not can_restore(experiment):
             return _fail(f"--resume: {experiment} holds no restorable Tune experiment")
         if refs or args.random:
-            print("note: --resume continues the stored trials; --genotype/--from-search/"
-                  "--random and config flags are ignored", file=sys.stderr)
+            cli.progress("note: --resume continues the stored trials; --genotype/--from-search/"
+                         "--random and config flags are ignored")
         tuner = restore_tuner(experiment)
     else:
         if gpus == 0 and cfg.device == "auto":
@@ -317,8 +317,8 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
     print(f"final test error = {headline_rule(epochs, report_last)}, mean +- std over seeds:")
     print(format_summary(summarize(df, report_last)))
     if results.errors:
-        print(f"{len(results.errors)} trial(s) failed; fix the cause and rerun with "
-              f"--name {name} --resume", file=sys.stderr)
+        cli.progress(f"{len(results.errors)} trial(s) failed; fix the cause and rerun with "
+                     f"--name {name} --resume")
         return cli.EXIT_FAILED
     return cli.EXIT_OK
 

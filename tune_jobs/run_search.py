@@ -245,14 +245,12 @@ def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] |
         print(outcome.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if outcome.errors:
         for tid, err in outcome.errors.items():
-            print(f"trial {tid} failed: {err}", file=sys.stderr)
-        print(f"fix the cause and continue with --name {outcome.path.name} --resume",
-              file=sys.stderr)
+            cli.progress(f"trial {tid} failed: {err}")
+        cli.progress(f"fix the cause and continue with --name {outcome.path.name} --resume")
         return cli.EXIT_FAILED
     if not outcome.complete:
-        print(f"interrupted; continue with --name {outcome.path.name} --resume"
-              + (f" --storage {outcome.path.parent.uri}" if args.storage else ""),
-              file=sys.stderr)
+        cli.progress(f"interrupted; continue with --name {outcome.path.name} --resume"
+                     + (f" --storage {outcome.path.parent.uri}" if args.storage else ""))
         return cli.EXIT_INTERRUPTED
     if url and args.address is None:
         _keep_dashboard_up(url)

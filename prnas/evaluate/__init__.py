@@ -106,17 +106,17 @@ def dataset_for(mf: ModelFile, data: str | None) -> tuple[Dataset, str]:
     file); otherwise a CIFAR root (its test batch) or an ImageFolder tree (all images)."""
     if data is None:
         if not mf.data:
-            raise EvaluationError(f"{mf.path} records no test data; pass --data")
+            raise EvaluationError(f"{mf.path} records no test data; pass --data-dir")
         cfg = DataConfig.model_validate({**_known(mf.data, DataConfig), "download": False})
         try:
             ds = test_dataset(cfg)
         except (FileNotFoundError, ValueError) as err:
             raise EvaluationError(f"the retrain's test data is not here ({err}); "
-                                  "pass --data DIR") from None
+                                  "pass --data-dir DIR") from None
         return ds, f"the retrain's test part ({cfg.dataset}, {len(ds)} images)"
     path = Path(data).expanduser()
     if not path.is_dir():
-        raise EvaluationError(f"--data {path}: not a folder (expected a CIFAR root or an "
+        raise EvaluationError(f"--data-dir {path}: not a folder (expected a CIFAR root or an "
                               "ImageFolder tree with one subfolder of images per class)")
     cifar = _cifar_root(path)
     if cifar is not None:
@@ -124,7 +124,7 @@ def dataset_for(mf: ModelFile, data: str | None) -> tuple[Dataset, str]:
         try:
             base = cls(str(root), train=False, download=False)
         except (OSError, RuntimeError) as err:
-            raise EvaluationError(f"--data {path}: unreadable CIFAR folder ({err})") from None
+            raise EvaluationError(f"--data-dir {path}: unreadable CIFAR folder ({err})") from None
         _check_classes(mf, list(base.classes), path)
         size = mf.network.input_size
         ds = TransformedSubset(base, np.arange(len(base)), transform(mf, resize=size != 32))
@@ -132,13 +132,13 @@ def dataset_for(mf: ModelFile, data: str | None) -> tuple[Dataset, str]:
     try:
         folder = tv_datasets.ImageFolder(str(path), loader=lambda p: p)
     except FileNotFoundError as err:
-        raise EvaluationError(f"--data {path}: not a CIFAR root nor an ImageFolder tree "
+        raise EvaluationError(f"--data-dir {path}: not a CIFAR root nor an ImageFolder tree "
                               f"({err})") from None
     index = _check_classes(mf, folder.classes, path)
     samples = [(p, index[folder.classes[t]]) for p, t in folder.samples]
     # Decoded once up front, so a broken file is one line naming it, not a traceback from
     # the middle of the evaluation.
-    check_images([p for p, _ in samples], full=True, role=f"--data {path}")
+    check_images([p for p, _ in samples], full=True, role=f"--data-dir {path}")
     return (_Files(samples, image_mode(mf), transform(mf)),
             f"image folder {path} ({len(samples)} images, {len(folder.classes)} classes)")
 
@@ -149,7 +149,7 @@ def _check_classes(mf: ModelFile, names: Sequence[str], path: Path) -> dict[str,
     unknown = [n for n in names if n not in index]
     if unknown:
         raise EvaluationError(
-            f"--data {path}: classes {unknown[:5]} are not among the model's "
+            f"--data-dir {path}: classes {unknown[:5]} are not among the model's "
             f"{len(mf.classes)} classes ({', '.join(mf.classes[:10])}"
             f"{', ...' if len(mf.classes) > 10 else ''})")
     return index

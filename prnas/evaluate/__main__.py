@@ -3,14 +3,15 @@
 MODEL is a ``model.pt``, a retrain's run folder, or a Tune trial folder.
 
   python -m prnas.evaluate runs/demo                      # the retrain's own test set
-  python -m prnas.evaluate runs/dl2/model.pt --data ~/data/cifar      # a CIFAR root
-  python -m prnas.evaluate runs/dl2 --data ~/photos/test  # any ImageFolder tree
+  python -m prnas.evaluate runs/dl2/model.pt --data-dir ~/data/cifar  # a CIFAR root
+  python -m prnas.evaluate runs/dl2 --data-dir ~/photos/test  # any ImageFolder tree
   python -m prnas.evaluate runs/dl2 --images a.png b.jpg  # predicted class per image
 
 Accuracy goes to stdout as one JSON object (``top1``, ``top5`` with more than
 5 classes, ``loss``, ``images``, and the accuracy the retrain logged when its
 own test set was evaluated); predictions as ``file<TAB>class<TAB>probability``
-lines. Errors: one line on stderr, exit 2.
+lines; the summary line goes to stderr (not with -q). Flags, streams and exit codes
+follow ``prnas/cli.py``: errors are one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import json
 import sys
 
+from prnas import cli
 from prnas.evaluate import (
     EvaluationError,
     dataset_for,
@@ -35,10 +37,9 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="model.pt, a run folder or a trial folder")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--data", "--data-dir", dest="data", metavar="DIR",
+    src.add_argument("--data-dir", dest="data", metavar="DIR",
                      help="a CIFAR root (its test batch) or an ImageFolder tree (all images); "
-                          "default: the retrain's own test part (--data-dir: the spelling of "
-                          "the other commands, prnas/cli.py)")
+                          "default: the retrain's own test part")
     src.add_argument("--images", nargs="+", metavar="FILE",
                      help="print the predicted class of each image file")
     p.add_argument("--weights", choices=["final", "best-test-epoch"], default="final",
@@ -46,8 +47,10 @@ def _parser() -> argparse.ArgumentParser:
                         "epoch with the best test accuracy (chosen on the test set: optimistic)")
     p.add_argument("--batch-size", type=int,
                    help="default: the retrain's test batch size")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--device", default="auto",
+                   help="auto (default: a GPU if there is one), cpu, cuda, cuda:N")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    cli.add_verbosity(p)
     return p
 
 
@@ -63,28 +66,29 @@ def main(argv: list[str] | None = None) -> int:
         configure_threads()
         if args.images:
             for path, name, prob in predict_images(model, mf, args.images, device, perf):
-                print(f"{path}\t{name}\t{prob:.4f}", flush=True)
-            return 0
+                cli.result(f"{path}\t{name}\t{prob:.4f}")
+            return cli.EXIT_OK
         dataset, description = dataset_for(mf, args.data)
         batch = args.batch_size or int(mf.evaluation.get("batch_size") or 128)
         result = evaluate(model, dataset, device, perf, batch, args.workers)
     except (ModelFileError, EvaluationError, RuntimeError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return cli.error(str(err))
     out = {"model": str(mf.path), "weights": args.weights, "data": description,
            **result.as_dict()}
     logged = (mf.metrics.get("test_acc") if args.weights == "final"
               else mf.best_test_acc)
     if args.data is None and logged is not None:
         out["logged_test_acc"] = logged
-    print(json.dumps(out), flush=True)
+    cli.result(json.dumps(out))
+    if args.verbosity == 0:
+        return cli.EXIT_OK
     top5 = "" if result.top5 is None else f", top-5 {result.top5:.2f}%"
     note = "" if "logged_test_acc" not in out else (
         f"; the retrain logged {logged:.2f}%"
         + (" (identical)" if logged == result.top1 else " (differs)"))
-    print(f"{mf.genotype.name}: top-1 {result.top1:.2f}% ({result.correct}/{result.images})"
-          f"{top5} on {description}{note}", file=sys.stderr)
-    return 0
+    cli.progress(f"{mf.genotype.name}: top-1 {result.top1:.2f}% "
+                 f"({result.correct}/{result.images}){top5} on {description}{note}")
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -187,7 +187,7 @@ def export(mf: ModelFile, fmt: Format, out: str | os.PathLike, *,
         raise ExportError(f"--opset {opset}: torch's ONNX exporter supports opsets from "
                           f"{MIN_OPSET}; leave --opset out for its default")
     if out.exists() and not overwrite:
-        raise ExportError(f"{out} already exists; choose another --out or pass --overwrite")
+        raise ExportError(f"{out} already exists; choose another --out or pass --force")
     if fmt not in ("onnx", "torchscript"):
         raise ExportError(f"format must be onnx or torchscript, got {fmt!r}")
     if fmt == "onnx":

@@ -126,9 +126,9 @@ def _train(trainer: Retrainer, cfg: RetrainConfig, genotype: Genotype, out: Path
             atomic_write_text(out / CONFIG, dump_config(cfg))
             genotype.save(out / GENOTYPE)
         if resumed:
-            print(f"resumed {out} after epoch {trainer.epoch}", file=sys.stderr)
-        print(f"retraining {genotype.name}: {trainer.params:,} params, {trainer.info.name}, "
-              f"{cfg.epochs} epochs, device {trainer.device}", file=sys.stderr)
+            cli.progress(f"resumed {out} after epoch {trainer.epoch}")
+        cli.progress(f"retraining {genotype.name}: {trainer.params:,} params, "
+                     f"{trainer.info.name}, {cfg.epochs} epochs, device {trainer.device}")
         if warning := short_run_warning(cfg.epochs, cfg.report_last):
             cli.progress(warning)
         while not trainer.done:
@@ -154,17 +154,16 @@ def _train(trainer: Retrainer, cfg: RetrainConfig, genotype: Genotype, out: Path
                   **timing.as_dict()}
         atomic_write_text(out / RESULT, json.dumps(result, indent=1) + "\n")
     except KeyboardInterrupt:
-        print(f"interrupted after epoch {trainer.epoch}; continue with --resume",
-              file=sys.stderr)
+        cli.progress(f"interrupted after epoch {trainer.epoch}; continue with --resume")
         return cli.EXIT_INTERRUPTED
     except (TrainingDiverged, OSError) as err:  # divergence, disk full, folder removed
         return cli.training_failed(err, out)
-    print(f"final test error ({headline_rule(cfg.epochs, cfg.report_last)}): "
-          f"{result['final_test_error']:.2f}%; last epoch's test accuracy "
-          f"{result['test_acc']:.2f}%; model -> {out / MODEL}", file=sys.stderr)
-    print(f"cost: {trainer.params:,} params, {trainer.macs:,} MACs, "
-          f"{timing.latency_ms_b1:.2f} ms at batch 1, {timing.throughput_b64:.0f} images/s "
-          f"at batch 64 ({timing.cost_device}, {timing.cost_threads} threads)", file=sys.stderr)
+    cli.progress(f"final test error ({headline_rule(cfg.epochs, cfg.report_last)}): "
+                 f"{result['final_test_error']:.2f}%; last epoch's test accuracy "
+                 f"{result['test_acc']:.2f}%; model -> {out / MODEL}")
+    cli.progress(f"cost: {trainer.params:,} params, {trainer.macs:,} MACs, "
+                 f"{timing.latency_ms_b1:.2f} ms at batch 1, {timing.throughput_b64:.0f} "
+                 f"images/s at batch 64 ({timing.cost_device}, {timing.cost_threads} threads)")
     return cli.EXIT_OK
 
 

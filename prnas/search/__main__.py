@@ -164,7 +164,7 @@ def _run(search, out: Path, state: dict | None, stop_after_cycles: int | None,
     except (TrainingDiverged, OSError) as err:  # divergence, disk full, folder removed
         return cli.training_failed(err, out)
     except KeyboardInterrupt:
-        print("interrupted; continue with --resume", file=sys.stderr)
+        cli.progress("interrupted; continue with --resume")
         return cli.EXIT_INTERRUPTED
     if genotype is None:
         cli.progress(f"stopped after {stop_after_cycles} cycle(s); continue with --resume")

@@ -123,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             out = {"size": search_space_size(args.ops, args.nodes), "ops": args.ops,
                    "nodes": args.nodes}
     except ValueError as err:  # pydantic's ValidationError is a ValueError too
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 2
+        return cli.error(_one_line(err))
     print(json.dumps(out))
     return 0
 

@@ -177,7 +177,7 @@ def build_tuner(exp: SearchExperiment) -> tune.Tuner:
             # were carried into the next pools.
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True),
             callbacks=_callbacks(exp),
-            verbose=0,
+            verbose=2 if exp.verbosity >= 2 else 0,  # -v: Ray's status table too
         ),
     )
 

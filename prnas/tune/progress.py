@@ -9,7 +9,6 @@ kept on the callback, since Tune pickles callbacks with the experiment.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from ray import tune
@@ -62,7 +61,7 @@ def trial_log(label: str, verbosity: int) -> ProgressLog | None:
         return None
 
     def emit(text: str) -> None:
-        print(f"[{label}] {text}", file=sys.stderr, flush=True)
+        progress(f"[{label}] {text}")
 
     return ProgressLog(emit, every_epoch=verbosity >= 2)
 

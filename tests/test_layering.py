@@ -1,4 +1,4 @@
-"""The layering of DESIGN.md §3, checked on the source: each layer imports only those above."""
+"""The layering of docs/design.md, checked on the source: each layer imports only those above."""
 
 import ast
 from pathlib import Path

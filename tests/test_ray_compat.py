@@ -58,3 +58,17 @@ def test_quiet_logs_names_real_ray_loggers():
 
     known = logging.Logger.manager.loggerDict
     assert set(ray_compat.QUIET_LOGGERS) <= set(known), set(ray_compat.QUIET_LOGGERS) - set(known)
+
+
+def test_architecture_lists_exactly_the_internals_the_module_relies_on():
+    """docs/architecture.md's list of Ray internals is the module's own, item for item."""
+    import re
+
+    def titles(text: str) -> list[str]:
+        return [t.replace("`", "").rstrip(".") for t in
+                re.findall(r"^\s*\d+\. \*\*(.+?)\*\*", text, flags=re.M)]
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    section = doc[doc.index("## Ray internals used"):]
+    assert titles(section) == titles(ray_compat.__doc__)
+    assert len(titles(section)) == 5

@@ -36,8 +36,6 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--cells", choices=ENGINES, default="auto",
                    help="cell diagram renderer: Graphviz dot, matplotlib, or dot when installed")
     cli.add_counting(r)
-    cli.deprecated(r, "--functional-counting", dest="counting", value="functional",
-                   new="--counting functional")
     r.add_argument("--report-last", type=int, default=5, metavar="N",
                    help="retrain error = mean test error of the last N epochs (paper: 5)")
     return p

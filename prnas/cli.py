@@ -95,25 +95,6 @@ def result(msg: str) -> None:
     print(msg, flush=True)
 
 
-class _Deprecated(argparse.Action):
-    """An old flag that still works: sets what the new one sets and says so on stderr."""
-
-    def __init__(self, option_strings, dest, new: str, value: Any = True, nargs=0, **kw):
-        self.new, self.value = new, value
-        super().__init__(option_strings, dest, nargs=nargs, **kw)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        progress(f"note: {option_string} is deprecated; use {self.new}")
-        setattr(namespace, self.dest, self.value if self.nargs == 0 else values)
-
-
-def deprecated(p: argparse.ArgumentParser, flag: str, *, dest: str, new: str,
-               value: Any = True) -> None:
-    """Keep ``flag`` working as ``new`` (hidden from --help, with a note when used)."""
-    p.add_argument(flag, dest=dest, action=_Deprecated, new=new, value=value,
-                   help=argparse.SUPPRESS)
-
-
 def add_config(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--config", help=f"YAML config (default: {default})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -199,21 +180,3 @@ def experiment_path(args: argparse.Namespace) -> tuple[str | None, str | None]:
         out = location(args.out)
         return out.parent.uri, out.name
     return args.storage, args.name
-
-
-def legacy_verbose(argv: Sequence[str]) -> list[str]:
-    """``--verbose 0|1|2`` (the Tune retrain's old spelling) as ``-q``/nothing/``-v``."""
-    out, argv = [], list(argv)
-    i = 0
-    while i < len(argv):
-        if argv[i] == "--verbose" and i + 1 < len(argv) and argv[i + 1] in ("0", "1", "2"):
-            level = argv[i + 1]
-            progress(f"note: --verbose {level} is deprecated; use "
-                     + {"0": "--quiet", "1": "neither --quiet nor --verbose",
-                        "2": "--verbose"}[level])
-            out += {"0": ["--quiet"], "1": [], "2": ["--verbose"]}[level]
-            i += 2
-            continue
-        out.append(argv[i])
-        i += 1
-    return out

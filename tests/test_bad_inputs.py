@@ -595,7 +595,7 @@ def test_retrain_divergence_stops_with_one_line_and_keeps_last_good_checkpoint(
             "batch.b_max": 16, "data.dataset": "demo", "data.subset": 48,
             "data.test_subset": 16, "epochs": 3}
     out = tmp_path / "run"
-    rc = main(["--genotype", "darts-v2", "--out", str(out), "--no-progress",
+    rc = main(["--genotype", "darts-v2", "--out", str(out),
                *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error")]
     assert rc == 1 and len(err) == 1 and "diverged" in err[0] and "epoch 2" in err[0], err

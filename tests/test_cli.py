@@ -38,17 +38,32 @@ def test_seed_rule_and_shared_overrides():
         p.parse_args(["-q", "-v"])
 
 
-def test_old_flags_keep_working_with_a_note(capsys):
-    p = cli.argparse.ArgumentParser()
-    cli.add_verbosity(p)
-    cli.deprecated(p, "--log-epochs", dest="verbosity", value=2, new="--verbose")
-    assert p.parse_args(["--log-epochs"]).verbosity == 2
-    assert "--log-epochs is deprecated; use --verbose" in capsys.readouterr().err
-    assert cli.legacy_verbose(["--verbose", "0", "--name", "x"]) == ["--quiet", "--name", "x"]
-    assert cli.legacy_verbose(["--verbose", "2"]) == ["--verbose"]
-    assert cli.legacy_verbose(["--verbose", "1"]) == []
-    assert cli.legacy_verbose(["-v", "--name", "1"]) == ["-v", "--name", "1"]
-    assert "deprecated" in capsys.readouterr().err
+@pytest.mark.parametrize("module, argv", [
+    ("tune_jobs/run_search.py", ["--log-epochs"]),
+    ("tune_jobs/run_retrain.py", ["--verbose", "0"]),
+    ("prnas.retrain.__main__", ["--out", "x", "--no-progress"]),
+    ("prnas.space.__main__", ["count", "--paper-counting"]),
+    ("analysis.__main__", ["report", "x", "--out", "y", "--functional-counting"]),
+])
+def test_removed_spellings_are_refused_by_argparse(module, argv, capsys):
+    """One spelling per flag: the old ones (renamed in earlier releases) are gone."""
+    with pytest.raises(SystemExit) as exit_:
+        _module(module)._parser().parse_args(argv)
+    assert exit_.value.code == cli.EXIT_BAD_INPUT
+    assert f"unrecognized arguments: {argv[-1]}" in capsys.readouterr().err
+
+
+def _module(module: str):
+    import importlib
+    import importlib.util
+
+    if not module.endswith(".py"):
+        return importlib.import_module(module)
+    path = ROOT / module
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def test_tune_out_is_storage_and_name(tmp_path):
@@ -67,17 +82,7 @@ def test_tune_out_is_storage_and_name(tmp_path):
 def test_every_training_or_model_command_takes_the_shared_flags(module):
     """-q/-v, --out where something is written, --device defaulting as elsewhere (never a
     hard-coded cpu); none of the old spellings (--overwrite, --data)."""
-    import importlib
-    import importlib.util
-
-    if module.endswith(".py"):
-        path = ROOT / module
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    else:
-        mod = importlib.import_module(module)
-    options = {o: a for a in mod._parser()._actions for o in a.option_strings}
+    options = {o: a for a in _module(module)._parser()._actions for o in a.option_strings}
     assert {"-q", "--quiet", "-v", "--verbose"} <= set(options), module
     assert "--out" in options or module == "prnas.evaluate.__main__"
     assert "--overwrite" not in options and "--data" not in options

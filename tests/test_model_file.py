@@ -34,7 +34,7 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("retrain") / "run"
     sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
     assert retrain_main(["--out", str(out), "--genotype", "prdarts-dl1", "--epochs", "3",
-                         "--no-progress", *sets]) == 0
+                         *sets]) == 0
     return out
 
 

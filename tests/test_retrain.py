@@ -198,7 +198,7 @@ def test_restore_refuses_other_genotype_or_protocol(tmp_path):
 def _cli_args(out, *extra):
     sets = [f"{k}={v}" for k, v in {**TINY, "data.dataset": "demo", "data.subset": 48,
                                      "data.test_subset": 20}.items()]
-    return ["--out", str(out), "--no-progress", *[a for s in sets for a in ("--set", s)],
+    return ["--out", str(out), *[a for s in sets for a in ("--set", s)],
             *extra]
 
 
@@ -219,7 +219,7 @@ def test_cli_writes_metrics_refuses_existing_and_resumes(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     assert (out / "checkpoint.pt").read_bytes() == before
     # Resuming a finished run does nothing new; a changed protocol is refused.
-    assert cli_main(["--out", str(out), "--resume", "--no-progress"]) == 0
+    assert cli_main(["--out", str(out), "--resume"]) == 0
     assert capsys.readouterr().out == ""
     assert cli_main(["--out", str(out), "--resume", "--epochs", "4"]) == 2
     assert "epochs: 2 -> 4" in capsys.readouterr().err
@@ -242,7 +242,7 @@ def test_cli_resume_continues_an_interrupted_run(tmp_path, capsys, monkeypatch):
     assert not (cut / "result.json").exists()
     monkeypatch.setattr(Retrainer, "train_epoch", real)
     capsys.readouterr()
-    assert cli_main(["--out", str(cut), "--resume", "--no-progress"]) == 0
+    assert cli_main(["--out", str(cut), "--resume"]) == 0
     assert [json.loads(x)["epoch"] for x in capsys.readouterr().out.splitlines()] == [2]
 
     def rows(run):

@@ -59,7 +59,7 @@ def test_network_at_224_has_the_darts_shapes():
 
 def test_tiny_imagefolder_retrain_end_to_end_and_resume(tmp_path, capsys, monkeypatch):
     data = _imagenet_like(tmp_path / "tree")
-    args = ["--config", CONFIG, "--genotype", "darts-v2", "--no-progress",
+    args = ["--config", CONFIG, "--genotype", "darts-v2",
             "--set", f"data.data_dir={data}", *TINY]
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert cli_main(["--out", str(full), "--epochs", "2", *args]) == 0
@@ -95,7 +95,7 @@ def test_tiny_imagefolder_retrain_end_to_end_and_resume(tmp_path, capsys, monkey
     monkeypatch.setattr(Retrainer, "train_epoch", interrupted)
     assert cli_main(["--out", str(cut), "--epochs", "2", *args]) == 130
     monkeypatch.setattr(Retrainer, "train_epoch", real)
-    assert cli_main(["--out", str(cut), "--resume", "--no-progress"]) == 0
+    assert cli_main(["--out", str(cut), "--resume"]) == 0
 
     def strip(run):
         return [{k: v for k, v in json.loads(x).items() if k != "epoch_time_s"}
@@ -122,7 +122,7 @@ def test_evaluate_cli_reproduces_the_imagenet_test_accuracy(tmp_path, capsys):
 
     data = _imagenet_like(tmp_path / "tree")
     run = tmp_path / "run"
-    assert cli_main(["--config", CONFIG, "--genotype", "pdarts", "--no-progress", "--out",
+    assert cli_main(["--config", CONFIG, "--genotype", "pdarts", "--out",
                      str(run), "--epochs", "1", "--set", f"data.data_dir={data}", *TINY]) == 0
     capsys.readouterr()
     # The retrain's own val/ part, through the resize + centre-crop evaluation transform.

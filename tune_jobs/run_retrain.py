@@ -152,7 +152,7 @@ _fail = cli.error
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(cli.legacy_verbose(sys.argv[1:] if argv is None else argv))
+    args = _parser().parse_args(argv)
     if args.num_samples < 1:
         return _fail(f"--num-samples must be >= 1, got {args.num_samples}")
     try:
@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                      "choose another --name (results are never overwritten)")
     if not args.resume:
         # Fail on missing data here, once, rather than in every trial; and download once.
-        from prnas.data.datasets import DatasetNotFoundError, retrain_datasets
+        from prnas.data.datasets import retrain_datasets
+        from prnas.data.source import DatasetNotFoundError
 
         data = cfg.data.with_absolute_paths()
         try:

@@ -66,7 +66,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="start Ray's dashboard, print its URL, and (on a terminal) keep it up "
                         "after the search until Enter is pressed")
     cli.add_verbosity(p)
-    cli.deprecated(p, "--log-epochs", dest="verbosity", value=2, new="--verbose")
     # Testing and demonstrating recovery; not part of the interface.
     p.add_argument("--inject-failure", metavar="CYCLE:MARKER", help=argparse.SUPPRESS)
     p.add_argument("--stop-after-cycles", type=int, metavar="N", help=argparse.SUPPRESS)
@@ -115,7 +114,8 @@ def _fault(spec: str | None) -> dict[str, Any] | None:
 
 def _prepare_data(cfg: SearchConfig) -> SearchConfig:
     """Absolute data paths; missing data fails here, once, and a download happens once."""
-    from prnas.data.datasets import DatasetNotFoundError, search_datasets
+    from prnas.data.datasets import search_datasets
+    from prnas.data.source import DatasetNotFoundError
 
     data = cfg.data.with_absolute_paths()
     try:

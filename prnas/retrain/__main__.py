@@ -51,9 +51,6 @@ def _parser() -> argparse.ArgumentParser:
     cli.add_seed(p)
     cli.add_device(p)
     cli.add_verbosity(p)
-    # Before issue 11 the per-batch bar was on by default; it now comes with --verbose.
-    cli.deprecated(p, "--no-progress", dest="verbosity", value=1, new="the default "
-                   "(no per-batch bar; --verbose shows it)")
     return p
 
 

@@ -30,8 +30,6 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--" + f.replace("_", "-"), type=int, dest=f)
     c.add_argument("--steps", type=int, default=5, help="morphing steps (default 5)")
     cli.add_counting(c)
-    cli.deprecated(c, "--paper-counting", dest="counting", value="paper",
-                   new="--counting paper (now the default)")
     c.add_argument("--list", action="store_true", help="also print the reachable op strings")
     s = sub.add_parser("size", help="cell search-space size for K ops per edge")
     s.add_argument("--ops", type=int, required=True, help="candidate ops per edge (K)")

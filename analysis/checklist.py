@@ -2,14 +2,13 @@
 
 Each item is ``present`` or ``missing`` with the evidence that decided it, so a
 reader sees at once what a paper built on these runs would still have to add.
-Only what the parquet files (and the retrain trials' ``params.json``) show is
-judged; nothing is assumed.
+Only what the parquet files show is judged; nothing is assumed, and nothing of
+Tune's own files is read.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 
@@ -17,9 +16,6 @@ from analysis.loaders import TRIAL_KEY
 from analysis.tables import headline_text
 
 PRESENT, MISSING = "present", "missing"
-# Protocol fields that may differ between runs of one comparison without changing it.
-_NOT_PROTOCOL = {"seed", "device"}
-_NOT_PROTOCOL_DATA = {"data_dir", "train_dir", "test_dir", "num_workers", "download"}
 
 
 def _item(item: str, ok: bool, evidence: str) -> dict:
@@ -51,22 +47,11 @@ def _baseline(runs: pd.DataFrame | None) -> dict:
 
 
 def _protocols(retrain: pd.DataFrame) -> list[dict]:
-    """Distinct retrain configs of the trials' ``params.json``, minus seed, device, data paths."""
-    found = []
-    for d in retrain["experiment_dir"].dropna().unique():
-        for path in sorted(Path(str(d)).glob("*/params.json")):
-            try:
-                cfg = json.loads(path.read_text()).get("retrain")
-            except (OSError, ValueError, AttributeError):
-                continue
-            if isinstance(cfg, dict):
-                cfg = {k: v for k, v in cfg.items() if k not in _NOT_PROTOCOL}
-                if isinstance(cfg.get("data"), dict):
-                    cfg["data"] = {k: v for k, v in cfg["data"].items()
-                                   if k not in _NOT_PROTOCOL_DATA}
-                if cfg not in found:
-                    found.append(cfg)
-    return found
+    """Distinct retrain configs the runs' rows carry (``protocol``: all but seed, device and
+    data paths)."""
+    if "protocol" not in retrain.columns:
+        return []
+    return [json.loads(p) for p in retrain["protocol"].dropna().unique()]
 
 
 def _pipeline(retrain: pd.DataFrame | None) -> dict:
@@ -90,8 +75,8 @@ def _pipeline(retrain: pd.DataFrame | None) -> dict:
     configs = _protocols(retrain)
     if len(configs) > 1:
         differ.append(f"{len(configs)} different retrain configs")
-    seen = (f"{len(configs)} retrain config(s) in the trials' params.json; " if configs else
-            "no params.json with the retrain config found; ")
+    seen = (f"{len(configs)} retrain config(s) in the runs' rows; " if configs else
+            "no retrain config in the runs' rows; ")
     if differ:
         return _item(item, False, seen + "runs differ in " + ", ".join(differ))
     return _item(item, True, seen + f"{retrain[TRIAL_KEY].drop_duplicates().shape[0]} runs share "

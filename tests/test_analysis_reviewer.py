@@ -325,3 +325,24 @@ def test_report_pools_several_retrain_experiments_into_one_comparison(tmp_path, 
                  "--out", str(tmp_path / "three")]) == 2  # its runs would count twice
     assert "more than once" in capsys.readouterr().err
     assert not (tmp_path / "three").exists()
+
+
+def test_the_pipeline_item_compares_the_configs_the_rows_carry():
+    """Runs of one comparison must share their retrain config (``protocol``, written into
+    every row by both Tune paths); the report reads it there, not from Tune's files."""
+    import json as json_
+
+    from prnas.retrain.config import build_config, protocol_json
+
+    cfg = build_config()
+    same = protocol_json(cfg)
+    assert same == protocol_json(build_config(overrides={"seed": 3, "device": "cpu",
+                                                         "data.data_dir": "/elsewhere"}))
+    df = retrain_rows({"s": "searched", "r": "random"}, macs=False).assign(protocol=same)
+    ok = checklist._pipeline(df)
+    assert ok["status"] == "present" and "1 retrain config(s) in the runs' rows" in ok["evidence"]
+    other = protocol_json(build_config(overrides={"optim.lr": 0.05}))
+    assert json_.loads(other)["optim"]["lr"] == 0.05
+    df.loc[df["trial_id"] == "t1", "protocol"] = other
+    bad = checklist._pipeline(df)
+    assert bad["status"] == "missing" and "2 different retrain configs" in bad["evidence"]

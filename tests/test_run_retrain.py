@@ -346,6 +346,7 @@ def test_ctrl_c_exits_130_leaves_no_final_results_and_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     df = pd.read_parquet(exp / "retrain.parquet")
     assert df["epoch"].tolist() == [1, 2, 3]
+    assert df["protocol"].notna().all() and df["protocol"].nunique() == 1  # the run's config
     # 3 epochs <= report_last 5: the start warned, the summary names the rule it used.
     assert "warning: 3 epoch(s) <= report_last 5" in err
     assert "final test error = the last epoch (runs of at most" in resumed.stdout

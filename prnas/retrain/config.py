@@ -8,6 +8,7 @@ validation, so they are checked exactly like the file.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
@@ -138,3 +139,17 @@ def load_config(path: str | os.PathLike | None = None,
 
 def dump_config(cfg: RetrainConfig) -> str:
     return config_io.dump(cfg)
+
+
+# Fields that may differ between runs of one comparison without changing what is computed.
+_NOT_PROTOCOL = {"seed", "device"}
+_NOT_PROTOCOL_DATA = {"data_dir", "train_dir", "test_dir", "num_workers", "download"}
+
+
+def protocol_json(cfg: RetrainConfig) -> str:
+    """The config as the rows carry it (``protocol`` column of ``retrain.parquet``): all of
+    it but the seed, device and data paths, as sorted JSON, so that a report compares
+    runs by their own records."""
+    raw = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_PROTOCOL}
+    raw["data"] = {k: v for k, v in raw["data"].items() if k not in _NOT_PROTOCOL_DATA}
+    return json.dumps(raw, sort_keys=True)

@@ -25,7 +25,7 @@ COLUMNS = (
     "seed", "dataset", "params", "epoch",
     "train_loss", "train_acc", "test_loss", "test_acc", "test_error", "lr", "drop_path_prob",
     "epoch_time_s", "batch_size",
-) + COST_COLUMNS + ("model_path", "test_top5_error")
+) + COST_COLUMNS + ("model_path", "test_top5_error", "protocol")
 _DTYPES = {
     "trial_id": "string", "genotype": "string", "genotype_path": "string", "dataset": "string",
     "kind": "string",
@@ -38,6 +38,8 @@ _DTYPES = {
     "cost_device": "string", "cost_threads": "Int64", "model_path": "string",
     # Top-k with k = min(5, classes); null in runs that predate it.
     "test_top5_error": "float64",
+    # The retrain config minus seed, device and data paths (prnas.retrain.config.protocol_json).
+    "protocol": "string",
 }
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 from ray import tune
 
 from prnas.records import EPOCHS_FILE, jsonl_text, read_jsonl, trial_dirs
-from prnas.retrain.config import RetrainConfig, build_config
+from prnas.retrain.config import RetrainConfig, build_config, protocol_json
 from prnas.retrain.genotypes import GenotypeRef
 from prnas.retrain.results import rows_to_frame
 from prnas.retrain.trainer import Retrainer
@@ -69,6 +69,7 @@ class RetrainTrainable(tune.Trainable):
         with data_on_this_node():
             self.retrainer.setup()
         self.labels = {"genotype": self.ref.label, "genotype_path": self.ref.path,
+                       "protocol": protocol_json(cfg),
                        "kind": self.ref.kind, "seed": cfg.seed, "dataset": self.retrainer.info.name}
         self._final: dict[str, Any] = {}  # the last epoch's cost and model file
 

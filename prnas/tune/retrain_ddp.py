@@ -34,7 +34,7 @@ from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from prnas._io import atomic_write_text
-from prnas.retrain.config import RetrainConfig, build_config
+from prnas.retrain.config import RetrainConfig, build_config, protocol_json
 from prnas.retrain.ddp import DataParallelRetrainer
 from prnas.retrain.genotypes import GenotypeRef
 from prnas.retrain.results import rows_to_frame, write_parquet
@@ -68,6 +68,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with restored.as_directory() as folder:
             trainer.restore(Path(folder) / CHECKPOINT_FILE)
     labels = {"genotype": ref.label, "genotype_path": ref.path, "kind": ref.kind,
+              "protocol": protocol_json(cfg),
               "seed": cfg.seed, "dataset": trainer.info.name,
               "workers": trainer.world_size}
     crash = config.get("crash_after_epoch")
@@ -132,7 +133,7 @@ def fit_one(cfg: RetrainConfig, ref: GenotypeRef, seed: int, *, workers: int, us
         shutil.copyfile(Path(final) / MODEL_FILE, folder / (MODEL_FILE + ".tmp"))
     (folder / (MODEL_FILE + ".tmp")).replace(folder / MODEL_FILE)
     labels = {k: summary[k] for k in ("genotype", "genotype_path", "kind", "seed", "dataset",
-                                      "workers")}
+                                      "workers", "protocol")}
     rows = [{**r, **labels, "trial_id": name} for r in state["history"]]
     timing = {k: summary.get(k) for k in ("latency_ms_b1", "throughput_b64", "cost_device",
                                           "cost_threads")}

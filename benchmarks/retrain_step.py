@@ -26,7 +26,7 @@ from common import (
     table,
 )
 
-from prnas.data.datasets import DataInfo
+from prnas.data.source import DataInfo
 from prnas.presets import load_genotype
 from prnas.retrain import Retrainer, build_config
 

@@ -68,7 +68,7 @@ def test_experiment_storage_checks_a_local_folder_before_any_compute(tmp_path):
 
 
 def test_a_trial_without_data_on_its_node_says_where_and_what_to_do():
-    from prnas.data.datasets import DatasetNotFoundError
+    from prnas.data.source import DatasetNotFoundError
 
     expected = r"no CIFAR-10 at /data \[on node .*same path"
     with pytest.raises(DatasetNotFoundError, match=expected), data_on_this_node():

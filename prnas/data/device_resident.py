@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from prnas.data.transforms import Cutout, _to_tensor
+from prnas.data.transforms import Cutout, to_tensor
 
 __all__ = [
     "Augmentation",
@@ -72,7 +72,7 @@ def read_augmentation(transform: object) -> tuple[list, Augmentation] | None:
     seen_tensor = False
     for step in steps:
         if not seen_tensor:
-            if step is _to_tensor:
+            if step is to_tensor:
                 seen_tensor = True
             elif isinstance(step, T.Resize):
                 before.append(step)

@@ -26,14 +26,8 @@ from torchvision import datasets as tv_datasets
 from torchvision import transforms as T
 
 from prnas.data.config import DataConfig, resolve_data_dir
-from prnas.data.datasets import (
-    _SUBSET,
-    _TEST_SUBSET,
-    DatasetNotFoundError,
-    _choose,
-    _open_as,
-    _Source,
-)
+from prnas.data.images import open_as
+from prnas.data.source import SUBSET, TEST_SUBSET, DatasetNotFoundError, Source, choose, register
 from prnas.data.transforms import Cutout
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "imagenet_source",
@@ -82,7 +76,7 @@ def _folder(root: Path, part: str) -> tv_datasets.ImageFolder:
         raise DatasetNotFoundError(layout_error(root, f"no {part}/ folder"))
     try:
         return tv_datasets.ImageFolder(str(path),
-                                       loader=functools.partial(_open_as, mode="RGB"))
+                                       loader=functools.partial(open_as, mode="RGB"))
     except FileNotFoundError as err:  # no class folders, or folders without images
         reason = " ".join(str(err).split())
         raise DatasetNotFoundError(layout_error(root, f"{part}/ is not a class-folder tree "
@@ -90,7 +84,7 @@ def _folder(root: Path, part: str) -> tv_datasets.ImageFolder:
 
 
 @dataclass(frozen=True)
-class _ImageNetSource(_Source):
+class _ImageNetSource(Source):
     """A source whose transforms are the ImageNet ones rather than CIFAR's crop-and-pad."""
 
     def transform(self, *, train: bool, augment: bool, cutout: int = 0) -> Callable:
@@ -100,7 +94,8 @@ class _ImageNetSource(_Source):
         return eval_transform(self.input_size, self.mean, self.std)
 
 
-def imagenet_source(cfg: DataConfig) -> _Source:
+@register("imagenet")
+def imagenet_source(cfg: DataConfig) -> Source:
     """The ``imagenet`` dataset of ``cfg``: its train/ and val/ trees, subsets applied."""
     root = resolve_data_dir(cfg)
     if not root.is_dir():
@@ -116,8 +111,8 @@ def imagenet_source(cfg: DataConfig) -> _Source:
     if len(train.classes) < 2:
         raise DatasetNotFoundError(layout_error(root, f"{len(train.classes)} class folder(s); "
                                                       "a classifier needs at least 2"))
-    train_idx = _choose(np.arange(len(train)), cfg.subset, cfg.split_seed, _SUBSET)
-    test_idx = _choose(np.arange(len(val)), cfg.test_subset, cfg.split_seed, _TEST_SUBSET)
+    train_idx = choose(np.arange(len(train)), cfg.subset, cfg.split_seed, SUBSET)
+    test_idx = choose(np.arange(len(val)), cfg.test_subset, cfg.split_seed, TEST_SUBSET)
     return _ImageNetSource(
         name="imagenet", train_base=train, train_indices=train_idx, test_base=val,
         test_indices=test_idx, num_classes=len(train.classes), in_channels=3,

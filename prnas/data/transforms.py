@@ -43,7 +43,7 @@ class Cutout:
         return f"{type(self).__name__}(length={self.length})"
 
 
-def _to_tensor(img: Image.Image | torch.Tensor) -> torch.Tensor:
+def to_tensor(img: Image.Image | torch.Tensor) -> torch.Tensor:
     """PIL images become [0, 1] tensors; tensors (the cached demo digits) pass through."""
     if isinstance(img, torch.Tensor):
         return img
@@ -75,7 +75,7 @@ def build_transform(
     if resize:
         # A square target keeps the whole picture; batches need one size.
         steps.append(T.Resize((input_size, input_size), antialias=True))
-    steps.append(_to_tensor)
+    steps.append(to_tensor)
     if crop:
         steps.append(T.RandomCrop(input_size, padding=crop_padding(input_size)))
     if flip:

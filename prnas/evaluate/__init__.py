@@ -23,14 +23,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets as tv_datasets
 
+from prnas.data.cifar import LenientCIFAR10, LenientCIFAR100
 from prnas.data.config import DataConfig
-from prnas.data.datasets import (
-    LenientCIFAR10,
-    LenientCIFAR100,
-    TransformedSubset,
-    check_images,
-    test_dataset,
-)
+from prnas.data.datasets import test_dataset
+from prnas.data.images import check_images
+from prnas.data.source import TransformedSubset
 from prnas.data.transforms import build_transform
 from prnas.model_file import ModelFile
 from prnas.runtime.performance import PerformanceConfig, Resolved, autocast, resolve

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from prnas import model_file
 from prnas.cost import Timing, count_macs, measure_timing
-from prnas.data.datasets import DataInfo, retrain_datasets
+from prnas.data.datasets import retrain_datasets
 from prnas.data.device_resident import DeviceBatches, DeviceDataset
 from prnas.data.loading import (
     augment_generator,
@@ -32,6 +32,7 @@ from prnas.data.loading import (
     resolve_num_workers,
     sequential_batches,
 )
+from prnas.data.source import DataInfo
 from prnas.nn.eval_net import count_parameters
 from prnas.nn.eval_networks import build_eval_network
 from prnas.retrain.config import RetrainConfig, migrate

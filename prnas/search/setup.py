@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
-from prnas.data.datasets import DataInfo, search_datasets, test_dataset
+from prnas.data.datasets import search_datasets, test_dataset
 from prnas.data.loading import augment_generator, device_splits, resolve_num_workers
+from prnas.data.source import DataInfo
 from prnas.runtime.batch_size import BatchSizeController
 from prnas.runtime.device import configure_threads, pick_device, seed_everything
 from prnas.runtime.memory import probe_for

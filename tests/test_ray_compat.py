@@ -53,11 +53,25 @@ def test_quiet_logs_names_real_ray_loggers():
     import logging
 
     import ray.train._internal.storage  # noqa: F401 - registers its logger
+    import ray.tune.analysis.experiment_analysis  # noqa: F401
     import ray.tune.logger.logger  # noqa: F401
     import ray.tune.trainable.trainable  # noqa: F401
+    import ray.tune.tune
 
     known = logging.Logger.manager.loggerDict
-    assert set(ray_compat.QUIET_LOGGERS) <= set(known), set(ray_compat.QUIET_LOGGERS) - set(known)
+    names = set(ray_compat.QUIET_LOGGERS) | set(ray_compat.QUIET_MESSAGES)
+    assert names <= set(known), names - set(known)
+    # The dropped messages are Tune's own text; the filter drops them and nothing else.
+    source = Path(ray.tune.tune.__file__).read_text()
+    assert all(p in source for p in ray_compat.QUIET_MESSAGES["ray.tune.tune"])
+    ray_compat.quiet_logs()
+    log = logging.getLogger("ray.tune.tune")
+    keep = log.makeRecord("ray.tune.tune", logging.WARNING, "f", 1, "Stop signal received",
+                          None, None)
+    drop = log.makeRecord("ray.tune.tune", logging.WARNING, "f", 1,
+                          "Experiment has been interrupted, but the most recent state was "
+                          "saved.\nResume experiment with: Tuner.restore(...)", None, None)
+    assert log.filter(keep) and not log.filter(drop)
 
 
 def test_architecture_lists_exactly_the_internals_the_module_relies_on():

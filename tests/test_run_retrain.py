@@ -337,6 +337,7 @@ def test_ctrl_c_exits_130_leaves_no_final_results_and_resumes(tmp_path):
             proc.wait()
     assert proc.returncode == 130, err[-3000:]
     assert "--name exp --resume" in err
+    assert "Tuner.restore" not in err and "Failed to fetch metrics" not in err  # Tune's hints
     assert not (exp / "retrain.parquet").exists()
     assert "final test error" not in out and "rows ->" not in out
     assert "Configuration for experiment" not in out  # Tune's box: stderr, like all progress

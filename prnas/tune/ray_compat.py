@@ -23,7 +23,7 @@ What is relied on, and why there is no public way:
    (a ``StorageContext``: ``trial_fs_path``, ``storage_filesystem``). The public
    ``ray.tune.get_context().get_trial_dir()`` only works in function trainables, and
    ``Trainable.logdir`` is a worker-local scratch folder since Ray 2.7, not synced.
-4. **Logger names** (:data:`QUIET_LOGGERS`) and one environment variable
+4. **Logger names** (:data:`QUIET_LOGGERS`, :data:`QUIET_MESSAGES`) and one environment variable
    (:data:`DRIVER_ENV`) to keep the console to one line per cycle; applied by the
    entry points only (``tune_jobs/``), never by library code.
 5. **Which trainable a stored experiment ran** (:func:`trainable_names`), from Tune's
@@ -76,7 +76,24 @@ QUIET_LOGGERS: dict[str, int] = {
     "ray.tune.trainable.trainable": logging.WARNING,  # "Checkpoint saved/restored" per cycle
     "ray.train._internal.storage": logging.WARNING,  # a sync line per checkpoint
     "ray.tune.logger.logger": logging.ERROR,  # "no result.json yet" on every resumed pause
+    # After Ctrl+C: "Failed to fetch metrics" for every trial that had not started; the
+    # jobs read their own files, never Tune's result.json.
+    "ray.tune.analysis.experiment_analysis": logging.ERROR,
 }
+#: Messages dropped from a logger whose other messages stay: after Ctrl+C Tune suggests
+#: ``Tuner.restore(...)``, where the jobs print their own ``--resume`` line.
+QUIET_MESSAGES: dict[str, tuple[str, ...]] = {
+    "ray.tune.tune": ("Resume experiment with:", "Resume training with:"),
+}
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, parts: tuple[str, ...]) -> None:
+        super().__init__()
+        self.parts = parts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(p in record.getMessage() for p in self.parts)
 #: Driver environment: tiny cycles checkpoint faster than Tune likes to snapshot; fine here.
 DRIVER_ENV: dict[str, str] = {"TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
 
@@ -86,6 +103,10 @@ def quiet_logs() -> None:
     through ``init_ray(worker_setup=quiet_logs)``)."""
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
+    for name, parts in QUIET_MESSAGES.items():
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in log.filters):
+            log.addFilter(_DropMessages(parts))
 
 
 # ----------------------------------------------------------------------------- storage

@@ -20,8 +20,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("flags", "expected", "paper"),
     [(("--counting", "functional"), 32, False), (("--counting", "paper"), 36, True),
-     ((), 36, True),  # issue 11: the paper's counting is the default, as in `analysis`
-     (("--paper-counting",), 36, True)],  # the old flag still works (deprecated)
+     ((), 36, True)],  # issue 11: the paper's counting is the default, as in `analysis`
 )
 def test_count_dr(flags: tuple[str, ...], expected: int, paper: bool) -> None:
     proc = run_cli("count", "--preset", "DR", "--steps", "5", "--list", *flags)
@@ -30,8 +29,7 @@ def test_count_dr(flags: tuple[str, ...], expected: int, paper: bool) -> None:
     assert out["count"] == expected == len(out["ops"])
     assert out["ops"] == reachable(preset("DR"), 5, paper_counting=paper)
     assert out["constraints"] == preset("DR").model_dump()
-    assert out["paper_counting"] is paper
-    assert ("deprecated" in proc.stderr) is (flags == ("--paper-counting",))
+    assert out["paper_counting"] is paper and proc.stderr == ""
 
 
 def test_count_without_list_and_with_overrides() -> None:

@@ -1,5 +1,9 @@
 """Suite-wide settings.
 
+The fast lane, ``pytest -m "not slow"``: every test marked ``slow`` (over about 2 s
+on the 2-core machine) is left out, and so is every test that starts Ray (marked
+``ray`` or ``cluster``), which this file marks ``slow`` as well.
+
 Every test network is tiny: on a 2-core machine more torch threads only add
 spin-waiting (a transfer test went from 1 s to 77 s with 2 threads under load).
 One thread for this process, and for the subprocesses the tests start, whose
@@ -23,3 +27,9 @@ def _one_torch_thread():
         os.environ.pop("PRNAS_NUM_THREADS", None)
     else:
         os.environ["PRNAS_NUM_THREADS"] = env
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("ray") or item.get_closest_marker("cluster"):
+            item.add_marker(pytest.mark.slow)

@@ -32,6 +32,9 @@ from analysis.pools import softmax
 from prnas.search.policy import cycle_to_json
 from prnas.space.genotype import Genotype
 
+# A module fixture runs a real search first: the whole module is in the slow lane.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN_SEARCH = ROOT / "tune_jobs" / "run_search.py"
 SEEDS = (3, 4)

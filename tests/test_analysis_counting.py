@@ -150,6 +150,7 @@ def test_errors_say_what_to_pass(experiment, tmp_path):
     assert len(loaders.load_results(nested / "results.parquet")) == 3  # the file itself is fine
 
 
+@pytest.mark.slow
 def test_analysis_needs_neither_ray_nor_torch():
     import subprocess
     import sys

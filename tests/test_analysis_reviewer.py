@@ -232,6 +232,7 @@ def write_retrain(root: Path, search: Path, random_cells: int) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_report_sections_on_a_search_with_retrained_and_random_cells(tmp_path):
     other = (CELL[1], CELL[0], *CELL[2:4], (K3, 1), *CELL[5:])
     search = write_experiment(tmp_path / "search", [CELL, CELL, other])
@@ -297,6 +298,7 @@ def test_runs_too_short_for_the_window_report_their_last_epoch_and_fail_the_prot
     assert checklist._protocol(df, baseline.run_table(df, 2), 2)["status"] == "present"
 
 
+@pytest.mark.slow
 def test_report_pools_several_retrain_experiments_into_one_comparison(tmp_path, capsys):
     """Searched cells and the random baseline retrained as separate experiments join one
     comparison, with the numbers one experiment holding both gives (the CLI takes any

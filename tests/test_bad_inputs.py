@@ -386,6 +386,7 @@ CASES: list[tuple[str, str, Callable[[Path], list[str]], str]] = [
 
 @pytest.mark.parametrize("entry,setup,needle", [c[1:] for c in CASES],
                          ids=[c[0] for c in CASES])
+@pytest.mark.slow
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, capsys, entry, setup,
                                                           needle):
     argv = setup(tmp_path)
@@ -481,6 +482,7 @@ def baseline(tmp_path_factory) -> tuple[str, dict]:
 # SIGKILL after a checkpoint, then --resume, is covered at every cycle by
 # test_search_engine.py and test_tune_search.py; the first epoch, before any
 # checkpoint, is the moment that used to leave a folder stuck between two refusals.
+@pytest.mark.slow
 def test_sigkill_in_first_epoch_then_resume_matches_uninterrupted_and_lock_refuses_second_run(
         tmp_path, capsys, baseline):
     from prnas.search.__main__ import main
@@ -603,6 +605,7 @@ def test_retrain_divergence_stops_with_one_line_and_keeps_last_good_checkpoint(
     assert state["epoch"] == 1 and len(state["history"]) == 1
 
 
+@pytest.mark.slow
 def test_retrain_workers_beyond_the_cluster_are_refused_within_seconds(tmp_path):
     """More data-parallel workers than the cluster has CPUs used to wait forever (Ray Train
     gangs its workers) and ignore Ctrl+C; now one line with the cluster's figures."""

@@ -149,6 +149,7 @@ def test_reset_returns_to_b_min_and_forgets():
     assert ctl.batch_size == cfg.largest_size()
 
 
+@pytest.mark.slow
 def test_oom_backs_off_and_never_grows_back_to_ceiling():
     cfg = BatchSizeConfig(b_min=24, b_mult=8, b_max=128, grow_every=1)
     # The probe claims everything fits; only the real step fails above 60 samples.

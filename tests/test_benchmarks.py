@@ -19,6 +19,7 @@ def _records(capsys) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 def test_search_step_compares_both_variants_and_fits_memory(capsys):
     import search_step
 
@@ -35,6 +36,7 @@ def test_search_step_compares_both_variants_and_fits_memory(capsys):
     assert all(m["sizes"] == [4, 8] and len(m["peak_mib"]) == 2 for m in models)
 
 
+@pytest.mark.slow
 def test_cycle_overhead_measures_the_steps_it_asks_for(capsys):
     """The paper-scale rate comes from epochs of ``--steps`` steps (the benchmark once
     changed a config copy the epoch loop did not read, and measured one step)."""
@@ -54,6 +56,7 @@ def test_search_step_rejects_unknown_states():
         search_step.main(["--states", "cycle3"])
 
 
+@pytest.mark.slow
 def test_retrain_step_measures_both_layouts(capsys):
     import retrain_step
 
@@ -64,6 +67,7 @@ def test_retrain_step_measures_both_layouts(capsys):
     assert all(r["images_per_s"] > 0 and r["params"] > 0 for r in rows)
 
 
+@pytest.mark.slow
 def test_adaptive_batch_reports_the_share_of_the_threshold(capsys):
     import adaptive_batch
 
@@ -80,6 +84,7 @@ def test_adaptive_batch_reports_the_share_of_the_threshold(capsys):
     assert row["decisions_one_b_mult_each"] == (row["final_batch"] - 24) // 8
 
 
+@pytest.mark.slow
 def test_retrain_ddp_prints_pipeline_and_both_worker_counts(capsys):
     import retrain_ddp
 

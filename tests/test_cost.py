@@ -3,6 +3,7 @@ against a count of every layer; timing fields measured and recorded with device 
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -33,6 +34,7 @@ def _layer_macs(model: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
+@pytest.mark.slow
 def test_darts_v2_macs_at_the_cifar_evaluation_network():
     with torch.device("meta"):
         net = EvalNetwork(load_genotype("darts-v2"), channels=36, layers=20, num_classes=10)

@@ -95,6 +95,7 @@ def _box(out: torch.Tensor) -> tuple[int, int, int]:
     return cy, cx, int(zero.sum())
 
 
+@pytest.mark.slow
 def test_cutout_matches_the_per_image_cutout_in_distribution():
     ones = np.full((32, 32, 3), 255, dtype=np.uint8)
     torch.manual_seed(0)
@@ -162,6 +163,7 @@ def _summary(s: Search):
             s.genotype.to_dict())
 
 
+@pytest.mark.slow
 def test_search_on_device_resident_data_resumes_exactly(tmp_path):
     ref = Search(search_config(SEARCH), log=None)
     assert ref.data_on_device and ref.num_workers == 0
@@ -189,6 +191,7 @@ def test_search_on_device_resident_data_resumes_exactly(tmp_path):
     assert _summary(off) != _summary(ref)  # the comparison above can fail
 
 
+@pytest.mark.slow
 def test_retrain_on_device_resident_cifar_resumes_exactly(tmp_path):
     root = write_cifar_folder(tmp_path / "c", n_train=48, n_test=16)
     cfg = retrain_config(overrides={

@@ -43,6 +43,7 @@ def _reference(path, x):
         return load_model(path)(x)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # torch marks TorchScript deprecated
 def test_torchscript_export_matches_at_other_batch_sizes(model, tmp_path, capsys):
     out = tmp_path / "net.ts"
@@ -66,6 +67,7 @@ def test_torchscript_export_matches_at_other_batch_sizes(model, tmp_path, capsys
 
 @pytest.mark.skipif(not HAS_ONNX, reason="onnx, onnxscript and onnxruntime not installed "
                     "(pip install -e '.[export]')")
+@pytest.mark.slow
 def test_onnx_export_runs_in_onnxruntime_with_dynamic_batch(model, tmp_path, capsys):
     import onnx
     import onnxruntime as ort
@@ -92,6 +94,7 @@ def test_missing_onnx_packages_say_how_to_install(model, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_failed_check_writes_nothing(model, tmp_path):
     with pytest.raises(ExportError, match="differs from PyTorch"):
         export(read(model), "torchscript", tmp_path / "x.ts", tolerance=-1.0)

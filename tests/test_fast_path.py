@@ -146,6 +146,7 @@ def test_alpha_grad_clip_defaults_to_the_reference_and_null_disables():
         build_config({"optim": {"alpha_grad_clip": 0}})
 
 
+@pytest.mark.slow
 def test_training_steps_and_evaluation_stay_together():
     ref, fast = _pair(_pools(MIXED))
     for i in range(4):

@@ -39,6 +39,7 @@ print(json.dumps({"new": sorted(mods - base), "all": sorted(mods),
 """
 
 
+@pytest.mark.slow
 def test_in_process_engine_needs_only_the_documented_wheels():
     out = subprocess.run([sys.executable, "-c", _PROBE, str(BENCH)], check=True,
                          capture_output=True, text=True, cwd=ROOT).stdout
@@ -55,6 +56,7 @@ def test_in_process_engine_needs_only_the_documented_wheels():
     assert all(name in readme for name in got["extra"])
 
 
+@pytest.mark.slow
 def test_smoke_run_passes_every_check_on_cpu(capsys):
     import gpu_acceptance
 

@@ -57,3 +57,18 @@ def test_module_imports_nothing_below_it(module):
     for name in _imports(ROOT / module):
         bad = [f for f in FORBIDDEN_FILES[module] if name == f or name.startswith(f + ".")]
         assert not bad, f"{module} imports {name}"
+
+
+_MODULES = sorted(
+    ".".join(p.relative_to(ROOT).with_suffix("").parts)
+    for d in ("prnas", "analysis") for p in (ROOT / d).rglob("*.py")
+)
+
+
+@pytest.mark.parametrize("module", _MODULES)
+def test_every_module_imports(module):
+    """The fast lane (pytest -m "not slow") imports every module at least, so a module no
+    fast test reaches still fails there when it stops importing."""
+    import importlib
+
+    importlib.import_module(module.removesuffix(".__init__"))

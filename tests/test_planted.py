@@ -40,6 +40,7 @@ def test_chance_is_the_policy_on_random_alphas():
     assert level["chance_reduce"] == pytest.approx(2 / 3 / 6, abs=0.04)
 
 
+@pytest.mark.slow
 def test_planted_ops_are_recovered_far_above_chance(task):
     s = _summary(task)
     assert s["recovered"] >= 0.5, s
@@ -48,6 +49,7 @@ def test_planted_ops_are_recovered_far_above_chance(task):
     assert s["seeds_above_chance"] == 2, s
 
 
+@pytest.mark.slow
 def test_frozen_alphas_fall_to_chance(task):
     """The control: the same searches whose alphas never move recover no more than chance
     would, so the test above cannot pass on noise. Frozen alphas make every decision a

@@ -24,6 +24,9 @@ from prnas.tune.results import write_results  # noqa: E402
 from prnas.tune.scheduler import decision_for  # noqa: E402
 from prnas.tune.search_trainable import DECISION_KEY, SearchTrainable  # noqa: E402
 
+# A module fixture runs a real search first: the whole module is in the slow lane.
+pytestmark = pytest.mark.slow
+
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "search.md"
 
 TINY = tiny_search(data={"subset": 120, "test_subset": 40}, network={"nodes": 3},

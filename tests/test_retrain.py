@@ -165,6 +165,7 @@ def _run(cfg, epochs_before_save=None, tmp_path=None):
     return resumed.history
 
 
+@pytest.mark.slow
 def test_resume_reproduces_uninterrupted_run(tmp_path):
     # Odd subset and b_min: a short last batch; cutout, crops and drop-path all draw RNG.
     cfg = _demo_cfg(epochs=3, **{"data.subset": 70, "batch.b_min": 24})
@@ -202,6 +203,7 @@ def _cli_args(out, *extra):
             *extra]
 
 
+@pytest.mark.slow
 def test_cli_writes_metrics_refuses_existing_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli_main(_cli_args(out, "--genotype", "prdarts-dl1", "--epochs", "2")) == 0
@@ -225,6 +227,7 @@ def test_cli_writes_metrics_refuses_existing_and_resumes(tmp_path, capsys):
     assert "epochs: 2 -> 4" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_resume_continues_an_interrupted_run(tmp_path, capsys, monkeypatch):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert cli_main(_cli_args(full, "--genotype", "darts-v2", "--epochs", "2")) == 0
@@ -308,6 +311,7 @@ def test_channels_last_computes_the_same_steps_as_nchw():
         torch.testing.assert_close(sd_b[k], sd_a[k], atol=1e-5, rtol=1e-5, msg=k)
 
 
+@pytest.mark.slow
 def test_bf16_retrain_runs_near_fp32_and_resume_may_change_layout(tmp_path):
     fp32, row_a = _one_epoch(channels_last=False)
     bf16, row_b = _one_epoch(amp="bf16")

@@ -41,6 +41,7 @@ def _rows(folder):
     return [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_two_gloo_workers_match_one_process_and_resume(tmp_path, tree):
     cfg = build_config(overrides={**CFG, "data.data_dir": str(tree)})
     genotype = load_genotype("darts-v2")

@@ -22,6 +22,7 @@ CFG = {"network.kind": "imagenet", "network.channels": 8, "network.layers": 3, "
        "eval_batch_size": 8, "data.num_workers": 0}
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_torch_trainer_two_workers_recover_and_match_one_process(tmp_path):
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

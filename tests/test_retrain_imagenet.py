@@ -57,6 +57,7 @@ def test_network_at_224_has_the_darts_shapes():
     assert net(torch.randn(1, 3, 224, 224))[1] is None
 
 
+@pytest.mark.slow
 def test_tiny_imagefolder_retrain_end_to_end_and_resume(tmp_path, capsys, monkeypatch):
     data = _imagenet_like(tmp_path / "tree")
     args = ["--config", CONFIG, "--genotype", "darts-v2",
@@ -117,6 +118,7 @@ def test_missing_layout_is_one_line_naming_it(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_evaluate_cli_reproduces_the_imagenet_test_accuracy(tmp_path, capsys):
     from prnas.evaluate.__main__ import main as evaluate_main
 

@@ -57,6 +57,7 @@ def _wait_for_a_checkpoint(proc: subprocess.Popen, exp: Path, timeout: float = 9
 # ---------------------------------------------------------------- no Ray
 
 
+@pytest.mark.slow
 def test_params_only_prints_one_json_line_per_genotype(capsys):
     out = _run("--genotype", "darts-v2,prdarts-dl1", "--params-only", "--no-timing")
     assert out.returncode == 0, out.stderr
@@ -84,6 +85,7 @@ def test_params_only_measures_latency_and_throughput(capsys):
     assert row["cost_device"].startswith("cpu: ") and row["cost_threads"] >= 1
 
 
+@pytest.mark.slow
 def test_params_only_from_search_folder(tmp_path, capsys):
     dl1, dl2 = load_genotype("prdarts-dl1"), load_genotype("prdarts-dl2")
     for sub, g in [("a/trial_0", dl1), ("a/trial_1", dl2), ("b/checkpoint", dl1)]:
@@ -101,6 +103,7 @@ def test_params_only_from_search_folder(tmp_path, capsys):
     assert "no genotype.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_random_cells_beside_presets_and_files_carry_their_kind(tmp_path, capsys):
     from prnas.retrain.genotypes import (
         GenotypeRef,
@@ -172,6 +175,7 @@ def test_check_resources_refuses_gpu_trials_on_cpu_cluster(monkeypatch):
         cluster.check_resources(4, 1)
 
 
+@pytest.mark.slow
 def test_trainable_steps_checkpoints_and_resets(tmp_path):
     """The Trainable without a cluster: one step per epoch, exact restore, actor reuse."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -247,6 +251,7 @@ def test_retrain_console_prints_one_line_per_epoch_and_trial(capsys):
 # ---------------------------------------------------------------- real Ray
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
     args = ["--genotype", "darts-v2", "--num-samples", "2", "--config", str(DEMO), *TINY,
@@ -316,6 +321,7 @@ def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_leaves_no_final_results_and_resumes(tmp_path):
     """Ctrl+C (SIGINT to the driver's process group, as a terminal sends it) stops the
     fan-out as an interruption: exit 130, the --resume hint, no retrain.parquet and no

@@ -125,6 +125,7 @@ def _summary(search):
             search.genotype.to_dict())
 
 
+@pytest.mark.slow
 def test_resume_after_a_cycle_and_mid_cycle_equals_uninterrupted(tmp_path):
     ref = _search()
     ref.run()
@@ -161,6 +162,7 @@ def test_resume_after_a_cycle_and_mid_cycle_equals_uninterrupted(tmp_path):
     assert _summary(other) != _summary(ref)
 
 
+@pytest.mark.slow
 def test_cli_refuses_existing_dir_and_resumes_to_same_genotype(tmp_path, capsys):
     import yaml
 
@@ -252,6 +254,7 @@ def _favour(s, cell_type, edge, op):
         a[i] = 10.0
 
 
+@pytest.mark.slow
 def test_a_child_keeps_its_own_training_across_later_cycles():
     """Issue 12 (the reference's bug): a child added after cycle 1 inherits from its parent
     once; surviving cycles 2 and 3 it carries its own trained weights, never its parent's."""
@@ -316,6 +319,7 @@ def test_cifar_folder_search_and_missing_data_error(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_finished_search_state_loads_again(tmp_path, capsys):
     s = _search()
     s.run()

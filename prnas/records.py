@@ -111,26 +111,14 @@ JSON_COLUMNS = ("epoch_metrics", "pools", "pools_next", "alphas", "decisions", "
 
 # ----------------------------------------------------------------------------- the record
 def decode(value: Any) -> Any:
-    """A nested cell as plain Python: JSON text parsed, NaN/NA as None, arrays as lists."""
+    """A nested value as plain Python: a parquet cell's JSON text parsed, a missing cell
+    (None, NA, NaN) as None; a ``cycles.jsonl`` object's value is plain already."""
     if value is None or value is pd.NA:
         return None
     if isinstance(value, str):
         return json.loads(value) if value else None
     if isinstance(value, float) and math.isnan(value):
         return None
-    return _plain(value)
-
-
-def _plain(value: Any) -> Any:
-    """Already-parsed nested values (or parquet lists/structs) as lists, dicts and scalars."""
-    if hasattr(value, "tolist") and not isinstance(value, Mapping):
-        return _plain(value.tolist())
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if hasattr(value, "item"):
-        return value.item()
     return value
 
 
@@ -159,12 +147,6 @@ class CycleRecord:
                    pools=decode(row["pools"]) or {}, alphas=decode(row["alphas"]) or {},
                    decisions=decode(row.get("decisions")),
                    pools_next=decode(row.get("pools_next")), columns=rest)
-
-    def to_row(self) -> dict[str, Any]:
-        """The plain-JSON object written to ``cycles.jsonl``."""
-        return {"trial_id": self.trial_id, "cycle": self.cycle, **self.columns,
-                "pools": self.pools, "alphas": self.alphas, "decisions": self.decisions,
-                "pools_next": self.pools_next}
 
     def decision(self, cell_type: str, edge: int) -> dict | None:
         for d in self.decisions or ():

@@ -44,7 +44,7 @@ from typing import Any
 
 from ray import tune
 
-from prnas.records import CYCLES_FILE, GENOTYPE_FILE, cycle_row, jsonl_text
+from prnas.records import CYCLES_FILE, GENOTYPE_FILE, JSON_COLUMNS, cycle_row, jsonl_text
 from prnas.runtime import checkpoint
 from prnas.runtime.device import release_cached_memory
 from prnas.search.alpha_signal import softmax_curves
@@ -106,12 +106,9 @@ def encode_result(record: dict[str, Any]) -> dict[str, Any]:
 
 def decode_result(result: dict[str, Any]) -> dict[str, Any]:
     """The inverse of :func:`encode_result`: native Pools, Histories, decisions, lists."""
-    plain = {k: json.loads(v) if k in _NESTED and isinstance(v, str) else v
+    plain = {k: json.loads(v) if k in JSON_COLUMNS and isinstance(v, str) else v
              for k, v in result.items()}
     return cycle_from_json(plain)
-
-
-_NESTED = ("pools", "pools_next", "alphas", "histories", "decisions", "epoch_metrics")
 
 
 def _sans_decision(config: dict[str, Any]) -> dict[str, Any]:

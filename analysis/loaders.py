@@ -25,7 +25,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.pools import pool_stats
-from prnas.records import CANDIDATES_FILE, JSON_COLUMNS, RESULTS_FILE, RETRAIN_FILE
+from prnas.records import (
+    CANDIDATES_FILE,
+    GENOTYPE_FILE,
+    JSON_COLUMNS,
+    RESULTS_FILE,
+    RETRAIN_FILE,
+)
 from prnas.records import decode as _decode
 
 TRIAL_KEY = ["experiment", "trial_id"]
@@ -372,7 +378,7 @@ def trial_genotype_path(rows: pd.DataFrame) -> str | None:
         return paths[-1]
     root = Path(rows["experiment_dir"].iloc[0])
     tid = str(rows["trial_id"].iloc[0])
-    for candidate in sorted(root.rglob("genotype.json")):
+    for candidate in sorted(root.rglob(GENOTYPE_FILE)):
         if any(tid in part for part in candidate.relative_to(root).parts[:-1]):
             return str(candidate)
     return paths[-1] if paths else None

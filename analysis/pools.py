@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 from prnas.search.pools import pool_statistics, pools_from_json
-from prnas.search.pools import softmax as softmax  # re-exported for the analysis modules
 from prnas.space.ops import Op
+from prnas.space.weights import softmax as softmax  # re-exported for the analysis modules
 
 PoolsJSON = Mapping[str, Sequence[Sequence[str]]]
 

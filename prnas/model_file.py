@@ -42,13 +42,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from prnas._io import atomic_write_bytes
 from prnas.nn.eval_net import EvalNetwork
 from prnas.nn.eval_networks import build_eval_network
+from prnas.records import MODEL_FILE
 from prnas.space.genotype import Genotype
 
 __all__ = ["FORMAT", "MODEL_FILE", "ModelFile", "ModelFileError", "NetworkSpec", "find",
            "load_model", "read", "save"]
 
 FORMAT = "prnas-model/1"
-MODEL_FILE = "model.pt"
 Weights = Literal["final", "best-test-epoch"]
 
 

@@ -18,9 +18,9 @@ from prnas.search.pools import (
     pool_statistics,
     pools_from_json,
     pools_to_json,
-    softmax,
 )
 from prnas.space import Op, apply_morphism, preset
+from prnas.space.weights import softmax
 
 DL = preset("DL")
 

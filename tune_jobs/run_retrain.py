@@ -36,6 +36,7 @@ from typing import Any
 
 from prnas import cli
 from prnas.config_io import MAX_SEED
+from prnas.records import DDP_PLAN_FILE, RETRAIN_FILE
 from prnas.retrain.config import ConfigError, RetrainConfig, load_config
 from prnas.retrain.genotypes import (
     RANDOM_SYNTAX,
@@ -50,7 +51,7 @@ from prnas.retrain.params import dataset_shape, network_cost
 from prnas.space.genotype import Genotype
 from prnas.storage import Location
 
-PARQUET = "retrain.parquet"
+PARQUET = RETRAIN_FILE
 IMAGENET_CONFIG = Path(__file__).resolve().parent / "configs" / "retrain_imagenet.yaml"
 RANDOM_DIR = "random_cells"
 
@@ -332,7 +333,7 @@ def _warn_short(cfg: RetrainConfig) -> None:
         cli.progress(warning)
 
 
-DDP_PLAN = "ddp_plan.json"
+DDP_PLAN = DDP_PLAN_FILE
 
 
 def _run_ddp(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],

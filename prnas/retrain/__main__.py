@@ -24,6 +24,14 @@ from typing import Any
 from prnas import cli
 from prnas._io import atomic_write_text, check_output_dir
 from prnas.presets import load_genotype
+from prnas.records import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    GENOTYPE_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    RESULT_FILE,
+)
 from prnas.retrain.config import ConfigError, RetrainConfig, dump_config, load_config
 from prnas.retrain.schedule import headline_rule, short_run_warning
 from prnas.retrain.trainer import Retrainer, log_line
@@ -36,7 +44,7 @@ from prnas.runtime.progress_log import ProgressLog
 from prnas.space.genotype import Genotype
 
 CONFIG, GENOTYPE, CHECKPOINT, METRICS, RESULT, MODEL = (
-    "config.yaml", "genotype.json", "checkpoint.pt", "metrics.jsonl", "result.json", "model.pt")
+    CONFIG_FILE, GENOTYPE_FILE, CHECKPOINT_FILE, METRICS_FILE, RESULT_FILE, MODEL_FILE)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from prnas._io import atomic_write_text
 from prnas.nn.drop_path import global_batch_masks
+from prnas.records import CHECKPOINT_FILE, METRICS_FILE
 from prnas.retrain.config import RetrainConfig
 from prnas.retrain.trainer import Retrainer
 from prnas.runtime.guards import TrainingDiverged
@@ -58,7 +59,7 @@ from prnas.space.genotype import Genotype
 __all__ = ["DataParallelRetrainer", "GlobalBatchNorm2d", "SampleSeeded", "convert_batchnorm",
            "global_batches", "train_local"]
 
-CHECKPOINT, METRICS = "checkpoint.pt", "metrics.jsonl"
+CHECKPOINT, METRICS = CHECKPOINT_FILE, METRICS_FILE
 
 # The differentiable all-reduce is deprecated in favour of a private module; it is the
 # public autograd-aware one, so its once-per-layer warning only floods the logs.

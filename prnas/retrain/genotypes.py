@@ -15,12 +15,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prnas.presets import list_genotypes, load_genotype
+from prnas.records import GENOTYPE_FILE
 from prnas.space.constraints import PRESETS, preset
 from prnas.space.genotype import Genotype
 from prnas.space.sampling import MAX_CELLS, PAPER_MORPH_ROUNDS, SampleSpec, sample_genotypes
 from prnas.storage import Location, as_location, location
 
-SEARCH_RESULT = "genotype.json"
 KINDS = ("searched", "random", "preset")
 
 
@@ -95,20 +95,20 @@ def from_search(experiment: str | Path) -> list[GenotypeRef]:
         root = location(experiment)
         if not root.is_dir():
             raise ValueError(f"--from-search: nothing at {root}")
-        found = [(trial.name, trial / SEARCH_RESULT) for trial in root.children()
-                 if (trial / SEARCH_RESULT).is_file()]
+        found = [(trial.name, trial / GENOTYPE_FILE) for trial in root.children()
+                 if (trial / GENOTYPE_FILE).is_file()]
         refs = _distinct(((label, path.uri, Genotype.parse(path.read_text(), path.uri))
                           for label, path in found), embed=True)
         if not refs:
-            raise ValueError(f"--from-search: no {SEARCH_RESULT} in the trial folders of "
+            raise ValueError(f"--from-search: no {GENOTYPE_FILE} in the trial folders of "
                              f"{root}")
         return refs
     local = Path(experiment).expanduser().resolve()
     if not local.is_dir():
         raise ValueError(f"--from-search: {local} is not a directory")
-    paths = sorted(local.rglob(SEARCH_RESULT))
+    paths = sorted(local.rglob(GENOTYPE_FILE))
     if not paths:
-        raise ValueError(f"--from-search: no {SEARCH_RESULT} anywhere below {local}")
+        raise ValueError(f"--from-search: no {GENOTYPE_FILE} anywhere below {local}")
 
     def labelled(path: Path, genotype: Genotype) -> tuple[str, str, Genotype]:
         rel = path.parent.relative_to(local).as_posix()

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from prnas import cli
 from prnas._io import atomic_write_text, check_output_dir
+from prnas.records import CHECKPOINT_FILE, CONFIG_FILE, GENOTYPE_FILE, METRICS_FILE
 from prnas.runtime import checkpoint
 from prnas.runtime.checkpoint import CheckpointError
 from prnas.runtime.guards import TrainingDiverged
@@ -29,7 +30,7 @@ from prnas.search.alpha_signal import noise_warning, signal_text
 from prnas.search.config import ConfigError, SearchConfig, load_config
 from prnas.search.policy import cycle_to_json
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = CHECKPOINT_FILE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,9 +51,9 @@ def _parser() -> argparse.ArgumentParser:
 def write_outputs(out: Path, search) -> None:
     """Everything derived from the state is rewritten from it, so files never disagree."""
     lines = "".join(json.dumps(cycle_to_json(m)) + "\n" for m in search.cycle_log)
-    atomic_write_text(out / "metrics.jsonl", lines)
+    atomic_write_text(out / METRICS_FILE, lines)
     if search.genotype is not None:
-        search.genotype.save(out / "genotype.json")
+        search.genotype.save(out / GENOTYPE_FILE)
 
 
 def _resume(out: Path) -> tuple[SearchConfig, dict | None]:
@@ -66,13 +67,13 @@ def _resume(out: Path) -> tuple[SearchConfig, dict | None]:
         except (KeyError, ValidationError) as err:
             raise CheckpointError(f"checkpoint {ckpt} holds no valid search config "
                                   f"({type(err).__name__})") from None
-    if (out / "config.yaml").is_file():
-        if (out / "genotype.json").is_file():
+    if (out / CONFIG_FILE).is_file():
+        if (out / GENOTYPE_FILE).is_file():
             raise ConfigError(f"--resume: {out} holds a retrain (config.yaml, genotype.json), "
                               "not a search; resume it with python -m prnas.retrain")
         cli.progress(f"note: {out} has no checkpoint yet (stopped during the first epoch); "
                      "starting it again from epoch 0 with its config.yaml")
-        return load_config(out / "config.yaml"), None
+        return load_config(out / CONFIG_FILE), None
     raise ConfigError(f"--resume: no checkpoint at {ckpt}; start without --resume")
 
 
@@ -134,8 +135,8 @@ def _run(search, out: Path, state: dict | None, stop_after_cycles: int | None,
     ckpt = out / CHECKPOINT
     if state is not None:
         cli.progress(f"resumed {out}: cycle {search.cycle + 1}, {search.epoch} epochs done")
-    elif not (out / "config.yaml").is_file():
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(
+    elif not (out / CONFIG_FILE).is_file():
+        atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(
             search.cfg.model_dump(mode="json"), sort_keys=False))
     if not search.finished and verbosity >= 1:
         cfg = search.cfg
@@ -170,7 +171,7 @@ def _run(search, out: Path, state: dict | None, stop_after_cycles: int | None,
         cli.progress(f"stopped after {stop_after_cycles} cycle(s); continue with --resume")
     else:
         write_outputs(out, search)
-        cli.result(f"genotype written to {out / 'genotype.json'}")
+        cli.result(f"genotype written to {out / GENOTYPE_FILE}")
     return cli.EXIT_OK
 
 

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from statistics import fmean
 
-from prnas.search.pools import softmax
+from prnas.space.weights import softmax
 
 #: A cycle whose spread is below this multiple of the noise figure took its decisions on
 #: alphas a random walk would have produced (see docs/search.md, "Do the alphas learn?").

@@ -22,11 +22,11 @@ from prnas.search.pools import (
     pools_from_json,
     pools_plain,
     pools_to_json,
-    softmax,
 )
 from prnas.space.constraints import Constraints
 from prnas.space.morphisms import Morphism, available_morphisms
 from prnas.space.ops import Op
+from prnas.space.weights import softmax
 
 
 @dataclass(frozen=True)

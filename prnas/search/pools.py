@@ -38,15 +38,6 @@ def initial_histories(pools: Pools) -> Histories:
     return {t: tuple(frozenset(edge) for edge in edges) for t, edges in pools.items()}
 
 
-def softmax(xs: Sequence[float]) -> list[float]:
-    if not xs:
-        return []
-    m = max(xs)
-    e = [math.exp(x - m) for x in xs]
-    s = sum(e)
-    return [v / s for v in e]
-
-
 def pools_plain(pools: Mapping[str, Sequence[Sequence[Op]]]) -> dict[str, list[list[str]]]:
     """Pools as plain JSON values: ``{cell_type: [[op str] per edge]}``."""
     return {t: [[str(op) for op in edge] for edge in edges] for t, edges in pools.items()}

@@ -23,7 +23,14 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from prnas.records import EPOCHS_FILE, jsonl_text, read_jsonl, trial_dirs
+from prnas.records import (
+    EPOCHS_FILE,
+    MODEL_FILE,
+    RETRAIN_CHECKPOINT_FILE,
+    jsonl_text,
+    read_jsonl,
+    trial_dirs,
+)
 from prnas.retrain.config import RetrainConfig, build_config, protocol_json
 from prnas.retrain.genotypes import GenotypeRef
 from prnas.retrain.results import rows_to_frame
@@ -39,8 +46,7 @@ from prnas.tune.cluster import (
 )
 from prnas.tune.progress import TrialProgress, trial_log
 
-CHECKPOINT_FILE = "retrain.pt"
-MODEL_FILE = "model.pt"  # the trained network, in the trial folder (prnas.model_file)
+CHECKPOINT_FILE = RETRAIN_CHECKPOINT_FILE
 
 
 class RetrainTrainable(tune.Trainable):

@@ -34,6 +34,13 @@ from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from prnas._io import atomic_write_text
+from prnas.records import (
+    METRICS_FILE,
+    MODEL_FILE,
+    RESULT_FILE,
+    RETRAIN_CHECKPOINT_FILE,
+    RETRAIN_FILE,
+)
 from prnas.retrain.config import RetrainConfig, build_config, protocol_json
 from prnas.retrain.ddp import DataParallelRetrainer
 from prnas.retrain.genotypes import GenotypeRef
@@ -42,8 +49,7 @@ from prnas.retrain.trainer import log_line
 from prnas.runtime import checkpoint as ckpt_io
 from prnas.tune.progress import trial_log
 
-CHECKPOINT_FILE, MODEL_FILE, RESULT_FILE = "retrain.pt", "model.pt", "result.json"
-PARQUET = "retrain.parquet"
+CHECKPOINT_FILE = RETRAIN_CHECKPOINT_FILE
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -138,7 +144,7 @@ def fit_one(cfg: RetrainConfig, ref: GenotypeRef, seed: int, *, workers: int, us
     timing = {k: summary.get(k) for k in ("latency_ms_b1", "throughput_b64", "cost_device",
                                           "cost_threads")}
     rows[-1].update(timing, model_path=str(folder / MODEL_FILE))
-    atomic_write_text(folder / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(folder / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_text(folder / RESULT_FILE, json.dumps(summary, indent=1) + "\n")
     return rows_to_frame(rows)
 
@@ -152,5 +158,5 @@ def run_all(cfg: RetrainConfig, refs: Sequence[GenotypeRef], seeds: Sequence[int
               for ref in refs for seed in seeds]
     df = pd.concat(frames, ignore_index=True) if frames else rows_to_frame([])
     df = rows_to_frame(df.to_dict("records"))
-    write_parquet(df, experiment / PARQUET)
+    write_parquet(df, experiment / RETRAIN_FILE)
     return df

@@ -44,7 +44,14 @@ from typing import Any
 
 from ray import tune
 
-from prnas.records import CYCLES_FILE, GENOTYPE_FILE, JSON_COLUMNS, cycle_row, jsonl_text
+from prnas.records import (
+    CYCLES_FILE,
+    GENOTYPE_FILE,
+    JSON_COLUMNS,
+    SEARCH_CHECKPOINT_FILE,
+    cycle_row,
+    jsonl_text,
+)
 from prnas.runtime import checkpoint
 from prnas.runtime.device import release_cached_memory
 from prnas.search.alpha_signal import softmax_curves
@@ -64,7 +71,7 @@ from prnas.tune.progress import trial_log
 SEARCH_KEY = "search"
 DECISION_KEY = "prnas_decision"
 FAULT_KEY = "prnas_fault"
-CHECKPOINT_FILE = "search.pt"
+CHECKPOINT_FILE = SEARCH_CHECKPOINT_FILE
 CHECKPOINT_VERSION = 2  # 2: "pending" as plain JSON (prnas.search.policy.cycle_to_json)
 
 

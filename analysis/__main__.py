@@ -17,10 +17,11 @@ from prnas import cli
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m analysis", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("report", help="figures, tables and an HTML page for one experiment")
+    r = sub.add_parser("report", allow_abbrev=False,
+                       help="figures, tables and an HTML page for one experiment")
     r.add_argument("experiment", help="search experiment folder (holds results.parquet)")
     r.add_argument("retrain", nargs="*",
                    help="retrain experiment folders (each holds retrain.parquet)")
@@ -37,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="cell diagram renderer: Graphviz dot, matplotlib, or dot when installed")
     cli.add_counting(r)
     r.add_argument("--report-last", type=int, default=5, metavar="N",
-                   help="retrain error = mean test error of the last N epochs (paper: 5)")
+                   help="retrain error = mean test error of the last N epochs (paper: 5); a "
+                   "run of at most N epochs reports its last epoch")
     return p
 
 

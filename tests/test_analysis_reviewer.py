@@ -338,8 +338,9 @@ def test_the_pipeline_item_compares_the_configs_the_rows_carry():
 
     cfg = build_config()
     same = protocol_json(cfg)
-    assert same == protocol_json(build_config(overrides={"seed": 3, "device": "cpu",
-                                                         "data.data_dir": "/elsewhere"}))
+    assert same == protocol_json(build_config(overrides={
+        "seed": 3, "device": "cpu", "data.data_dir": "/elsewhere",
+        "batch.memory_budget_bytes": 2**30, "performance.channels_last": True}))
     df = retrain_rows({"s": "searched", "r": "random"}, macs=False).assign(protocol=same)
     ok = checklist._pipeline(df)
     assert ok["status"] == "present" and "1 retrain config(s) in the runs' rows" in ok["evidence"]

@@ -38,19 +38,24 @@ def test_seed_rule_and_shared_overrides():
         p.parse_args(["-q", "-v"])
 
 
-@pytest.mark.parametrize("module, argv", [
-    ("tune_jobs/run_search.py", ["--log-epochs"]),
-    ("tune_jobs/run_retrain.py", ["--verbose", "0"]),
-    ("prnas.retrain.__main__", ["--out", "x", "--no-progress"]),
-    ("prnas.space.__main__", ["count", "--paper-counting"]),
-    ("analysis.__main__", ["report", "x", "--out", "y", "--functional-counting"]),
+@pytest.mark.parametrize("module, argv, refused", [
+    ("tune_jobs/run_search.py", ["--log-epochs"], "--log-epochs"),
+    ("tune_jobs/run_retrain.py", ["--verbose", "0"], "0"),
+    ("prnas.retrain.__main__", ["--out", "x", "--no-progress"], "--no-progress"),
+    ("prnas.space.__main__", ["count", "--paper-counting"], "--paper-counting"),
+    ("analysis.__main__", ["report", "x", "--out", "y", "--functional-counting"],
+     "--functional-counting"),
+    ("prnas.evaluate.__main__", ["m", "--data", "x"], "--data x"),  # no prefix of --data-dir
+    ("prnas.export.__main__", ["m", "--format", "onnx", "--out", "x", "--overwrite"],
+     "--overwrite"),
 ])
-def test_removed_spellings_are_refused_by_argparse(module, argv, capsys):
-    """One spelling per flag: the old ones (renamed in earlier releases) are gone."""
+def test_removed_spellings_are_refused_by_argparse(module, argv, refused, capsys):
+    """One spelling per flag: the old ones (renamed in earlier releases) are gone, and no
+    abbreviation of a flag is taken for it (allow_abbrev=False)."""
     with pytest.raises(SystemExit) as exit_:
         _module(module)._parser().parse_args(argv)
     assert exit_.value.code == cli.EXIT_BAD_INPUT
-    assert f"unrecognized arguments: {argv[-1]}" in capsys.readouterr().err
+    assert f"unrecognized arguments: {refused}" in capsys.readouterr().err
 
 
 def _module(module: str):

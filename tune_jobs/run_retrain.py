@@ -57,7 +57,7 @@ RANDOM_DIR = "random_cells"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_retrain.py", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="run_retrain.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--genotype", action="append", default=[], metavar="NAME_OR_PATH[,...]",
                    help="preset names and/or genotype JSON files, comma-separated (repeatable)")
@@ -379,7 +379,7 @@ def _run_ddp(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRe
     _warn_short(cfg)
     df = run_all(cfg, refs, seeds, workers=workers,
                  use_gpu=use_gpu, experiment=experiment, max_failures=args.max_failures,
-                 cpus_per_worker=1.0 + cfg.data.explicit_workers)
+                 cpus_per_worker=1.0 + cfg.data.explicit_workers, verbosity=args.verbosity)
     print(f"\n{len(df)} rows -> {experiment / PARQUET}")
     print(f"final test error = {headline_rule(cfg.epochs, cfg.report_last)}, "
           "mean +- std over seeds:")

@@ -41,7 +41,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "search_dl.yaml"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_search.py", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="run_search.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_config(p, "tune_jobs/configs/search_dl.yaml, the paper's DL search on CIFAR-10")
     p.add_argument("--num-samples", type=int, default=1,

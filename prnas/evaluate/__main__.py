@@ -33,7 +33,8 @@ from prnas.runtime.device import configure_threads, pick_device
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m prnas.evaluate", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                prog="python -m prnas.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="model.pt, a run folder or a trial folder")
     src = p.add_mutually_exclusive_group()

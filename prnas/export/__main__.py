@@ -22,7 +22,8 @@ from prnas.model_file import ModelFileError, read
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m prnas.export", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                prog="python -m prnas.export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="model.pt, a run folder or a trial folder")
     p.add_argument("--format", required=True, choices=["onnx", "torchscript"])

@@ -48,7 +48,8 @@ CONFIG, GENOTYPE, CHECKPOINT, METRICS, RESULT, MODEL = (
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m prnas.retrain", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                prog="python -m prnas.retrain", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_config(p, "the paper's protocol")
     p.add_argument("--genotype", help="preset name (e.g. prdarts-dl2) or genotype JSON path")

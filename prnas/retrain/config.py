@@ -107,7 +107,8 @@ class RetrainConfig(BaseModel):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0,
                                    description="of the training loss (ImageNet: 0.1)")
     cutout: int = Field(16, ge=0, description="Cutout square side in pixels; 0 = off")
-    report_last: int = Field(5, ge=1, description="reported error = mean over the last N epochs")
+    report_last: int = Field(5, ge=1, description="reported error = mean over the last N "
+                             "epochs (a run of at most N epochs: its last epoch)")
     seed: int = Field(0, ge=0, le=config_io.MAX_SEED,
                       description="weights, drop-path, augmentation and batch order")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -141,15 +142,19 @@ def dump_config(cfg: RetrainConfig) -> str:
     return config_io.dump(cfg)
 
 
-# Fields that may differ between runs of one comparison without changing what is computed.
-_NOT_PROTOCOL = {"seed", "device"}
-_NOT_PROTOCOL_DATA = {"data_dir", "train_dir", "test_dir", "num_workers", "download"}
+# Fields that may differ between runs of one comparison without changing the protocol:
+# the seed, where data and compute are, and how fast it runs (the memory budget follows
+# the GPU model and --gpus-per-trial).
+_NOT_PROTOCOL = {"seed", "device", "performance"}
+_NOT_PROTOCOL_DATA = {"data_dir", "train_dir", "test_dir", "num_workers", "download",
+                      "device_resident"}
 
 
 def protocol_json(cfg: RetrainConfig) -> str:
     """The config as the rows carry it (``protocol`` column of ``retrain.parquet``): all of
-    it but the seed, device and data paths, as sorted JSON, so that a report compares
-    runs by their own records."""
+    it but the seed, device, data paths and speed settings, as sorted JSON, so that a
+    report compares runs by their own records."""
     raw = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_PROTOCOL}
     raw["data"] = {k: v for k, v in raw["data"].items() if k not in _NOT_PROTOCOL_DATA}
+    raw["batch"] = {k: v for k, v in raw["batch"].items() if k != "memory_budget_bytes"}
     return json.dumps(raw, sort_keys=True)

@@ -37,6 +37,7 @@ import json
 import math
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,7 @@ class DataParallelRetrainer(Retrainer):
                             persistent_workers=False)
         total_loss = correct = seen = 0.0
         self.step_losses = []
+        t0 = time.perf_counter()
         with global_batch_masks(self.rank, self.world_size):
             for x, y in loader:
                 x = x.to(self.device, non_blocking=True)
@@ -256,6 +258,7 @@ class DataParallelRetrainer(Retrainer):
                 total_loss += step_loss
                 correct += step_hits
                 seen += step_seen
+                self._speak_if_due(len(self.step_losses), seen, total_loss / seen, t0)
         return total_loss / seen, 100.0 * correct / seen, [self.global_batch] * len(batches)
 
     def _loader(self, dataset: Dataset, batch_sampler: Any, batch_size: int = 1) -> Any:

@@ -1,7 +1,8 @@
 """Retrain result rows as a pandas table: the parquet schema and the final summary.
 
 One row per trial and epoch; the summary reduces each trial to its reported
-error (mean test error of its last ``report_last`` epochs, paper IV-C) and then
+error (mean test error of its last ``report_last`` epochs, paper IV-C; the last epoch
+alone for a run no longer than that: ``prnas.retrain.schedule.final_error``) and then
 each genotype to mean and standard deviation over seeds, as in Table III.
 """
 

@@ -46,4 +46,4 @@ def short_run_warning(epochs: int, last: int) -> str | None:
         return None
     return (f"warning: {epochs} epoch(s) <= report_last {last}: the final test error is the "
             f"last epoch's, not a mean of {last}; the paper's protocol needs more epochs "
-            f"than report_last (--set report_last=N)")
+            f"than report_last (--epochs N)")

@@ -136,7 +136,8 @@ class Retrainer:
         return self.epoch >= self.cfg.epochs
 
     def final_test_error(self) -> float | None:
-        """The reported result: mean test error (%) of the last ``report_last`` epochs."""
+        """The reported result (``prnas.retrain.schedule.final_error``): mean test error (%)
+        of the last ``report_last`` epochs, or the last epoch's while the run is shorter."""
         return final_error(self.history, self.cfg.report_last)
 
     # ------------------------------------------------------------------ one epoch
@@ -206,12 +207,15 @@ class Retrainer:
                 sizes.append(used)
                 bar.update(used)
                 bar.set_postfix(loss=f"{total_loss / seen:.3f}", bs=used)
-                if self.log is not None and self.log.due():
-                    self.log.say(f"epoch {self.epoch + 1}/{self.cfg.epochs}: {len(sizes)} "
-                                 f"steps, {seen}/{len(self.train_set)} images, loss "
-                                 f"{total_loss / seen:.3f}, {time.perf_counter() - t0:.0f} s "
-                                 "into the epoch")
+                self._speak_if_due(len(sizes), seen, total_loss / seen, t0)
         return total_loss / seen, 100.0 * correct / seen, sizes
+
+    def _speak_if_due(self, steps: int, seen: float, loss: float, t0: float) -> None:
+        """A line from within an epoch that runs long (``log``: prnas.runtime.progress_log)."""
+        if self.log is not None and self.log.due():
+            self.log.say(f"epoch {self.epoch + 1}/{self.cfg.epochs}: {steps} steps, "
+                         f"{seen:.0f}/{len(self.train_set)} images, loss {loss:.3f}, "
+                         f"{time.perf_counter() - t0:.0f} s into the epoch")
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
         """One SGD step; repeatable after an OOM because it zeroes the gradients first."""

@@ -34,7 +34,8 @@ CHECKPOINT = CHECKPOINT_FILE
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m prnas.search", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                prog="python -m prnas.search", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_config(p, "the paper's DL search")
     cli.add_out(p)

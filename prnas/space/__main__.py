@@ -22,19 +22,22 @@ _FIELDS = ("kernel_min", "kernel_max", "dilation_min", "dilation_max", "max_dept
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m prnas.space", description=__doc__)
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                prog="python -m prnas.space", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("count", help="conv configurations reachable from conv_k3_d1")
+    c = sub.add_parser("count", allow_abbrev=False,
+                       help="conv configurations reachable from conv_k3_d1")
     c.add_argument("--preset", choices=sorted(PRESETS), help="Table II constraints to start from")
     for f in _FIELDS:
         c.add_argument("--" + f.replace("_", "-"), type=int, dest=f)
     c.add_argument("--steps", type=int, default=5, help="morphing steps (default 5)")
     cli.add_counting(c)
     c.add_argument("--list", action="store_true", help="also print the reachable op strings")
-    s = sub.add_parser("size", help="cell search-space size for K ops per edge")
+    s = sub.add_parser("size", allow_abbrev=False, help="cell search-space size for K ops per edge")
     s.add_argument("--ops", type=int, required=True, help="candidate ops per edge (K)")
     s.add_argument("--nodes", type=int, default=4, help="intermediate nodes per cell (M)")
-    r = sub.add_parser("sample", help="random cells from the cells a search can produce")
+    r = sub.add_parser("sample", allow_abbrev=False,
+                       help="random cells from the cells a search can produce")
     r.add_argument("--space", required=True, type=str.upper, choices=sorted(PRESETS),
                    help="constraint preset the search ran in")
     r.add_argument("--count", type=int, required=True, help="number of cells")

@@ -54,7 +54,8 @@ CHECKPOINT_FILE = RETRAIN_CHECKPOINT_FILE
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """One worker: ``config`` holds ``retrain`` (config dump), ``genotype`` (GenotypeRef
-    dict), ``seed`` and optionally ``crash_after_epoch`` (a one-time failure, for tests)."""
+    dict), ``seed``, ``verbosity`` (the job's) and optionally ``crash_after_epoch`` (a
+    one-time failure, for tests)."""
     ctx = ray.train.get_context()
     device = ray.train.torch.get_device()
     overrides: dict[str, Any] = {"seed": int(config["seed"]),
@@ -62,11 +63,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     cfg = build_config(config["retrain"], overrides)
     ref = GenotypeRef.from_dict(config["genotype"])
     rank = ctx.get_world_rank()
-    # The chief's lines: every epoch, and one within an epoch that runs long (Ray Train
-    # prints no line of its own per report).
+    # The chief's lines (none with -q): every epoch, and one within an epoch that runs
+    # long (Ray Train prints no line of its own per report).
+    speak = rank == 0 and int(config.get("verbosity", 1)) >= 1
     trainer = DataParallelRetrainer(cfg, ref.load(), rank=rank,
                                     world_size=ctx.get_world_size(),
-                                    log=trial_log(f"{ref.label} r{cfg.seed}", 2) if rank == 0
+                                    log=trial_log(f"{ref.label} r{cfg.seed}", 2) if speak
                                     else None)
     trainer.setup()
     restored = ray.train.get_checkpoint()
@@ -151,10 +153,11 @@ def fit_one(cfg: RetrainConfig, ref: GenotypeRef, seed: int, *, workers: int, us
 
 def run_all(cfg: RetrainConfig, refs: Sequence[GenotypeRef], seeds: Sequence[int], *,
             workers: int, use_gpu: bool, experiment: Path, max_failures: int = 1,
-            cpus_per_worker: float = 1.0) -> pd.DataFrame:
+            cpus_per_worker: float = 1.0, verbosity: int = 1) -> pd.DataFrame:
     """Every (genotype, seed) in turn, each on all ``workers``; ``retrain.parquet``."""
     frames = [fit_one(cfg, ref, seed, workers=workers, use_gpu=use_gpu, experiment=experiment,
-                      max_failures=max_failures, cpus_per_worker=cpus_per_worker)
+                      max_failures=max_failures, cpus_per_worker=cpus_per_worker,
+                      extra={"verbosity": verbosity})
               for ref in refs for seed in seeds]
     df = pd.concat(frames, ignore_index=True) if frames else rows_to_frame([])
     df = rows_to_frame(df.to_dict("records"))

@@ -25,13 +25,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.pools import pool_stats
-from prnas.records import (
-    CANDIDATES_FILE,
-    GENOTYPE_FILE,
-    JSON_COLUMNS,
-    RESULTS_FILE,
-    RETRAIN_FILE,
-)
+from prnas.filenames import CANDIDATES_FILE, GENOTYPE_FILE, RESULTS_FILE, RETRAIN_FILE
+from prnas.records import JSON_COLUMNS
 from prnas.records import decode as _decode
 
 TRIAL_KEY = ["experiment", "trial_id"]

@@ -40,9 +40,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from prnas._io import atomic_write_bytes
+from prnas.filenames import MODEL_FILE
 from prnas.nn.eval_net import EvalNetwork
 from prnas.nn.eval_networks import build_eval_network
-from prnas.records import MODEL_FILE
 from prnas.space.genotype import Genotype
 
 __all__ = ["FORMAT", "MODEL_FILE", "ModelFile", "ModelFileError", "NetworkSpec", "find",

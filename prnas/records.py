@@ -1,6 +1,6 @@
-"""The on-disk contract: the name of every file the project writes, the parquet schemas,
-the per-cycle record and the one place a candidate's fate (survived / dropped / new, and
-its parent) is worked out.
+"""The on-disk contract: the parquet schemas, the per-cycle record and the one place a
+candidate's fate (survived / dropped / new, and its parent) is worked out; the file
+names are ``prnas.filenames``.
 
 The Tune layer writes through it (``prnas.tune.search_trainable`` each trial's
 ``cycles.jsonl``, ``prnas.tune.results`` the two parquet files, ``prnas.tune.retrain``
@@ -25,25 +25,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from prnas.filenames import CYCLES_FILE, GENOTYPE_FILE
 from prnas.space.weights import softmax
 from prnas.storage import Location, as_location
-
-# ----------------------------------------------------------------------------- file names
-CYCLES_FILE = "cycles.jsonl"  # per search trial: one plain JSON object per cycle
-GENOTYPE_FILE = "genotype.json"  # per search trial, once it finished
-RESULTS_FILE = "results.parquet"  # per search experiment: one row per trial and cycle
-CANDIDATES_FILE = "candidates.parquet"  # per search experiment: one row per candidate
-EPOCHS_FILE = "epochs.jsonl"  # per retrain trial: one plain JSON object per epoch
-RETRAIN_FILE = "retrain.parquet"  # per retrain experiment: one row per trial and epoch
-SEARCH_CHECKPOINT_FILE = "search.pt"  # per search trial (Tune): the whole engine state
-RETRAIN_CHECKPOINT_FILE = "retrain.pt"  # per retrain trial or data-parallel run
-MODEL_FILE = "model.pt"  # a trained network as plain data (prnas.model_file)
-RESULT_FILE = "result.json"  # an in-process or data-parallel retrain's final summary
-DDP_PLAN_FILE = "ddp_plan.json"  # a data-parallel retrain experiment's stored plan
-# The in-process commands' run folder (python -m prnas.search / prnas.retrain).
-CONFIG_FILE = "config.yaml"
-CHECKPOINT_FILE = "checkpoint.pt"
-METRICS_FILE = "metrics.jsonl"
 
 # ----------------------------------------------------------------------------- fates
 SURVIVED = "survived"

@@ -25,7 +25,7 @@ import yaml
 from s3store import aws_env, s3_store
 from tiny import tiny_search
 
-from prnas.records import CYCLES_FILE, GENOTYPE_FILE, RESULTS_FILE
+from prnas.filenames import CYCLES_FILE, GENOTYPE_FILE, RESULTS_FILE
 from prnas.search.config import build_config
 from prnas.search.engine import Search
 from prnas.storage import Location, location

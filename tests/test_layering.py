@@ -26,6 +26,8 @@ FORBIDDEN_FILES = {
                             "prnas.tune", "analysis"},
     "prnas/cost.py": {"ray", "prnas.data", "prnas.search", "prnas.retrain", "prnas.tune",
                       "analysis"},
+    # Plain names: the in-process engine reads them without pandas or pyarrow.
+    "prnas/filenames.py": {"torch", "pandas", "pyarrow", "ray", "prnas", "analysis"},
     # The on-disk contract: the Tune layer writes through it, analysis reads through it.
     "prnas/records.py": {"ray", "torch", "prnas.nn", "prnas.data", "prnas.runtime",
                          "prnas.search", "prnas.retrain", "prnas.tune", "analysis"},

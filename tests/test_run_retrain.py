@@ -205,7 +205,8 @@ def test_trainable_steps_checkpoints_and_resets(tmp_path):
         mf = read(second["model_path"])
         assert mf.metrics["test_acc"] == second["test_acc"] and mf.genotype.name == "darts-v2"
         # The trial's own per-epoch records (what retrain.parquet is built from).
-        from prnas.records import EPOCHS_FILE, read_jsonl
+        from prnas.filenames import EPOCHS_FILE
+        from prnas.records import read_jsonl
 
         kept = read_jsonl(Path(trial.trial_folder()) / EPOCHS_FILE, "epoch")
         assert [r["epoch"] for r in kept] == [1, 2]

@@ -113,7 +113,8 @@ def test_object_store_writes_reads_and_lists_through_the_same_location(s3):
 def test_results_and_random_cells_on_an_object_store(s3):
     """The parquet writer reads the trial folders and writes through the store; random cells
     written there travel in their references (a trial never reads them back)."""
-    from prnas.records import CYCLES_FILE, RESULTS_FILE, read_trial_rows, trial_dirs
+    from prnas.filenames import CYCLES_FILE, RESULTS_FILE
+    from prnas.records import read_trial_rows, trial_dirs
     from prnas.retrain.genotypes import resolve, write_random_cells
     from prnas.space.genotype import Genotype
     from prnas.tune.results import write_results

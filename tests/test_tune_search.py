@@ -319,7 +319,7 @@ def _cli():
 def test_cli_interrupted_experiment_resumes_and_completes(baseline, storage, tmp_path,
                                                           capsys):
     """``--stop-after-cycles 1`` stops the driver as Ctrl+C would; ``--resume`` finishes."""
-    from prnas.records import CANDIDATES_FILE, RESULTS_FILE
+    from prnas.filenames import CANDIDATES_FILE, RESULTS_FILE
 
     main = _cli()
     config = tmp_path / "tiny.yaml"

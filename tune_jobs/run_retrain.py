@@ -36,7 +36,7 @@ from typing import Any
 
 from prnas import cli
 from prnas.config_io import MAX_SEED
-from prnas.records import DDP_PLAN_FILE, RETRAIN_FILE
+from prnas.filenames import DDP_PLAN_FILE, RETRAIN_FILE
 from prnas.retrain.config import ConfigError, RetrainConfig, load_config
 from prnas.retrain.genotypes import (
     RANDOM_SYNTAX,

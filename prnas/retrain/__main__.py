@@ -23,8 +23,7 @@ from typing import Any
 
 from prnas import cli
 from prnas._io import atomic_write_text, check_output_dir
-from prnas.presets import load_genotype
-from prnas.records import (
+from prnas.filenames import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     GENOTYPE_FILE,
@@ -32,6 +31,7 @@ from prnas.records import (
     MODEL_FILE,
     RESULT_FILE,
 )
+from prnas.presets import load_genotype
 from prnas.retrain.config import ConfigError, RetrainConfig, dump_config, load_config
 from prnas.retrain.schedule import headline_rule, short_run_warning
 from prnas.retrain.trainer import Retrainer, log_line

@@ -49,8 +49,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from prnas._io import atomic_write_text
+from prnas.filenames import CHECKPOINT_FILE, METRICS_FILE
 from prnas.nn.drop_path import global_batch_masks
-from prnas.records import CHECKPOINT_FILE, METRICS_FILE
 from prnas.retrain.config import RetrainConfig
 from prnas.retrain.trainer import Retrainer
 from prnas.runtime.guards import TrainingDiverged

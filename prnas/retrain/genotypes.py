@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from prnas.filenames import GENOTYPE_FILE
 from prnas.presets import list_genotypes, load_genotype
-from prnas.records import GENOTYPE_FILE
 from prnas.space.constraints import PRESETS, preset
 from prnas.space.genotype import Genotype
 from prnas.space.sampling import MAX_CELLS, PAPER_MORPH_ROUNDS, SampleSpec, sample_genotypes

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from prnas import cli
 from prnas._io import atomic_write_text, check_output_dir
-from prnas.records import CHECKPOINT_FILE, CONFIG_FILE, GENOTYPE_FILE, METRICS_FILE
+from prnas.filenames import CHECKPOINT_FILE, CONFIG_FILE, GENOTYPE_FILE, METRICS_FILE
 from prnas.runtime import checkpoint
 from prnas.runtime.checkpoint import CheckpointError
 from prnas.runtime.guards import TrainingDiverged

@@ -18,10 +18,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from prnas.filenames import CANDIDATES_FILE, RESULTS_FILE
 from prnas.records import (
-    CANDIDATES_FILE,
     CANDIDATES_SCHEMA,
-    RESULTS_FILE,
     RESULTS_SCHEMA,
     CycleRecord,
     candidate_fates,

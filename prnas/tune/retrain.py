@@ -23,14 +23,8 @@ from typing import Any
 import pandas as pd
 from ray import tune
 
-from prnas.records import (
-    EPOCHS_FILE,
-    MODEL_FILE,
-    RETRAIN_CHECKPOINT_FILE,
-    jsonl_text,
-    read_jsonl,
-    trial_dirs,
-)
+from prnas.filenames import EPOCHS_FILE, MODEL_FILE, RETRAIN_CHECKPOINT_FILE
+from prnas.records import jsonl_text, read_jsonl, trial_dirs
 from prnas.retrain.config import RetrainConfig, build_config, protocol_json
 from prnas.retrain.genotypes import GenotypeRef
 from prnas.retrain.results import rows_to_frame

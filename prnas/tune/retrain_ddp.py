@@ -34,7 +34,7 @@ from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from prnas._io import atomic_write_text
-from prnas.records import (
+from prnas.filenames import (
     METRICS_FILE,
     MODEL_FILE,
     RESULT_FILE,

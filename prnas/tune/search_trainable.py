@@ -44,14 +44,8 @@ from typing import Any
 
 from ray import tune
 
-from prnas.records import (
-    CYCLES_FILE,
-    GENOTYPE_FILE,
-    JSON_COLUMNS,
-    SEARCH_CHECKPOINT_FILE,
-    cycle_row,
-    jsonl_text,
-)
+from prnas.filenames import CYCLES_FILE, GENOTYPE_FILE, SEARCH_CHECKPOINT_FILE
+from prnas.records import JSON_COLUMNS, cycle_row, jsonl_text
 from prnas.runtime import checkpoint
 from prnas.runtime.device import release_cached_memory
 from prnas.search.alpha_signal import softmax_curves

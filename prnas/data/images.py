@@ -84,8 +84,9 @@ def image_folder(path: Path, role: str, mode: str = "RGB") -> tv_datasets.ImageF
         ) from err
 
 
-class _PathImages(Dataset):
-    """(path, label) pairs opened in one mode; the statistics pass needs no class scan."""
+class PathImages(Dataset):
+    """(path, label) pairs opened in one mode, without a class scan: the statistics pass,
+    and evaluation on a folder whose classes were matched to a model's."""
 
     def __init__(self, samples: list[tuple[str, int]], mode: str) -> None:
         self.samples = samples
@@ -138,7 +139,7 @@ def _paths_stats(
     """
     tf = build_transform(size, (), (), resize=True, normalise=False)
     part = [(p, 0) for p in paths]
-    images = TransformedSubset(_PathImages(part, mode), np.arange(len(part)), tf)
+    images = TransformedSubset(PathImages(part, mode), np.arange(len(part)), tf)
     total = torch.zeros(len(mode), dtype=torch.float64)
     total_sq = torch.zeros_like(total)
     count = 0

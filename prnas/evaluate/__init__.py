@@ -26,7 +26,7 @@ from torchvision import datasets as tv_datasets
 from prnas.data.cifar import LenientCIFAR10, LenientCIFAR100
 from prnas.data.config import DataConfig
 from prnas.data.datasets import test_dataset
-from prnas.data.images import check_images
+from prnas.data.images import PathImages, check_images
 from prnas.data.source import TransformedSubset
 from prnas.data.transforms import build_transform
 from prnas.model_file import ModelFile
@@ -71,22 +71,6 @@ def transform(mf: ModelFile, *, resize: bool = True) -> Callable[[Any], torch.Te
 def _open(path: str, mode: str) -> Image.Image:
     with Image.open(path) as img:
         return img.convert(mode)
-
-
-class _Files(Dataset):
-    """(image file, model class index) pairs, opened in the model's mode and preprocessed."""
-
-    def __init__(self, samples: Sequence[tuple[str, int]], mode: str, tf: Callable) -> None:
-        self.samples = list(samples)
-        self.mode = mode
-        self.tf = tf
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        path, label = self.samples[i]
-        return self.tf(_open(path, self.mode)), label
 
 
 def _cifar_root(path: Path) -> tuple[Path, type] | None:
@@ -136,7 +120,8 @@ def dataset_for(mf: ModelFile, data: str | None) -> tuple[Dataset, str]:
     # Decoded once up front, so a broken file is one line naming it, not a traceback from
     # the middle of the evaluation.
     check_images([p for p, _ in samples], full=True, role=f"--data-dir {path}")
-    return (_Files(samples, image_mode(mf), transform(mf)),
+    files = PathImages(samples, image_mode(mf))  # (file, model class index) pairs
+    return (TransformedSubset(files, np.arange(len(samples)), transform(mf)),
             f"image folder {path} ({len(samples)} images, {len(folder.classes)} classes)")
 
 

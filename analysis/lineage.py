@@ -17,7 +17,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from analysis.pools import op_type
-from prnas.records import DROPPED, CycleRecord, candidate_fates
+from prnas.cycle_record import CycleRecord
+from prnas.records import DROPPED, candidate_fates
 
 LINEAGE_COLUMNS = [
     "op", "type", "entered_cycle", "parent", "morphism", "rediscovered", "last_cycle",
@@ -28,7 +29,7 @@ TYPE_COLORS = {"skip": "#7f7f7f", "pool": "#2ca02c", "conv": "#1f77b4"}
 
 def trial_candidates(rows: pd.DataFrame) -> pd.DataFrame:
     """candidates.parquet rows of one trial from its results rows, by the writer's function."""
-    return pd.DataFrame(candidate_fates(CycleRecord.from_row(r)
+    return pd.DataFrame(candidate_fates(CycleRecord.from_json(r)
                                         for r in rows.to_dict("records")))
 
 
@@ -80,15 +81,14 @@ def edge_lineage(rows: pd.DataFrame, cell_type: str = "normal", edge: int = 0,
                 open_.pop(c.op)["dropped_after"] = int(cycle)
     # New ops of the trial's last decision that were never trained (an interrupted trial):
     # not in candidates.parquet, which holds trained candidates only.
-    last = CycleRecord.from_row(rows.iloc[-1].to_dict())
-    decision = last.decision(cell_type, edge) or {}
-    survivors = set((last.pools_next or {}).get(cell_type, [[]] * n_edges)[edge])
-    for how in decision.get("new", []):
-        if how["op"] in survivors and how["op"] not in open_:
-            stints.append({"op": how["op"], "type": op_type(how["op"]),
-                           "entered_cycle": last.cycle + 1, "parent": how.get("parent"),
-                           "morphism": how.get("morphism"),
-                           "rediscovered": bool(how.get("rediscovered", False)),
+    last = CycleRecord.from_json(rows.iloc[-1].to_dict())
+    decision = last.decision(cell_type, edge)
+    survivors = set((last.pools_next or {}).get(cell_type, [()] * n_edges)[edge])
+    for how in decision.new if decision else ():
+        if how.op in survivors and str(how.op) not in open_:
+            stints.append({"op": str(how.op), "type": how.op.type_name,
+                           "entered_cycle": last.cycle + 1, "parent": str(how.parent),
+                           "morphism": str(how.morphism), "rediscovered": how.rediscovered,
                            "last_cycle": None, "dropped_after": None,
                            "first_weight": float("nan"), "last_weight": float("nan"),
                            "final": True})

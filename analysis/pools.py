@@ -1,6 +1,6 @@
 """Pools as the parquet files store them: ``{cell_type: [[op str] per edge]}``.
 
-The statistics are the engine's own (``prnas.search.pools``, pure Python, no
+The statistics are the engine's own (``prnas.space.pools``, pure Python, no
 torch), applied to the persisted strings, so a results file missing a
 statistic column can still be analysed and always agrees with a live search.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
-from prnas.search.pools import pool_statistics, pools_from_json
 from prnas.space.ops import Op
+from prnas.space.pools import pool_statistics, pools_from_plain
 from prnas.space.weights import softmax as softmax  # re-exported for the analysis modules
 
 PoolsJSON = Mapping[str, Sequence[Sequence[str]]]
@@ -29,4 +29,4 @@ def op_type(text: str) -> str:
 
 def pool_stats(pools: PoolsJSON) -> dict[str, float]:
     """Per cell type: share of skip/pool/conv candidates, mean edge similarity, #candidates."""
-    return pool_statistics(pools_from_json(dict(pools)))
+    return pool_statistics(pools_from_plain(pools))

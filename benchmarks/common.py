@@ -20,8 +20,8 @@ if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from a checkout
     sys.path.insert(0, str(ROOT))
 
 from prnas.runtime.memory import reset_rss_peak, rss_peak_bytes  # noqa: E402
-from prnas.search.pools import CELL_TYPES, num_edges  # noqa: E402
 from prnas.space import Op  # noqa: E402
+from prnas.space.pools import CELL_TYPES, num_edges  # noqa: E402
 
 # Paper Fig. 2's typical pools, the same on every edge of both cell types.
 POOL_STATES: dict[str, tuple[str, ...]] = {

@@ -550,7 +550,7 @@ def _search_pair(ctx: Context, tag: str) -> dict:
     out["num_workers"] = straight.num_workers
     out["batch_size_max"] = max(m["batch_size_max"] for m in straight.cycle_log)
     out["images_per_s"] = [round(m["images_per_s"], 1) for m in straight.cycle_log]
-    out["pools_after_cycle"] = [len(m["pools_next"]["normal"][0]) for m in straight.cycle_log]
+    out["pools_after_cycle"] = [len(m.pools_next["normal"][0]) for m in straight.cycle_log]
     del straight
     t0 = time.perf_counter()
     first = Search(cfg, log=None)

@@ -50,7 +50,7 @@ from prnas import cli
 from prnas.search.config import SearchConfig, build_config
 from prnas.search.decision import decide_cycle
 from prnas.search.engine import Search
-from prnas.search.pools import CELL_TYPES, initial_histories, initial_pools
+from prnas.space.pools import CELL_TYPES, initial_histories, initial_pools
 
 PLANTED: dict[str, frozenset[str]] = {
     "normal": frozenset({"conv_k3_d2", "conv_k5_d1"}),

@@ -1,6 +1,6 @@
-"""The on-disk contract: the parquet schemas, the per-cycle record and the one place a
-candidate's fate (survived / dropped / new, and its parent) is worked out; the file
-names are ``prnas.filenames``.
+"""The on-disk contract: the parquet schemas, the one cycle record (:class:`CycleRecord`)
+and the one place a candidate's fate (survived / dropped / new, and its parent) is worked
+out; the file names are ``prnas.filenames``.
 
 The Tune layer writes through it (``prnas.tune.search_trainable`` each trial's
 ``cycles.jsonl``, ``prnas.tune.results`` the two parquet files, ``prnas.tune.retrain``
@@ -19,13 +19,15 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
+from prnas.cycle_record import NESTED, CycleRecord
 from prnas.filenames import CYCLES_FILE, GENOTYPE_FILE
+from prnas.space.fates import NewOp
+from prnas.space.ops import Op
 from prnas.space.weights import softmax
 from prnas.storage import Location, as_location
 
@@ -100,13 +102,13 @@ CANDIDATES_SCHEMA: list[tuple[str, pa.DataType, str]] = [
 ]
 
 #: The results columns that hold nested values (JSON text in parquet, objects in jsonl).
-JSON_COLUMNS = ("epoch_metrics", "pools", "pools_next", "alphas", "decisions", "histories")
+JSON_COLUMNS = NESTED
 
 
 # ----------------------------------------------------------------------------- the record
 def decode(value: Any) -> Any:
-    """A nested value as plain Python: a parquet cell's JSON text parsed, a missing cell
-    (None, NA, NaN) as None; a ``cycles.jsonl`` object's value is plain already."""
+    """A nested parquet cell as plain Python: its JSON text parsed, a missing cell (None, NA,
+    NaN) as None."""
     if value is None or value is pd.NA:
         return None
     if isinstance(value, str):
@@ -116,37 +118,10 @@ def decode(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class CycleRecord:
-    """One cycle of one search trial: a line of ``cycles.jsonl`` and a row of results.parquet.
-
-    The nested values are plain JSON values (op strings), the form both files and the
-    analysis use; ``columns`` holds every other (scalar) column of the row.
-    """
-
-    trial_id: str
-    cycle: int
-    pools: dict[str, list[list[str]]]
-    alphas: dict[str, list[list[float]]]
-    decisions: list[dict] | None = None  # None: not decided (yet)
-    pools_next: dict[str, list[list[str]]] | None = None
-    columns: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> CycleRecord:
-        """From a results row or a ``cycles.jsonl`` object (nested values as JSON or not)."""
-        rest = {k: v for k, v in row.items()
-                if k not in ("trial_id", "cycle", "pools", "alphas", "decisions", "pools_next")}
-        return cls(trial_id=str(row["trial_id"]), cycle=int(row["cycle"]),
-                   pools=decode(row["pools"]) or {}, alphas=decode(row["alphas"]) or {},
-                   decisions=decode(row.get("decisions")),
-                   pools_next=decode(row.get("pools_next")), columns=rest)
-
-    def decision(self, cell_type: str, edge: int) -> dict | None:
-        for d in self.decisions or ():
-            if d["cell_type"] == cell_type and int(d["edge"]) == edge:
-                return d
-        return None
+def record_from_row(row: Mapping[str, Any]) -> CycleRecord:
+    """A results.parquet row (nested cells as JSON text) as its cycle's record."""
+    return CycleRecord.from_json({k: decode(v) if k in JSON_COLUMNS else v
+                                  for k, v in row.items()})
 
 
 def candidate_fates(records: Iterable[CycleRecord]) -> list[dict[str, Any]]:
@@ -157,14 +132,14 @@ def candidate_fates(records: Iterable[CycleRecord]) -> list[dict[str, Any]]:
     ``analysis.lineage`` reads them back. ``status`` comes from the decision's own
     dropped list, not from membership in the next pools: an op dropped and re-added as
     a (rediscovered) child in the same step was dropped, then is new. Without a
-    decision, ``pools_next`` decides; without either, ``status`` is None (undecided).
+    decision, ``status`` is None (undecided).
     """
     out: list[dict[str, Any]] = []
     by_trial: dict[str, list[CycleRecord]] = {}
     for r in records:
-        by_trial.setdefault(r.trial_id, []).append(r)
+        by_trial.setdefault(str(r["trial_id"]), []).append(r)
     for trial_id in sorted(by_trial):
-        added_before: dict[tuple[str, int], dict[str, dict]] = {}
+        added_before: dict[tuple[str, int], dict[Op, NewOp]] = {}
         prev_cycle = None
         for r in sorted(by_trial[trial_id], key=lambda r: r.cycle):
             fresh = added_before if prev_cycle == r.cycle - 1 else {}
@@ -172,45 +147,25 @@ def candidate_fates(records: Iterable[CycleRecord]) -> list[dict[str, Any]]:
                 for e, edge in enumerate(edges):
                     weights = softmax(r.alphas[t][e])
                     d = r.decision(t, e)
-                    dropped = {op for op, _ in d["dropped"]} if d else None
+                    dropped = {op for op, _ in d.dropped} if d else None
                     for i, op in enumerate(edge):
                         a = fresh.get((t, e), {}).get(op)
                         out.append({
                             "trial_id": trial_id, "space": r.columns.get("space"),
                             "seed": r.columns.get("seed"), "cycle": r.cycle, "cell_type": t,
-                            "edge": e, "position": i, "op": op,
+                            "edge": e, "position": i, "op": str(op),
                             "alpha": float(r.alphas[t][e][i]), "weight": weights[i],
-                            "status": _status(op, dropped, r.pools_next, t, e),
+                            "status": None if dropped is None else (
+                                DROPPED if op in dropped else SURVIVED),
                             "new": a is not None,
-                            "parent": a["parent"] if a else None,
-                            "morphism": a["morphism"] if a else None,
-                            "rediscovered": bool(a and a["rediscovered"]),
+                            "parent": str(a.parent) if a else None,
+                            "morphism": str(a.morphism) if a else None,
+                            "rediscovered": bool(a and a.rediscovered),
                         })
-            added_before = {(d["cell_type"], int(d["edge"])): {n["op"]: n for n in d["new"]}
+            added_before = {(d.cell_type, d.edge): {n.op: n for n in d.new}
                             for d in r.decisions or ()}
             prev_cycle = r.cycle
     return out
-
-
-def _status(op: str, dropped: set[str] | None, nxt: Mapping | None, t: str,
-            e: int) -> str | None:
-    if dropped is not None:
-        return DROPPED if op in dropped else SURVIVED
-    if nxt is None:
-        return None
-    return SURVIVED if op in nxt[t][e] else DROPPED
-
-
-def cycle_row(record: Mapping[str, Any], *, trial_id: str, name: str, space: str, seed: int,
-              morphs: int | None, gpus_per_trial: float | None,
-              wall_time_s: float | None = None, wall_time_total_s: float | None = None,
-              node_id: str | None = None) -> dict[str, Any]:
-    """A ``cycles.jsonl`` object: an engine cycle record in its JSON form
-    (``prnas.search.policy.cycle_to_json``) with the trial's identity and resources."""
-    return {"trial_id": trial_id, "name": name, "space": space, "seed": seed,
-            "decisions": None, "pools_next": None, **record, "morphs": morphs,
-            "gpus_per_trial": gpus_per_trial, "wall_time_s": wall_time_s,
-            "wall_time_total_s": wall_time_total_s, "node_id": node_id}
 
 
 # ----------------------------------------------------------------------------- jsonl files

@@ -115,8 +115,8 @@ def test_every_cycle_record_carries_the_measure_and_the_console_line_shows_it():
     search.run()
     first = search.cycle_log[0]
     assert first["alpha_steps"] == cfg.steps_per_epoch  # the grace epoch takes none
-    assert first["alpha_spread"] == pytest.approx(sig.mean_spread(first["alphas"]))
+    assert first["alpha_spread"] == pytest.approx(sig.mean_spread(first.alphas))
     assert first["alpha_spread_noise"] == pytest.approx(sig.noise_spread(
-        [len(a) for edges in first["alphas"].values() for a in edges], init_scale=1e-3,
+        [len(a) for edges in first.alphas.values() for a in edges], init_scale=1e-3,
         alpha_lr=cfg.optim.alpha_lr, alpha_steps=cfg.steps_per_epoch))
     assert "alpha spread" in sig.signal_text(first)

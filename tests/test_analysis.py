@@ -29,7 +29,6 @@ from tiny import tiny_search
 from analysis import cells, figures, lineage, loaders, tables
 from analysis.__main__ import main as cli_main
 from analysis.pools import softmax
-from prnas.search.policy import cycle_to_json
 from prnas.space.genotype import Genotype
 
 # A module fixture runs a real search first: the whole module is in the slow lane.
@@ -70,7 +69,7 @@ def run_search_driver(storage: Path, name: str = "exp") -> Path:
 def _candidate_rows(trial_id: str, seed: int, space: str, log: list[dict]) -> list[dict]:
     """candidates.parquet rows from a cycle log, written independently of the analysis code."""
     rows, added_before = [], {}
-    for m in map(cycle_to_json, log):
+    for m in (r.to_json() for r in log):
         pools, alphas = m["pools"], m["alphas"]
         kept = {(d["cell_type"], d["edge"]): {op for op, _ in d["survived"]}
                 for d in m["decisions"]}
@@ -103,7 +102,7 @@ def write_search_in_process(root: Path) -> Path:
         trial_dir = root / f"{cfg.space}-seed{seed}-{trial_id}"
         genotype.save(trial_dir / "genotype.json")
         total = 0.0
-        for m in map(cycle_to_json, search.cycle_log):
+        for m in (r.to_json() for r in search.cycle_log):
             total += m["cycle_time_s"]
             row = {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in m.items()}
             results.append({

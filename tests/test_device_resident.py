@@ -159,7 +159,7 @@ SEARCH = tiny_search(
 
 
 def _summary(s: Search):
-    return ([(m["pools"], m["alphas"], m["train_loss"]) for m in s.cycle_log],
+    return ([(m.pools, m.alphas, m["train_loss"]) for m in s.cycle_log],
             s.genotype.to_dict())
 
 

@@ -1,5 +1,6 @@
 """The prune-and-replace policy and genotype derivation: pure functions, tested directly."""
 
+import json
 import random
 
 import pytest
@@ -7,19 +8,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prnas.search.genotype import derive_genotype
-from prnas.search.policy import cycle_rng, prune_and_replace, result_from_dict, result_to_dict
-from prnas.search.pools import (
+from prnas.search.policy import cycle_rng, prune_and_replace
+from prnas.space import Op, apply_morphism, preset
+from prnas.space.fates import PolicyResult
+from prnas.space.pools import (
     edge_inputs,
-    histories_from_json,
-    histories_to_json,
+    histories_from_plain,
+    histories_plain,
     initial_histories,
     initial_pools,
     num_edges,
     pool_statistics,
-    pools_from_json,
-    pools_to_json,
+    pools_from_plain,
+    pools_plain,
 )
-from prnas.space import Op, apply_morphism, preset
 from prnas.space.weights import softmax
 
 DL = preset("DL")
@@ -177,11 +179,11 @@ def test_same_seed_same_decision_and_json_round_trip():
     assert a == b
     assert a != c
     for res in ra:
-        back = result_from_dict(result_to_dict(res))
+        back = PolicyResult.from_plain(json.loads(json.dumps(res.to_plain())))
         assert back == res
-    assert pools_from_json(pools_to_json(a[-1])) == a[-1]
+    assert pools_from_plain(json.loads(json.dumps(pools_plain(a[-1])))) == a[-1]
     hist = rb[-1].histories
-    assert histories_from_json(histories_to_json(hist)) == hist
+    assert histories_from_plain(json.loads(json.dumps(histories_plain(hist)))) == hist
 
 
 def test_ragged_pools_and_mismatched_alphas():

@@ -14,9 +14,9 @@ from tiny import tiny_search
 
 from analysis import lineage, loaders
 from prnas import records
+from prnas.cycle_record import CycleRecord
 from prnas.search.config import build_config
 from prnas.search.engine import Search
-from prnas.search.policy import cycle_from_json, cycle_to_json
 from prnas.tune.results import write_results
 
 TINY = tiny_search()
@@ -34,9 +34,8 @@ def experiment(tmp_path_factory):
     root = tmp_path_factory.mktemp("exp")
     trial = root / "DL-seed3-t0"
     trial.mkdir()
-    rows = [records.cycle_row(cycle_to_json(m), trial_id="t0", name=cfg.name, space=cfg.space,
-                              seed=cfg.seed, morphs=cfg.schedule[m["cycle"] - 1].morphs,
-                              gpus_per_trial=0.0)
+    rows = [m.with_columns(trial_id="t0", name=cfg.name, space=cfg.space, seed=cfg.seed,
+                           morphs=cfg.schedule[m.cycle - 1].morphs, gpus_per_trial=0.0).to_json()
             for m in search.cycle_log]
     (trial / records.CYCLES_FILE).write_text(records.jsonl_text(rows))
     write_results(root)
@@ -53,9 +52,9 @@ def test_cycles_jsonl_holds_plain_json_objects(experiment):
             assert isinstance(row[key], dict), key  # an object, not JSON text inside JSON
         assert isinstance(row["decisions"], list) and isinstance(row["epoch_metrics"], list)
         # The one codec round-trips the engine's native record.
-        back = cycle_from_json({k: row[k] for k in native})
-        assert back["pools"] == native["pools"] and back["decisions"] == native["decisions"]
-        assert back["pools_next"] == native["pools_next"]
+        back = CycleRecord.from_json(row)
+        assert back.pools == native.pools and back.decisions == native.decisions
+        assert back.pools_next == native.pools_next and back.alphas == native.alphas
         assert row["morphs"] == TINY["schedule"][row["cycle"] - 1]["morphs"]
 
 
@@ -63,7 +62,7 @@ def test_one_op_from_config_to_candidates_to_lineage(experiment):
     root, search = experiment
     log = search.cycle_log
     # The op to follow: the first candidate the first decision added to a normal edge.
-    first = next(d for d in log[0]["decisions"] if d.cell_type == "normal" and d.new)
+    first = next(d for d in log[0].decisions if d.cell_type == "normal" and d.new)
     edge, born = first.edge, first.new[0]
     op, parent = str(born.op), str(born.parent)
 
@@ -74,10 +73,10 @@ def test_one_op_from_config_to_candidates_to_lineage(experiment):
 
     fates = []  # per cycle, from the engine: (in the pool, entered this cycle, dropped after)
     for c, m in enumerate(log, start=1):
-        d = next(x for x in m["decisions"] if x.cell_type == "normal" and x.edge == edge)
-        in_pool = any(str(o) == op for o in m["pools"]["normal"][edge])
+        d = next(x for x in m.decisions if x.cell_type == "normal" and x.edge == edge)
+        in_pool = any(str(o) == op for o in m.pools["normal"][edge])
         entered = c > 1 and any(str(n.op) == op for n in
-                                next(x for x in log[c - 2]["decisions"]
+                                next(x for x in log[c - 2].decisions
                                      if x.cell_type == "normal" and x.edge == edge).new)
         dropped = any(str(o) == op for o, _ in d.dropped)
         fates.append((in_pool, entered, dropped))
@@ -109,7 +108,7 @@ def test_one_op_from_config_to_candidates_to_lineage(experiment):
     if dropped_at:
         assert stay["dropped_after"] == dropped_at[0] and not stay["final"]
     else:
-        assert stay["final"] and any(str(o) == op for o in log[-1]["pools_next"]["normal"][edge])
+        assert stay["final"] and any(str(o) == op for o in log[-1].pools_next["normal"][edge])
     # Its parent was in the pool from cycle 1 and survived the decision that created the op.
     p_stay = lin[(lin["op"] == parent) & (lin["entered_cycle"] == 1)].iloc[0]
     assert pd.isna(p_stay["parent"]) and p_stay["last_cycle"] >= 2

@@ -11,9 +11,8 @@ from prnas.runtime import checkpoint
 from prnas.search import __main__ as cli
 from prnas.search.config import ConfigError, build_config, load_config
 from prnas.search.engine import STATE_VERSION, Search
-from prnas.search.policy import decisions_to_json
-from prnas.search.pools import initial_pools, pools_plain
 from prnas.space import Op, apply_morphism
+from prnas.space.pools import initial_pools, pools_plain
 
 TINY = tiny_search(
     seed=3,
@@ -106,12 +105,12 @@ def test_full_search_yields_genotype_and_metrics(tmp_path):
     for m in s.cycle_log:
         for key in ("train_loss", "valid_acc", "images_per_s", "batch_size_mean",
                     "peak_memory_mb", "ratio_normal_conv", "similarity_reduce", "test_acc"):
-            assert key in m
-        assert len(m["epoch_metrics"]) == TINY["schedule"][m["cycle"] - 1]["epochs"]
+            assert key in m.columns
+        assert len(m.epoch_metrics) == TINY["schedule"][m["cycle"] - 1]["epochs"]
         assert abs(m["ratio_normal_skip"] + m["ratio_normal_pool"] + m["ratio_normal_conv"]
                    - 1) < 1e-9
     # Each genotype op was in the final cycle's pool of its edge.
-    last_pools = pools_plain(s.cycle_log[-1]["pools"])
+    last_pools = pools_plain(s.cycle_log[-1].pools)
     all_normal = {op for edge in last_pools["normal"] for op in edge}
     assert {str(op) for op, _ in g.normal} <= all_normal
     path = tmp_path / "g.json"
@@ -120,7 +119,7 @@ def test_full_search_yields_genotype_and_metrics(tmp_path):
 
 
 def _summary(search):
-    return ([(m["pools"], json.dumps(decisions_to_json(m["decisions"])), m["alphas"])
+    return ([(m.pools, json.dumps(m.to_json()["decisions"]), m.alphas)
              for m in search.cycle_log],
             search.genotype.to_dict())
 

@@ -17,8 +17,7 @@ from prnas.runtime import checkpoint
 from prnas.search.config import build_config
 from prnas.search.decision import decide_cycle
 from prnas.search.engine import Search
-from prnas.search.policy import result_to_dict
-from prnas.search.pools import histories_from_json, pools_from_json
+from prnas.space.pools import histories_from_plain, pools_from_plain
 
 ray = pytest.importorskip("ray")
 
@@ -80,15 +79,15 @@ def test_pools_change_exactly_as_decide_cycle_says(baseline):
         assert list(rows["cycle"]) == [1, 2, 3]
         cfg = _trial_cfg(Path(rows["trial_dir"][0]))
         for i, r in rows.iterrows():
-            expected = result_to_dict(decide_cycle(
-                cfg, i, pools_from_json(r["pools"]), json.loads(r["alphas"]),
-                histories_from_json(r["histories"])))
-            assert json.loads(r["pools_next"]) == json.loads(expected["pools"])
+            expected = decide_cycle(
+                cfg, i, pools_from_plain(json.loads(r["pools"])), json.loads(r["alphas"]),
+                histories_from_plain(json.loads(r["histories"]))).to_plain()
+            assert json.loads(r["pools_next"]) == expected["pools"]
             assert json.loads(r["decisions"]) == expected["decisions"]
             if i + 1 < len(rows):
                 nxt = rows.iloc[i + 1]
                 assert nxt["pools"] == r["pools_next"]
-                assert json.loads(nxt["histories"]) == json.loads(expected["histories"])
+                assert json.loads(nxt["histories"]) == expected["histories"]
                 assert r["pools_next"] != r["pools"]  # morphs replaced the weakest
         sizes = [{len(e) for e in json.loads(p)["normal"]} for p in rows["pools"]]
         assert sizes == [{4}, {4}, {3}]
@@ -104,7 +103,7 @@ def test_scheduler_left_its_decision_in_the_trial_config(baseline):
         rows = baseline.results[baseline.results["trial_id"] == result.metrics["trial_id"]]
         second = rows[rows["cycle"] == 2].iloc[0]
         assert decision["cycle"] == 1 and "error" not in decision
-        assert decision["pools"] == second["pools_next"]
+        assert decision["pools"] == json.loads(second["pools_next"])
         assert result.metrics["done"] is True
         assert result.metrics["genotype_path"] == rows["genotype_path"].iloc[0]
 
@@ -120,7 +119,7 @@ def test_tune_trials_equal_the_in_process_search(baseline):
             genotype = search.run()
         finally:
             torch.set_num_threads(before)
-        assert [json.dumps(c["alphas"]) for c in search.cycle_log] == list(rows["alphas"])
+        assert [json.dumps(c.alphas) for c in search.cycle_log] == list(rows["alphas"])
         assert [c["valid_acc"] for c in search.cycle_log] == list(rows["valid_acc"])
         saved = json.loads(Path(rows["genotype_path"][0]).read_text())
         assert saved["normal"] == genotype.to_dict()["normal"]
@@ -143,9 +142,10 @@ def test_survivors_keep_their_weights_when_the_decision_is_applied(baseline, tmp
     rows = baseline.results[baseline.results["trial_id"] == result.metrics["trial_id"]]
     first = rows[rows["cycle"] == 1].iloc[0]
     config = load_trial_config(trial_dir)
-    config[DECISION_KEY] = {"cycle": 0, **result_to_dict(decide_cycle(
-        _trial_cfg(trial_dir), 0, pools_from_json(first["pools"]), json.loads(first["alphas"]),
-        histories_from_json(first["histories"])))}
+    config[DECISION_KEY] = {"cycle": 0, **decide_cycle(
+        _trial_cfg(trial_dir), 0, pools_from_plain(json.loads(first["pools"])),
+        json.loads(first["alphas"]), histories_from_plain(json.loads(first["histories"])),
+    ).to_plain()}
     threads = torch.get_num_threads()
     try:
         trainable = SearchTrainable(config=config)
@@ -268,8 +268,7 @@ def test_reused_actor_continuing_its_trial_keeps_its_engine(tmp_path, monkeypatc
         reference = Search(trial_search_config(config), log=None)
         genotype = reference.run()
         assert [r["cycle"] for r in results] == [1, 2, 3]
-        assert [r["alphas"] for r in results] == [json.dumps(c["alphas"])
-                                                  for c in reference.cycle_log]
+        assert [r["alphas"] for r in results] == [c.alphas for c in reference.cycle_log]
         assert trainable.search.genotype.to_dict() == genotype.to_dict()
         other = {k: v for k, v in config.items() if k != DECISION_KEY} | {"seed": 4}
         assert trainable.reset(other)

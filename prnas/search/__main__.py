@@ -28,7 +28,6 @@ from prnas.runtime.guards import TrainingDiverged
 from prnas.runtime.lock import LOCK_NAME, FolderLock, FolderLocked, folder_entries
 from prnas.search.alpha_signal import noise_warning, signal_text
 from prnas.search.config import ConfigError, SearchConfig, load_config
-from prnas.search.policy import cycle_to_json
 
 CHECKPOINT = CHECKPOINT_FILE
 
@@ -51,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def write_outputs(out: Path, search) -> None:
     """Everything derived from the state is rewritten from it, so files never disagree."""
-    lines = "".join(json.dumps(cycle_to_json(m)) + "\n" for m in search.cycle_log)
+    lines = "".join(json.dumps(m.to_json()) + "\n" for m in search.cycle_log)
     atomic_write_text(out / METRICS_FILE, lines)
     if search.genotype is not None:
         search.genotype.save(out / GENOTYPE_FILE)

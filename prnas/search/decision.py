@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from prnas.search.config import SearchConfig
-from prnas.search.policy import PolicyResult, cycle_rng, prune_and_replace
-from prnas.search.pools import Histories, Pools
+from prnas.search.policy import cycle_rng, prune_and_replace
+from prnas.space.fates import PolicyResult
+from prnas.space.pools import Histories, Pools
 
 
 def decide_cycle(cfg: SearchConfig, cycle: int, pools: Pools,

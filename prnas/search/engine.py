@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from prnas.cycle_record import CycleRecord
 from prnas.runtime import rng, state
 from prnas.runtime.progress_log import ProgressLog
 from prnas.search.alpha_signal import cycle_signal
@@ -28,16 +29,13 @@ from prnas.search.config import SearchConfig
 from prnas.search.decision import decide_cycle
 from prnas.search.genotype import derive_genotype
 from prnas.search.loop import EpochLoop, epoch_line
-from prnas.search.policy import PolicyResult, cycle_from_json, cycle_to_json
-from prnas.search.pools import (
-    Pools,
-    pool_statistics,
-)
 from prnas.search.setup import Split, prepare
 from prnas.search.supernet import Supernet
+from prnas.space.fates import PolicyResult
 from prnas.space.genotype import Genotype
+from prnas.space.pools import Pools, pool_statistics
 
-STATE_VERSION = 2  # 2: cycle_log in the survived/dropped/new vocabulary, plain JSON
+STATE_VERSION = 3  # 3: cycle_log as CycleRecord.to_json, pools as plain JSON
 EpochHook = Callable[["Search", dict], None]
 
 
@@ -59,7 +57,7 @@ class Search:
         self.cycle = 0  # 0-based index of the cycle being trained
         self.epoch = 0  # epochs completed within that cycle
         self.epoch_log: list[dict] = []  # this cycle's epochs
-        self.cycle_log: list[dict] = []  # finished cycles' metrics (flat, JSON-able)
+        self.cycle_log: list[CycleRecord] = []  # finished cycles, with their decisions
         self.genotype: Genotype | None = None
         self.finished = False
 
@@ -128,7 +126,7 @@ class Search:
         return self.loop.evaluate(self.model, dataset if dataset is not None else split.dataset)
 
     # ----------------------------------------------------------------- cycles
-    def run_cycle(self, on_epoch: EpochHook | None = None) -> dict:
+    def run_cycle(self, on_epoch: EpochHook | None = None) -> CycleRecord:
         """Train the rest of the current cycle; return its record (see :meth:`cycle_metrics`)."""
         while not self.cycle_done:
             m = self.train_epoch()
@@ -138,14 +136,12 @@ class Search:
             self.log.mark()
         return self.cycle_metrics()
 
-    def cycle_metrics(self) -> dict:
-        """The cycle's record: scalar metrics plus native values (``pools`` and ``histories``
-        as Pools/Histories, ``alphas`` and ``epoch_metrics`` as lists); encoded only where it
-        leaves the process (``prnas.search.policy.cycle_to_json``)."""
+    def cycle_metrics(self) -> CycleRecord:
+        """The record of the cycle just trained (not decided yet)."""
         spec = self.cfg.schedule[self.cycle]
         last = self.epoch_log[-1]
-        m: dict[str, Any] = {
-            "cycle": self.cycle + 1, "num_cycles": self.num_cycles,
+        columns: dict[str, Any] = {
+            "num_cycles": self.num_cycles,
             "epochs": spec.epochs, "grace_epochs": spec.grace_epochs,
             "train_loss": last["train_loss"], "train_acc": last["train_acc"],
             "valid_loss": last["valid_loss"], "valid_acc": last["valid_acc"],
@@ -156,14 +152,12 @@ class Search:
             "peak_memory_mb": float(max(e["peak_memory_mb"] for e in self.epoch_log)),
             **pool_statistics(self.pools),
             **self.alpha_signal(),
-            "epoch_metrics": [dict(e) for e in self.epoch_log],
-            "pools": self.pools,
-            "alphas": self.alpha_values(),
-            "histories": self.histories,
         }
         if self._test is not None:
-            m["test_loss"], m["test_acc"] = self._evaluate(None, self._test)
-        return m
+            columns["test_loss"], columns["test_acc"] = self._evaluate(None, self._test)
+        return CycleRecord(cycle=self.cycle + 1, pools=self.pools, alphas=self.alpha_values(),
+                           histories=self.histories,
+                           epoch_metrics=[dict(e) for e in self.epoch_log], columns=columns)
 
     def alpha_signal(self) -> dict[str, float | int]:
         """How far this cycle's alphas moved, and how far noise would have moved them
@@ -177,7 +171,7 @@ class Search:
         """The prune-and-replace decision for the cycle just trained (pure, seeded by cycle)."""
         return decide_cycle(self.cfg, self.cycle, self.pools, self.alpha_values(), self.histories)
 
-    def apply(self, result: PolicyResult, metrics: dict | None = None) -> None:
+    def apply(self, result: PolicyResult, record: CycleRecord | None = None) -> None:
         """Close the cycle: record it, then move to the next pools (or the genotype after the last).
 
         Survivors keep their weights by module name; each new op inherits its
@@ -185,10 +179,8 @@ class Search:
         """
         if not self.cycle_done:
             raise RuntimeError("apply() before the cycle finished training")
-        record = dict(metrics if metrics is not None else self.cycle_metrics())
-        record["decisions"] = result.decisions
-        record["pools_next"] = result.pools
-        self.cycle_log.append(record)
+        record = record if record is not None else self.cycle_metrics()
+        self.cycle_log.append(record.decided(result))
         if self.cycle == self.num_cycles - 1:
             self.genotype = derive_genotype(
                 self.pools, self.alpha_values(), self.cfg.network.nodes, name=self.cfg.name,
@@ -196,7 +188,7 @@ class Search:
                 # what a random-baseline comparison groups by (analysis.baseline)
                 extra={"kind": "searched", "space": self.cfg.space})
             # self.pools stays what the net and alphas were built for, so a finished
-            # search's state loads again; the final pools are in cycle_log["pools_next"].
+            # search's state loads again; the final pools are in cycle_log[-1].pools_next.
             self.finished = True
             return
         old = self.net
@@ -216,8 +208,8 @@ class Search:
         while not self.finished:
             if stop_after_cycles is not None and done >= stop_after_cycles:
                 return None
-            metrics = self.run_cycle(on_epoch)
-            self.apply(self.decide(), metrics)
+            record = self.run_cycle(on_epoch)
+            self.apply(self.decide(), record)
             done += 1
             if on_cycle is not None:
                 on_cycle(self)
@@ -232,7 +224,7 @@ class Search:
             **self.model.state_dict(),
             "controller": self.controller.state_dict(),
             "epoch_log": self.epoch_log,
-            "cycle_log": [cycle_to_json(r) for r in self.cycle_log],
+            "cycle_log": [r.to_json() for r in self.cycle_log],
             "genotype": self.genotype.to_dict() if self.genotype else None,
             "rng": rng.capture(augment=self.setup.augment_rng),
         }
@@ -248,6 +240,6 @@ class Search:
         self.model.load_state_dict(saved)
         self.controller.load_state_dict(saved["controller"])
         self.epoch_log = saved["epoch_log"]
-        self.cycle_log = [cycle_from_json(r) for r in saved["cycle_log"]]
+        self.cycle_log = [CycleRecord.from_json(r) for r in saved["cycle_log"]]
         self.genotype = Genotype.from_dict(saved["genotype"]) if saved["genotype"] else None
         rng.restore(saved["rng"], augment=self.setup.augment_rng)

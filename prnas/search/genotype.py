@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from prnas.search.pools import CELL_TYPES, Pools, check_alphas_match, edge_inputs
 from prnas.space.genotype import Genotype
+from prnas.space.pools import CELL_TYPES, Pools, check_alphas_match, edge_inputs
 from prnas.space.weights import softmax
 
 

@@ -9,73 +9,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
-from prnas.search.pools import (
-    CELL_TYPES,
-    Histories,
-    Pools,
-    check_alphas_match,
-    histories_from_json,
-    histories_plain,
-    histories_to_json,
-    pools_from_json,
-    pools_plain,
-    pools_to_json,
-)
 from prnas.space.constraints import Constraints
+from prnas.space.fates import EdgeDecision, NewOp, PolicyResult
 from prnas.space.morphisms import Morphism, available_morphisms
 from prnas.space.ops import Op
+from prnas.space.pools import CELL_TYPES, Histories, Pools, check_alphas_match
 from prnas.space.weights import softmax
-
-
-@dataclass(frozen=True)
-class NewOp:
-    op: Op
-    parent: Op
-    morphism: Morphism
-    rediscovered: bool  # accepted although it had been in this edge's pool before
-
-
-@dataclass(frozen=True)
-class EdgeDecision:
-    """One edge's fate after a cycle, in the vocabulary used everywhere downstream
-    (``prnas.records``, the parquet files, the analysis): survived, dropped, new."""
-
-    cell_type: str
-    edge: int
-    survived: tuple[tuple[Op, float], ...]
-    dropped: tuple[tuple[Op, float], ...]
-    new: tuple[NewOp, ...]
-
-    def to_dict(self) -> dict:
-        return {
-            "cell_type": self.cell_type,
-            "edge": self.edge,
-            "survived": [[str(op), w] for op, w in self.survived],
-            "dropped": [[str(op), w] for op, w in self.dropped],
-            "new": [{"op": str(n.op), "parent": str(n.parent), "morphism": str(n.morphism),
-                     "rediscovered": n.rediscovered} for n in self.new],
-        }
-
-    @classmethod
-    def from_dict(cls, x: Mapping) -> EdgeDecision:
-        return cls(x["cell_type"], int(x["edge"]),
-                   tuple((Op.parse(s), float(w)) for s, w in x["survived"]),
-                   tuple((Op.parse(s), float(w)) for s, w in x["dropped"]),
-                   tuple(NewOp(Op.parse(n["op"]), Op.parse(n["parent"]),
-                               Morphism(n["morphism"]), bool(n["rediscovered"]))
-                         for n in x["new"]))
-
-
-@dataclass(frozen=True)
-class PolicyResult:
-    pools: Pools
-    histories: Histories
-    decisions: tuple[EdgeDecision, ...]
-
-    def new_ops(self) -> list[tuple[str, int, NewOp]]:
-        return [(d.cell_type, d.edge, n) for d in self.decisions for n in d.new]
 
 
 def cycle_rng(seed: int, cycle: int) -> random.Random:
@@ -197,47 +137,3 @@ def prune_and_replace(
         histories={t: tuple(v) for t, v in new_hist.items()},
         decisions=tuple(decisions),
     )
-
-
-def result_to_dict(result: PolicyResult) -> dict:
-    """The JSON form of a decision (pools and histories as JSON text, as in the parquet files):
-    used only where a decision leaves the process, i.e. into a Tune trial config."""
-    return {"pools": pools_to_json(result.pools),
-            "histories": histories_to_json(result.histories),
-            "decisions": decisions_to_json(result.decisions)}
-
-
-def result_from_dict(d: Mapping) -> PolicyResult:
-    return PolicyResult(pools_from_json(d["pools"]), histories_from_json(d["histories"]),
-                        decisions_from_json(d["decisions"]))
-
-
-def decisions_to_json(decisions: Sequence[EdgeDecision]) -> list[dict]:
-    return [d.to_dict() for d in decisions]
-
-
-def decisions_from_json(raw: Sequence[Mapping]) -> tuple[EdgeDecision, ...]:
-    return tuple(EdgeDecision.from_dict(x) for x in raw)
-
-
-# The engine's per-cycle record (``Search.cycle_log`` entries, ``Search.cycle_metrics()``)
-# holds native values under these keys; everything else in it is a JSON scalar.
-def cycle_to_json(record: Mapping) -> dict:
-    """A cycle record as plain JSON values (nested objects, not JSON text): the one encoding
-    of a cycle for files (``cycles.jsonl``, ``metrics.jsonl``, checkpoints)."""
-    out = dict(record)
-    for key, encode in (("pools", pools_plain), ("pools_next", pools_plain),
-                        ("histories", histories_plain), ("decisions", decisions_to_json)):
-        if out.get(key) is not None:
-            out[key] = encode(out[key])
-    return out
-
-
-def cycle_from_json(raw: Mapping) -> dict:
-    """The inverse of :func:`cycle_to_json`."""
-    out = dict(raw)
-    for key, decode in (("pools", pools_from_json), ("pools_next", pools_from_json),
-                        ("histories", histories_from_json), ("decisions", decisions_from_json)):
-        if out.get(key) is not None:
-            out[key] = decode(out[key])
-    return out

@@ -18,19 +18,19 @@ from prnas.nn.search_net import SearchNetwork
 from prnas.nn.transfer import transfer_weights
 from prnas.runtime.performance import compiled
 from prnas.search.config import SearchConfig
-from prnas.search.policy import PolicyResult
-from prnas.search.pools import (
-    CELL_TYPES,
-    Pools,
-    histories_from_json,
-    histories_to_json,
-    initial_histories,
-    initial_pools,
-    pools_from_json,
-    pools_to_json,
-)
 from prnas.search.setup import SearchSetup
 from prnas.search.steps import SearchSteps
+from prnas.space.fates import PolicyResult
+from prnas.space.pools import (
+    CELL_TYPES,
+    Pools,
+    histories_from_plain,
+    histories_plain,
+    initial_histories,
+    initial_pools,
+    pools_from_plain,
+    pools_plain,
+)
 
 
 class Supernet:
@@ -98,7 +98,7 @@ class Supernet:
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         return {
-            "pools": pools_to_json(self.pools), "histories": histories_to_json(self.histories),
+            "pools": pools_plain(self.pools), "histories": histories_plain(self.histories),
             "net": self.net.state_dict(),
             "alphas": {t: [a.detach().cpu() for a in self.alphas[t]] for t in CELL_TYPES},
             "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
@@ -107,8 +107,8 @@ class Supernet:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Rebuild on the saved pools, then load weights, alphas and optimisers (the
         batch-size controller is restored by the caller, after: ``fresh_cycle`` resets it)."""
-        self.pools = pools_from_json(state["pools"])
-        self.histories = histories_from_json(state["histories"])
+        self.pools = pools_from_plain(state["pools"])
+        self.histories = histories_from_plain(state["histories"])
         self.net = self.build_net(self.pools)
         self.net.load_state_dict(state["net"])
         self.fresh_cycle()

@@ -32,13 +32,20 @@ What is relied on, and why there is no public way:
    retrain's trainable (or the other way round) fails deep inside Tune with a
    ValueError; reading the name first turns that into one line. Tune has no public
    query for it.
+6. **Results reach the scheduler flattened** (:func:`nested`).
+   ``TuneController._process_trial_result`` hands ``on_trial_result`` the result with
+   nested dicts flattened to ``a/b`` keys; a search trial's result is its cycle record,
+   whose pools, alphas and histories are nested objects, so the scheduler nests them
+   again before it reads the record.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import re
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import ray
@@ -81,9 +88,11 @@ QUIET_LOGGERS: dict[str, int] = {
     "ray.tune.analysis.experiment_analysis": logging.ERROR,
 }
 #: Messages dropped from a logger whose other messages stay: after Ctrl+C Tune suggests
-#: ``Tuner.restore(...)``, where the jobs print their own ``--resume`` line.
+#: ``Tuner.restore(...)``, where the jobs print their own ``--resume`` line; TensorBoard's
+#: logger cannot draw a histogram of a cycle record's op lists (its scalars it logs).
 QUIET_MESSAGES: dict[str, tuple[str, ...]] = {
     "ray.tune.tune": ("Resume experiment with:", "Resume training with:"),
+    "ray.tune.logger.tensorboardx": ("You are trying to log an invalid value",),
 }
 
 
@@ -127,6 +136,19 @@ def trainable_names(experiment: Location) -> set[str]:
     except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
         return set()
     return names
+
+
+def nested(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A result as the Trainable returned it, from the flattened form Tune hands
+    schedulers (item 6); a result that is nested already comes back equal."""
+    out: dict[str, Any] = {}
+    for key, value in result.items():
+        *parents, leaf = key.split("/")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
 
 
 def node_id() -> str | None:
@@ -188,3 +210,7 @@ def check_contract() -> None:
          "item 3: StorageContext lost trial_fs_path/trial_dir_name/storage_filesystem")
     need("self._storage = storage" in _source(Trainable.__init__),
          "item 3: Trainable no longer keeps its StorageContext in self._storage")
+    process = _source(TuneController._process_trial_result)
+    need("flat_result = flatten_dict(result)" in process and re.search(
+        r"_scheduler_alg\.on_trial_result\(\s*self\._wrapped\(\), trial, flat_result", process),
+         "item 6: TuneController no longer hands schedulers the flattened result")

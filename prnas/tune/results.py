@@ -18,11 +18,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from prnas.cycle_record import CycleRecord
 from prnas.filenames import CANDIDATES_FILE, RESULTS_FILE
 from prnas.records import (
     CANDIDATES_SCHEMA,
     RESULTS_SCHEMA,
-    CycleRecord,
     candidate_fates,
     read_trial_rows,
     table,
@@ -31,13 +31,11 @@ from prnas.records import (
 from prnas.storage import Location, as_location
 
 
-def results_table(dirs: Iterable[str | os.PathLike | Location]) -> pa.Table:
-    return table([row for d in dirs for row in read_trial_rows(d)], RESULTS_SCHEMA)
-
-
-def candidates_table(results: pd.DataFrame) -> pa.Table:
-    records = [CycleRecord.from_row(r) for r in results.to_dict("records")]
-    return table(candidate_fates(records), CANDIDATES_SCHEMA)
+def tables(dirs: Iterable[str | os.PathLike | Location]) -> tuple[pa.Table, pa.Table]:
+    """results and candidates, both from the trials' plain rows (JSON text only in the cells)."""
+    rows = [row for d in dirs for row in read_trial_rows(d)]
+    fates = candidate_fates(CycleRecord.from_json(r) for r in rows)
+    return table(rows, RESULTS_SCHEMA), table(fates, CANDIDATES_SCHEMA)
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
@@ -63,9 +61,8 @@ def write_results(experiment_dir: str | os.PathLike | Location,
             if p.exists():
                 raise FileExistsError(f"{p} exists; not overwriting it (pass overwrite=True "
                                       "to rebuild it from the trial folders)")
-    results = results_table(trial_dirs(experiment))
+    results, cands = tables(trial_dirs(experiment))
     frame = results.to_pandas()
-    cands = candidates_table(frame)
     paths[0].write_bytes(_parquet_bytes(results))
     paths[1].write_bytes(_parquet_bytes(cands))
     return paths[0], paths[1], frame

@@ -36,9 +36,10 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 
+from prnas.cycle_record import CycleRecord
 from prnas.search.decision import decide_cycle
-from prnas.search.policy import result_to_dict
-from prnas.tune.search_trainable import DECISION_KEY, decode_result, trial_search_config
+from prnas.tune import ray_compat
+from prnas.tune.search_trainable import DECISION_KEY, trial_search_config
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -54,9 +55,9 @@ def decision_for(config: dict[str, Any], result: dict[str, Any]) -> dict[str, An
     cycle = int(result["cycle"]) - 1
     try:
         cfg = trial_search_config(config)
-        rec = decode_result(result)
-        res = decide_cycle(cfg, cycle, rec["pools"], rec["alphas"], rec["histories"])
-        return {"cycle": cycle, **result_to_dict(res)}
+        rec = CycleRecord.from_json(ray_compat.nested(result))
+        res = decide_cycle(cfg, cycle, rec.pools, rec.alphas, rec.histories)
+        return {"cycle": cycle, **res.to_plain()}
     except Exception as err:  # noqa: BLE001 - any failure fails this trial only
         log.error("prune-and-replace decision failed for cycle %d:\n%s", cycle + 1,
                   traceback.format_exc())

@@ -22,10 +22,9 @@ pools that followed, as plain JSON objects (:mod:`prnas.records`). Built from
 checkpointed state, it never holds a cycle a retry threw away;
 ``prnas.tune.results`` turns these files into parquet.
 
-The engine hands over native values (Pools, PolicyResult); they are encoded
-once here, where they cross into Tune's result dict (:func:`encode_result`,
-nested values as JSON text), and decoded once by the scheduler
-(:func:`decode_result`).
+The engine hands over a :class:`~prnas.cycle_record.CycleRecord`; the Tune result
+is its one plain-JSON form (``to_json``, nested values as objects), which the
+scheduler reads back with ``CycleRecord.from_json``.
 
 Trial config keys: ``search`` (a SearchConfig dump), ``seed`` and ``space``
 (set by the fan-out, override ``search``), ``resources`` ({"cpu", "gpu"} per
@@ -44,14 +43,15 @@ from typing import Any
 
 from ray import tune
 
+from prnas.cycle_record import CycleRecord
 from prnas.filenames import CYCLES_FILE, GENOTYPE_FILE, SEARCH_CHECKPOINT_FILE
-from prnas.records import JSON_COLUMNS, cycle_row, jsonl_text
+from prnas.records import jsonl_text
 from prnas.runtime import checkpoint
 from prnas.runtime.device import release_cached_memory
 from prnas.search.alpha_signal import softmax_curves
 from prnas.search.config import SearchConfig, build_config
 from prnas.search.engine import Search
-from prnas.search.policy import cycle_from_json, cycle_to_json, result_from_dict
+from prnas.space.fates import PolicyResult
 from prnas.storage import Location
 from prnas.tune import ray_compat
 from prnas.tune.cluster import (
@@ -66,7 +66,7 @@ SEARCH_KEY = "search"
 DECISION_KEY = "prnas_decision"
 FAULT_KEY = "prnas_fault"
 CHECKPOINT_FILE = SEARCH_CHECKPOINT_FILE
-CHECKPOINT_VERSION = 2  # 2: "pending" as plain JSON (prnas.search.policy.cycle_to_json)
+CHECKPOINT_VERSION = 3  # 3: "pending" and "final" as CycleRecord.to_json
 
 
 class DecisionError(RuntimeError):
@@ -95,23 +95,6 @@ def trial_search_config(config: dict[str, Any]) -> SearchConfig:
     return cfg.model_copy(update={"name": f"{cfg.name}-{cfg.space}-seed{cfg.seed}"})
 
 
-def encode_result(record: dict[str, Any]) -> dict[str, Any]:
-    """An engine cycle record as a Tune result: nested values as JSON text (the parquet form).
-
-    JSON text rather than nested dicts because Tune flattens nested result dicts for its
-    loggers and metric lookups; the text crosses unchanged and is decoded once.
-    """
-    return {k: json.dumps(v) if isinstance(v, dict | list) else v
-            for k, v in cycle_to_json(record).items()}
-
-
-def decode_result(result: dict[str, Any]) -> dict[str, Any]:
-    """The inverse of :func:`encode_result`: native Pools, Histories, decisions, lists."""
-    plain = {k: json.loads(v) if k in JSON_COLUMNS and isinstance(v, str) else v
-             for k, v in result.items()}
-    return cycle_from_json(plain)
-
-
 def _sans_decision(config: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy({k: v for k, v in config.items() if k != DECISION_KEY})
 
@@ -138,10 +121,10 @@ class SearchTrainable(tune.Trainable):
             self.search = Search(self.cfg, log=trial_log(
                 f"{config.get('space')} seed {config.get('seed')} ({self.trial_id})",
                 int(config.get("verbosity", 1))))
-        # Metrics of the cycle trained but not yet decided on: a restored trial can
-        # report them again instead of retraining the cycle.
-        self._pending: dict[str, Any] | None = None
-        self._final: dict[str, Any] | None = None
+        # The cycle trained but not yet decided on: a restored trial can report it again
+        # instead of retraining the cycle.
+        self._pending: CycleRecord | None = None
+        self._final: CycleRecord | None = None  # the last cycle, closed, with its genotype
         self._walls: dict[int, tuple[float, float]] = {}  # cycle -> (step s, total s)
         self._nodes: dict[int, str] = {}  # cycle -> Ray node id that trained it
 
@@ -177,8 +160,9 @@ class SearchTrainable(tune.Trainable):
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         state = {"version": CHECKPOINT_VERSION, "search": self.search.state_dict(),
-                 "pending": None if self._pending is None else cycle_to_json(self._pending),
-                 "final": self._final, "walls": self._walls, "nodes": self._nodes}
+                 **{k: None if r is None else r.to_json()
+                    for k, r in (("pending", self._pending), ("final", self._final))},
+                 "walls": self._walls, "nodes": self._nodes}
         checkpoint.save_atomic(state, Path(checkpoint_dir) / CHECKPOINT_FILE)
 
     def load_checkpoint(self, checkpoint_dir: str | dict | None) -> None:
@@ -189,8 +173,8 @@ class SearchTrainable(tune.Trainable):
             raise ValueError(f"checkpoint format {state.get('version')} is not "
                              f"{CHECKPOINT_VERSION}")
         self.search.load_state_dict(state["search"])
-        self._pending = None if state["pending"] is None else cycle_from_json(state["pending"])
-        self._final = state["final"]
+        self._pending, self._final = (None if state[k] is None else
+                                      CycleRecord.from_json(state[k]) for k in ("pending", "final"))
         self._walls = dict(state["walls"])
         self._nodes = {int(c): n for c, n in (state.get("nodes") or {}).items()}
 
@@ -200,31 +184,29 @@ class SearchTrainable(tune.Trainable):
         if s.finished:
             # Restored after the last cycle (the driver died before the trial was
             # marked done): report the final result again.
-            return dict(self._final or {}, done=True)
+            return self._result(self._final, done=True)
         t0 = time.perf_counter()
         if s.cycle_done and not self.apply_decision():
             # No decision for this cycle in the config (a restored driver whose
             # experiment snapshot predates it): report the cycle again so the
             # scheduler decides; the decision is a pure function of this result.
             return self._result(self._pending or s.cycle_metrics(), redecide=True)
-        metrics = s.run_cycle(on_epoch=self._fault_hook())
-        cycle = int(metrics["cycle"])
+        record = s.run_cycle(on_epoch=self._fault_hook())
+        cycle = record.cycle
         wall = time.perf_counter() - t0
         self._walls[cycle] = (wall, wall + self._walls.get(cycle - 1, (0.0, 0.0))[1])
         self._nodes[cycle] = ray_compat.node_id()
         if cycle < s.num_cycles:
-            self._pending = metrics
+            self._pending = record
             self._write_cycles()
-            return self._result(metrics)
+            return self._result(record)
         # The last cycle: nothing to train after it, so the trial closes it itself.
-        final = s.decide()
-        s.apply(final, metrics)
+        s.apply(s.decide(), record)
         self._pending = None
         path = self._write(GENOTYPE_FILE, s.genotype.to_json() + "\n")
         self._write_cycles()
-        self._final = self._result({**metrics, "decisions": final.decisions,
-                                    "pools_next": final.pools}, genotype_path=path, done=True)
-        return self._final
+        self._final = s.cycle_log[-1].with_columns(genotype_path=path)
+        return self._result(self._final, done=True)
 
     def apply_decision(self) -> bool:
         """Apply the scheduler's decision for the cycle just trained, if the config holds it.
@@ -238,18 +220,18 @@ class SearchTrainable(tune.Trainable):
         if d.get("error"):
             raise DecisionError(f"prune-and-replace after cycle {s.cycle + 1} failed: "
                                 f"{d['error']}")
-        s.apply(result_from_dict(d), self._pending)
+        s.apply(PolicyResult.from_plain(d), self._pending)
         self._pending = None
         return True
 
     def _identity(self) -> dict[str, Any]:
         return {"seed": self.cfg.seed, "space": self.cfg.space, "name": self.cfg.name}
 
-    def _result(self, metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        # "softmax" stays nested: Tune's TensorBoard logger makes one curve per edge and op.
-        return {**encode_result(metrics), **self._identity(), "redecide": False,
-                "genotype_path": None,
-                "softmax": softmax_curves(metrics["pools"], metrics["alphas"]), **extra}
+    def _result(self, record: CycleRecord, **extra: Any) -> dict[str, Any]:
+        # "softmax": Tune's TensorBoard logger makes one curve per edge and op of it.
+        return {"genotype_path": None, **record.to_json(), **self._identity(),
+                "redecide": False, "softmax": softmax_curves(record.pools, record.alphas),
+                **extra}
 
     # ----------------------------------------------------------------- outputs
     def cycle_rows(self) -> list[dict[str, Any]]:
@@ -264,12 +246,12 @@ class SearchTrainable(tune.Trainable):
             records.append(self._pending)
         gpus = (self.config.get("resources") or {}).get("gpu")
         for rec in records:
-            cycle = int(rec["cycle"])
-            wall, total = self._walls.get(cycle, (None, None))
-            rows.append(cycle_row(cycle_to_json(rec), trial_id=self.trial_id, **self._identity(),
-                                  morphs=self.cfg.schedule[cycle - 1].morphs,
-                                  gpus_per_trial=float(gpus or 0), wall_time_s=wall,
-                                  wall_time_total_s=total, node_id=self._nodes.get(cycle)))
+            wall, total = self._walls.get(rec.cycle, (None, None))
+            rows.append(rec.with_columns(
+                trial_id=self.trial_id, **self._identity(),
+                morphs=self.cfg.schedule[rec.cycle - 1].morphs, gpus_per_trial=float(gpus or 0),
+                wall_time_s=wall, wall_time_total_s=total,
+                node_id=self._nodes.get(rec.cycle)).to_json())
         return rows
 
     def _write_cycles(self) -> None:

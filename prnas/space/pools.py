@@ -1,4 +1,4 @@
-"""Candidate pools and per-edge histories as plain values, and their JSON form.
+"""Candidate pools and per-edge histories as values, and their plain-JSON form.
 
 ``Pools`` maps a cell type ("normal", "reduce") to one tuple of ops per edge;
 edges are numbered node by node (node j has j + 2 inputs), 14 for 4 nodes.
@@ -8,7 +8,6 @@ refuse to rediscover what was already tried there.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from statistics import fmean
@@ -43,12 +42,7 @@ def pools_plain(pools: Mapping[str, Sequence[Sequence[Op]]]) -> dict[str, list[l
     return {t: [[str(op) for op in edge] for edge in edges] for t, edges in pools.items()}
 
 
-def pools_to_json(pools: Mapping[str, Sequence[Sequence[Op]]]) -> str:
-    return json.dumps(pools_plain(pools))
-
-
-def pools_from_json(text: str | dict) -> Pools:
-    raw = json.loads(text) if isinstance(text, str) else text
+def pools_from_plain(raw: Mapping[str, Sequence[Sequence[str]]]) -> Pools:
     return {t: tuple(tuple(Op.parse(s) for s in edge) for edge in edges)
             for t, edges in raw.items()}
 
@@ -57,12 +51,7 @@ def histories_plain(hist: Histories) -> dict[str, list[list[str]]]:
     return {t: [sorted(str(op) for op in edge) for edge in edges] for t, edges in hist.items()}
 
 
-def histories_to_json(hist: Histories) -> str:
-    return json.dumps(histories_plain(hist))
-
-
-def histories_from_json(text: str | dict) -> Histories:
-    raw = json.loads(text) if isinstance(text, str) else text
+def histories_from_plain(raw: Mapping[str, Sequence[Sequence[str]]]) -> Histories:
     return {t: tuple(frozenset(Op.parse(s) for s in edge) for edge in edges)
             for t, edges in raw.items()}
 

@@ -50,7 +50,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_BAD_INPUT: "bad input: invalid config field or flag, unreadable/corrupt/foreign "
                     "checkpoint, bad genotype, corrupt image, unusable output folder, "
                     "unreachable `--address`, or the folder is in use by another run",
-    EXIT_INTERRUPTED: "interrupted (Ctrl+C, or a Tune job's `--stop-after-cycles`): the last "
+    EXIT_INTERRUPTED: "interrupted (Ctrl+C): the last "
                       "checkpoint is kept; continue with `--resume`",
 }
 

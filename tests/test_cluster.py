@@ -32,6 +32,8 @@ from prnas.storage import Location, location
 
 ray = pytest.importorskip("ray")
 
+from faults import faulty  # noqa: E402
+
 pytestmark = [pytest.mark.ray, pytest.mark.cluster]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +157,8 @@ def test_losing_a_node_mid_cycle_on_a_shared_folder(cluster, tmp_path):
     killer.start()
     exp = SearchExperiment(cfg=build_config(TINY), storage=tmp_path / "shared", name="exp",
                            seeds=SEEDS, max_failures=2,
-                           fault={"cycle": 2, "marker": str(marker), "hang_s": HANG_S})
+                           trainable=faulty({"cycle": 2, "marker": str(marker),
+                                             "hang_s": HANG_S}))
     outcome = run_search(exp)
     killer.join(timeout=5)
     assert outcome.complete, outcome.errors
@@ -171,9 +174,13 @@ def s3(cluster):
         yield uri
 
 
-def _driver(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
-    """``run_search.py`` as a driver process of its own, joined to the test's cluster."""
-    return subprocess.run([sys.executable, str(ROOT / "tune_jobs" / "run_search.py"), *args],
+def _driver(fault: dict, stop_after_cycles: int, args: list[str],
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """``run_search.py`` as a driver process of its own, joined to the test's cluster, with
+    a trial that fails as ``fault`` says and, unless 0, the interrupt after that many cycles
+    (``tests/faults.py``)."""
+    return subprocess.run([sys.executable, str(ROOT / "tests" / "faults.py"), json.dumps(fault),
+                           str(stop_after_cycles), "2", "--", *args],
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
@@ -187,9 +194,8 @@ def test_object_store_node_loss_and_resume_from_a_fresh_driver(cluster, s3, tmp_
     marker, arm = tmp_path / "hang.marker", tmp_path / "armed"
     fault = {"cycle": 2, "marker": str(marker), "hang_s": HANG_S, "armed_by": str(arm)}
     common = ["--address", cluster.address, "--storage", s3, "--name", "exp", "-q"]
-    first = _driver([*common, "--config", str(config), "--num-samples", "2",
-                     "--max-failures", "2", "--stop-after-cycles", "1",
-                     "--inject-failure", json.dumps(fault)])
+    first = _driver(fault, 1, [*common, "--config", str(config), "--num-samples", "2",
+                               "--max-failures", "2"])
     assert first.returncode == 130, first.stderr[-3000:]
     experiment = location(s3) / "exp"
     assert (experiment / "tuner.pkl").is_file()
@@ -200,7 +206,7 @@ def test_object_store_node_loss_and_resume_from_a_fresh_driver(cluster, s3, tmp_
     arm.write_text("")
     killer = NodeKiller(cluster, marker)
     killer.start()
-    second = _driver([*common, "--resume"])
+    second = _driver(fault, 0, [*common, "--resume"])
     killer.join(timeout=5)
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"{s3.split('?')[0]}/exp" in second.stdout

@@ -27,6 +27,7 @@ CFG = {"network.kind": "imagenet", "network.channels": 8, "network.layers": 3, "
 def test_torch_trainer_two_workers_recover_and_match_one_process(tmp_path):
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
+    from faults import crash_after_epoch
 
     from prnas.tune.cluster import init_ray
     from prnas.tune.retrain_ddp import fit_one, run_name
@@ -44,8 +45,7 @@ def test_torch_trainer_two_workers_recover_and_match_one_process(tmp_path):
     init_ray(num_cpus=3)
     try:
         rows = fit_one(cfg, ref, 0, workers=2, use_gpu=False, experiment=tmp_path / "exp",
-                       extra={"crash_after_epoch": {"epoch": 1,
-                                                    "marker": str(tmp_path / "crashed")}})
+                       loop=crash_after_epoch(1, tmp_path / "crashed"))
     finally:
         ray.shutdown()
     assert (tmp_path / "crashed").exists()  # the worker group did fail once and resumed

@@ -21,6 +21,8 @@ from prnas.space.pools import histories_from_plain, pools_from_plain
 
 ray = pytest.importorskip("ray")
 
+from faults import InterruptAfterCycles, faulty  # noqa: E402
+
 pytestmark = pytest.mark.ray
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,7 +199,7 @@ def test_failures_stay_in_their_trial_and_retries_resume_from_checkpoints(
     monkeypatch.setattr(scheduler, "decide_cycle", broken_for_seed_1)
     marker = storage / "fail-once.marker"
     outcome = run_search(_experiment(storage, "faults", max_failures=1,
-                                     fault={"cycle": 2, "marker": str(marker)}))
+                                     trainable=faulty({"cycle": 2, "marker": str(marker)})))
     assert json.loads(marker.read_text())["pid"]  # a trial did die mid-cycle 2
     status = dict(zip(outcome.summary["seed"], outcome.summary["status"]))
     assert status == {0: "done", 1: "error"}
@@ -293,9 +295,8 @@ def test_a_lone_trial_keeps_its_actor_from_cycle_to_cycle(baseline, storage, tmp
             with open(log, "a") as f:
                 f.write(json.dumps({"cycle": result.get("cycle"), "pid": result["pid"]}) + "\n")
 
-    callbacks = experiment._callbacks
-    monkeypatch.setattr(experiment, "_callbacks", lambda exp: [*callbacks(exp), RecordPids()])
-    outcome = experiment.run_search(_experiment(storage, "lone", seeds=(0,)))
+    outcome = experiment.run_search(_experiment(storage, "lone", seeds=(0,),
+                                                callbacks=[RecordPids()]))
     assert outcome.complete
     seen = [json.loads(line) for line in log.read_text().splitlines()]
     assert [s["cycle"] for s in seen] == [1, 2, 3]
@@ -317,15 +318,15 @@ def _cli():
 
 def test_cli_interrupted_experiment_resumes_and_completes(baseline, storage, tmp_path,
                                                           capsys):
-    """``--stop-after-cycles 1`` stops the driver as Ctrl+C would; ``--resume`` finishes."""
+    """A callback stops the driver after cycle 1 as Ctrl+C would; ``--resume`` finishes."""
     from prnas.filenames import CANDIDATES_FILE, RESULTS_FILE
 
     main = _cli()
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
     args = ["--storage", str(storage), "--name", "interrupted", "--cpus-per-trial", "1"]
-    assert main(["--config", str(config), "--num-samples", "2", "--stop-after-cycles", "1",
-                 *args]) == 130  # cli.EXIT_INTERRUPTED (was 3 before issue 11)
+    assert main(["--config", str(config), "--num-samples", "2", *args],
+                callbacks=[InterruptAfterCycles(1, 2)]) == 130  # cli.EXIT_INTERRUPTED
     out = capsys.readouterr()
     assert "--name interrupted --resume" in out.err
     # stdout carries results only: Tune's experiment box and TensorBoard hint go to stderr

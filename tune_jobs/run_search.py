@@ -17,18 +17,17 @@ every prnas command.
 
 Exit status (prnas/cli.py, docs/errors.md): 0 all trials finished, 1 some
 failed, 2 bad arguments or config (or the experiment is in use by another
-driver), 130 interrupted (continue with --resume). Before issue 11 an
-interruption exited 3. Tune's own experiment files (tuner.pkl) are pickles: resume only
-experiments from folders you trust.
+driver), 130 interrupted (continue with --resume). Tune's own experiment
+files (tuner.pkl) are pickles: resume only experiments from folders you trust.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +65,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="start Ray's dashboard, print its URL, and (on a terminal) keep it up "
                         "after the search until Enter is pressed")
     cli.add_verbosity(p)
-    # Testing and demonstrating recovery; not part of the interface.
-    p.add_argument("--inject-failure", metavar="CYCLE:MARKER", help=argparse.SUPPRESS)
-    p.add_argument("--stop-after-cycles", type=int, metavar="N", help=argparse.SUPPRESS)
     return p
 
 
@@ -91,27 +87,6 @@ def _spaces(args: argparse.Namespace, cfg: SearchConfig) -> list[str]:
     return spaces
 
 
-def _fault(spec: str | None) -> dict[str, Any] | None:
-    """``CYCLE:MARKER``, or a JSON object with the keys of
-    ``SearchTrainable._fault_hook`` (``cycle``, ``marker``, ``hang_s``, ``armed_by``)."""
-    if not spec:
-        return None
-    if spec.lstrip().startswith("{"):
-        try:
-            fault = json.loads(spec)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"--inject-failure: not valid JSON ({err})") from None
-        extra = set(fault) - {"cycle", "marker", "hang_s", "armed_by"}
-        if extra or not {"cycle", "marker"} <= set(fault):
-            raise ConfigError(f"--inject-failure: keys cycle, marker[, hang_s, armed_by], "
-                              f"got {sorted(fault)}")
-        return fault
-    cycle, sep, marker = spec.partition(":")
-    if not sep or not cycle.isdigit() or not marker:
-        raise ConfigError(f"--inject-failure expects CYCLE:MARKER_FILE, got {spec!r}")
-    return {"cycle": int(cycle), "marker": str(Path(marker).resolve())}
-
-
 def _prepare_data(cfg: SearchConfig) -> SearchConfig:
     """Absolute data paths; missing data fails here, once, and a download happens once."""
     from prnas.data.datasets import search_datasets
@@ -125,7 +100,10 @@ def _prepare_data(cfg: SearchConfig) -> SearchConfig:
     return cfg.model_copy(update={"data": data.model_copy(update={"download": False})})
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, trainable: type | None = None,
+         callbacks: Sequence[Any] = ()) -> int:
+    """``trainable`` and ``callbacks``: a Trainable class and Tune callbacks in place of
+    ``SearchTrainable`` and beside the console's (how tests inject faults)."""
     args = _parser().parse_args(argv)
     from prnas.config_io import MAX_SEED
     from prnas.runtime.lock import FolderLocked
@@ -146,8 +124,6 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--max-failures must be >= 0, got {args.max_failures}")
         if args.num_cpus is not None and args.num_cpus < 1:
             raise ConfigError(f"--num-cpus must be >= 1, got {args.num_cpus}")
-        if args.stop_after_cycles is not None and args.stop_after_cycles < 1:
-            raise ConfigError(f"--stop-after-cycles must be >= 1, got {args.stop_after_cycles}")
         if args.name is not None:
             check_experiment_name(args.name)
         if args.address:
@@ -180,7 +156,6 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"experiment {experiment} already exists; continue it with "
                                   f"--name {name} --resume, or choose another --name "
                                   "(nothing is overwritten)")
-            fault = _fault(args.inject_failure)
             cfg = _prepare_data(cfg)
             lock = experiment_lock(storage, name).acquire()
             if experiment.exists():  # another driver got here first
@@ -191,11 +166,11 @@ def main(argv: list[str] | None = None) -> int:
             lock.release()
         return _fail(str(err))
     with lock:
-        return _run(args, cfg, spaces, experiment, None if args.resume else fault)
+        return _run(args, cfg, spaces, experiment, trainable, callbacks)
 
 
 def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] | None,
-         experiment: Location, fault: dict | None) -> int:
+         experiment: Location, trainable: type | None, callbacks: Sequence[Any]) -> int:
     from prnas.tune.cluster import (
         ClusterConnectError,
         ClusterResourceError,
@@ -204,6 +179,9 @@ def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] |
         start_driver,
     )
     from prnas.tune.experiment import SearchExperiment, run_search
+    from prnas.tune.search_trainable import SearchTrainable
+
+    trainable = trainable or SearchTrainable
 
     try:  # the driver prints its own line per cycle: Ray's loggers stay quiet there
         url = start_driver(args.address, args.num_cpus, args.dashboard,
@@ -232,12 +210,13 @@ def _run(args: argparse.Namespace, cfg: SearchConfig | None, spaces: list[str] |
         exp = SearchExperiment(cfg=cfg, storage=experiment.parent, name=experiment.name,
                                spaces=spaces, seeds=seeds, cpus_per_trial=cpus,
                                gpus_per_trial=gpus, max_failures=args.max_failures,
-                               verbosity=args.verbosity, fault=fault,
-                               stop_after_cycles=args.stop_after_cycles)
+                               verbosity=args.verbosity, trainable=trainable,
+                               callbacks=tuple(callbacks))
     # Tune prints its experiment box and TensorBoard hint on stdout, which carries only
     # results here: everything said while the trials run goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):
-        outcome = run_search(exp, resume_path=experiment if args.resume else None)
+        outcome = run_search(exp, resume_path=experiment if args.resume else None,
+                             trainable=trainable)
     print(f"\nexperiment: {outcome.path}")
     print(f"results:    {outcome.results_path} ({len(outcome.results)} rows)")
     print(f"candidates: {outcome.candidates_path}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ from prnas.storage import Location, as_location
 from prnas.tune.progress import TrialProgress
 from prnas.tune.results import summary, write_results
 from prnas.tune.scheduler import FanOutSearch, PruneAndReplaceScheduler
-from prnas.tune.search_trainable import FAULT_KEY, SEARCH_KEY, SearchTrainable
+from prnas.tune.search_trainable import SEARCH_KEY, SearchTrainable
 
 
 @dataclass(frozen=True)
@@ -38,10 +37,10 @@ class SearchExperiment:
     gpus_per_trial: float = 0.0
     max_failures: int = 0
     verbosity: int = 1  # trials: 0 silent, 1 a line after 30 s of silence, 2 every epoch
-    # Tests and debugging only: die once mid-cycle ({"cycle", "marker"}) / stop the
-    # driver as Ctrl+C would once every trial has a checkpoint after N cycles.
-    fault: dict[str, Any] | None = None
-    stop_after_cycles: int | None = None
+    # What runs each trial, and Tune callbacks beside the console's (tests pass a
+    # trainable that fails on purpose, or a callback that interrupts the driver).
+    trainable: type[SearchTrainable] = SearchTrainable
+    callbacks: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "storage", as_location(self.storage))
@@ -81,8 +80,6 @@ def param_space(exp: SearchExperiment) -> dict[str, Any]:
         "resources": {"cpu": exp.cpus_per_trial, "gpu": exp.gpus_per_trial},
         "verbosity": exp.verbosity,
     }
-    if exp.fault:
-        space[FAULT_KEY] = dict(exp.fault)
     return space
 
 
@@ -120,46 +117,9 @@ class ProgressPrinter(TrialProgress):
         return (trial.last_result or {}).get("genotype_path")
 
 
-class InterruptAfterCycles(tune.Callback):
-    """Stop the driver the way Ctrl+C does, once every trial has a checkpoint after N cycles.
-
-    For tests and demos of ``--resume``: Tune saves the experiment and leaves the
-    trials unfinished. Disarmed when unpickled, i.e. in the resumed run (Tune
-    restores a run's callbacks from its ``tuner.pkl``).
-    """
-
-    def __init__(self, cycles: int, num_trials: int) -> None:
-        self.cycles, self.num_trials = cycles, num_trials
-        self.armed = True
-        self._ready: set[str] = set()
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, armed=False)
-
-    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
-        if not self.armed or int((trial.last_result or {}).get("cycle", 0)) < self.cycles:
-            return
-        self._ready.add(trial.trial_id)
-        if len(self._ready) >= self.num_trials:
-            self.armed = False
-            handler = signal.getsignal(signal.SIGUSR1)
-            if handler in (signal.SIG_DFL, signal.SIG_IGN, None):
-                raise RuntimeError("Tune's interrupt handler is not installed (not the main "
-                                   "thread?); cannot interrupt the experiment")
-            os.kill(os.getpid(), signal.SIGUSR1)
-
-
-def _callbacks(exp: SearchExperiment) -> list[Any]:
-    cbs: list[Any] = [ProgressPrinter()]
-    if exp.stop_after_cycles:
-        cbs.append(InterruptAfterCycles(exp.stop_after_cycles,
-                                        len(exp.spaces) * len(exp.seeds)))
-    return cbs
-
-
 def build_tuner(exp: SearchExperiment) -> tune.Tuner:
     return tune.Tuner(
-        SearchTrainable,
+        exp.trainable,
         param_space=param_space(exp),
         tune_config=tune.TuneConfig(
             scheduler=PruneAndReplaceScheduler(), num_samples=1,
@@ -176,22 +136,26 @@ def build_tuner(exp: SearchExperiment) -> tune.Tuner:
             # kept: a cycle is the unit of resumption and each holds the weights that
             # were carried into the next pools.
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True),
-            callbacks=_callbacks(exp),
+            callbacks=[ProgressPrinter(), *exp.callbacks],
             verbose=2 if exp.verbosity >= 2 else 0,  # -v: Ray's status table too
         ),
     )
 
 
-def restore_tuner(path: Location) -> tune.Tuner:
+def restore_tuner(path: Location, trainable: type[SearchTrainable] = SearchTrainable
+                  ) -> tune.Tuner:
     """Continue an interrupted experiment from its storage alone (any driver machine);
-    errored trials resume from their checkpoints too."""
-    return tune.Tuner.restore(path.path, SearchTrainable, resume_unfinished=True,
+    errored trials resume from their checkpoints too. ``trainable``: the class the
+    experiment ran (Tune refuses another)."""
+    return tune.Tuner.restore(path.path, trainable, resume_unfinished=True,
                               resume_errored=True, storage_filesystem=path.ray_filesystem)
 
 
 def run_search(exp: SearchExperiment | None = None, *,
-               resume_path: str | os.PathLike | Location | None = None) -> SearchOutcome:
-    """Run (or, given ``resume_path``, continue) an experiment and write its parquet files.
+               resume_path: str | os.PathLike | Location | None = None,
+               trainable: type[SearchTrainable] = SearchTrainable) -> SearchOutcome:
+    """Run (or, given ``resume_path``, continue: ``trainable`` as it ran) an experiment and
+    write its parquet files.
 
     Ray must be initialised already (``prnas.tune.cluster.init_ray``).
     """
@@ -199,7 +163,7 @@ def run_search(exp: SearchExperiment | None = None, *,
         raise ValueError("pass either an experiment or a resume_path")
     if resume_path is not None:
         path = as_location(resume_path)
-        tuner = restore_tuner(path)
+        tuner = restore_tuner(path, trainable)
     else:
         path = exp.path
         if path.exists():

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +54,7 @@ CHECKPOINT_FILE = RETRAIN_CHECKPOINT_FILE
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """One worker: ``config`` holds ``retrain`` (config dump), ``genotype`` (GenotypeRef
-    dict), ``seed``, ``verbosity`` (the job's) and optionally ``crash_after_epoch`` (a
-    one-time failure, for tests)."""
+    dict), ``seed`` and ``verbosity`` (the job's)."""
     ctx = ray.train.get_context()
     device = ray.train.torch.get_device()
     overrides: dict[str, Any] = {"seed": int(config["seed"]),
@@ -79,7 +78,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
               "protocol": protocol_json(cfg),
               "seed": cfg.seed, "dataset": trainer.info.name,
               "workers": trainer.world_size}
-    crash = config.get("crash_after_epoch")
     while not trainer.done:
         row = {**trainer.train_epoch(), **labels}
         if trainer.log is not None:
@@ -94,20 +92,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     atomic_write_text(Path(tmp) / RESULT_FILE, json.dumps(row, indent=1) + "\n")
                 checkpoint = Checkpoint.from_directory(tmp)
             ray.train.report(row, checkpoint=checkpoint)
-        marker = Path(str(crash.get("marker"))) if crash else None
-        if crash and trainer.epoch == int(crash["epoch"]) and not marker.exists():
-            if trainer.is_chief:
-                marker.touch()
-            raise RuntimeError(f"injected failure after epoch {trainer.epoch}")
 
 
 def ddp_trainer(cfg: RetrainConfig, ref: GenotypeRef, seed: int, *, workers: int,
                 use_gpu: bool, storage: Path, name: str, max_failures: int = 1,
-                cpus_per_worker: float = 1.0, extra: dict[str, Any] | None = None
+                cpus_per_worker: float = 1.0, extra: dict[str, Any] | None = None,
+                loop: Callable[[dict[str, Any]], None] = train_loop_per_worker
                 ) -> TorchTrainer:
-    """The TorchTrainer of one (genotype, seed); ``cfg`` must hold absolute data paths."""
+    """The TorchTrainer of one (genotype, seed); ``cfg`` must hold absolute data paths.
+    ``loop``: the training loop of each worker (tests pass one that fails once)."""
     return TorchTrainer(
-        train_loop_per_worker,
+        loop,
         train_loop_config={"retrain": cfg.model_dump(mode="json"), "genotype": ref.to_dict(),
                            "seed": seed, **(extra or {})},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
@@ -124,12 +119,13 @@ def run_name(ref: GenotypeRef, seed: int) -> str:
 
 def fit_one(cfg: RetrainConfig, ref: GenotypeRef, seed: int, *, workers: int, use_gpu: bool,
             experiment: Path, max_failures: int = 1, cpus_per_worker: float = 1.0,
-            extra: dict[str, Any] | None = None) -> pd.DataFrame:
+            extra: dict[str, Any] | None = None,
+            loop: Callable[[dict[str, Any]], None] = train_loop_per_worker) -> pd.DataFrame:
     """Train (or continue) one run; its artefacts in ``experiment/<run>/``; its rows."""
     name = run_name(ref, seed)
     trainer = ddp_trainer(cfg, ref, seed, workers=workers, use_gpu=use_gpu,
                           storage=experiment / "ray", name=name, max_failures=max_failures,
-                          cpus_per_worker=cpus_per_worker, extra=extra)
+                          cpus_per_worker=cpus_per_worker, extra=extra, loop=loop)
     result = trainer.fit()
     if result.error is not None:
         raise result.error

@@ -17,10 +17,8 @@ candidate per edge and does not change the derived genotype), writes
 ``genotype.json`` into its trial folder and reports ``done=True``.
 
 Each step also rewrites ``cycles.jsonl`` in the trial folder from the engine's
-own cycle log: per cycle its metrics, the decision applied after it and the
-pools that followed, as plain JSON objects (:mod:`prnas.records`). Built from
-checkpointed state, it never holds a cycle a retry threw away;
-``prnas.tune.results`` turns these files into parquet.
+own cycle log (:class:`~prnas.tune.trial_files.TrialFiles`, which keeps the
+wall times and nodes too); ``prnas.tune.results`` turns these files into parquet.
 
 The engine hands over a :class:`~prnas.cycle_record.CycleRecord`; the Tune result
 is its one plain-JSON form (``to_json``, nested values as objects), which the
@@ -28,15 +26,13 @@ scheduler reads back with ``CycleRecord.from_json``.
 
 Trial config keys: ``search`` (a SearchConfig dump), ``seed`` and ``space``
 (set by the fan-out, override ``search``), ``resources`` ({"cpu", "gpu"} per
-trial; ``cpu`` also sets torch's thread count), plus the keys the scheduler
-and the fault injection for tests add.
+trial; ``cpu`` also sets torch's thread count), ``verbosity``, plus the decision
+the scheduler adds. Tests inject faults by subclassing (``tests/faults.py``).
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -44,8 +40,7 @@ from typing import Any
 from ray import tune
 
 from prnas.cycle_record import CycleRecord
-from prnas.filenames import CYCLES_FILE, GENOTYPE_FILE, SEARCH_CHECKPOINT_FILE
-from prnas.records import jsonl_text
+from prnas.filenames import GENOTYPE_FILE, SEARCH_CHECKPOINT_FILE
 from prnas.runtime import checkpoint
 from prnas.runtime.device import release_cached_memory
 from prnas.search.alpha_signal import softmax_curves
@@ -61,20 +56,16 @@ from prnas.tune.cluster import (
     trial_gpu_fraction,
 )
 from prnas.tune.progress import trial_log
+from prnas.tune.trial_files import TrialFiles
 
 SEARCH_KEY = "search"
 DECISION_KEY = "prnas_decision"
-FAULT_KEY = "prnas_fault"
 CHECKPOINT_FILE = SEARCH_CHECKPOINT_FILE
-CHECKPOINT_VERSION = 3  # 3: "pending" and "final" as CycleRecord.to_json
+CHECKPOINT_VERSION = 3  # 3: "pending" and "final" as CycleRecord.to_json, "files"
 
 
 class DecisionError(RuntimeError):
     """The scheduler could not compute this trial's prune-and-replace decision."""
-
-
-class InjectedFailure(RuntimeError):
-    """Raised on purpose (tests): a trial dying mid-cycle."""
 
 
 def trial_search_config(config: dict[str, Any]) -> SearchConfig:
@@ -125,8 +116,11 @@ class SearchTrainable(tune.Trainable):
         # instead of retraining the cycle.
         self._pending: CycleRecord | None = None
         self._final: CycleRecord | None = None  # the last cycle, closed, with its genotype
-        self._walls: dict[int, tuple[float, float]] = {}  # cycle -> (step s, total s)
-        self._nodes: dict[int, str] = {}  # cycle -> Ray node id that trained it
+        gpus = (config.get("resources") or {}).get("gpu")
+        self.files = TrialFiles(self.trial_folder,
+                                {"trial_id": self.trial_id, **self._identity(),
+                                 "gpus_per_trial": float(gpus or 0)},
+                                [c.morphs for c in self.cfg.schedule])
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         """A reused actor: the same trial's next cycle keeps its engine, another starts over.
@@ -162,7 +156,7 @@ class SearchTrainable(tune.Trainable):
         state = {"version": CHECKPOINT_VERSION, "search": self.search.state_dict(),
                  **{k: None if r is None else r.to_json()
                     for k, r in (("pending", self._pending), ("final", self._final))},
-                 "walls": self._walls, "nodes": self._nodes}
+                 "files": self.files.state_dict()}
         checkpoint.save_atomic(state, Path(checkpoint_dir) / CHECKPOINT_FILE)
 
     def load_checkpoint(self, checkpoint_dir: str | dict | None) -> None:
@@ -175,8 +169,7 @@ class SearchTrainable(tune.Trainable):
         self.search.load_state_dict(state["search"])
         self._pending, self._final = (None if state[k] is None else
                                       CycleRecord.from_json(state[k]) for k in ("pending", "final"))
-        self._walls = dict(state["walls"])
-        self._nodes = {int(c): n for c, n in (state.get("nodes") or {}).items()}
+        self.files.load_state_dict(state["files"])
 
     # ----------------------------------------------------------------- one cycle
     def step(self) -> dict[str, Any]:
@@ -191,20 +184,17 @@ class SearchTrainable(tune.Trainable):
             # experiment snapshot predates it): report the cycle again so the
             # scheduler decides; the decision is a pure function of this result.
             return self._result(self._pending or s.cycle_metrics(), redecide=True)
-        record = s.run_cycle(on_epoch=self._fault_hook())
-        cycle = record.cycle
-        wall = time.perf_counter() - t0
-        self._walls[cycle] = (wall, wall + self._walls.get(cycle - 1, (0.0, 0.0))[1])
-        self._nodes[cycle] = ray_compat.node_id()
-        if cycle < s.num_cycles:
+        record = s.run_cycle()
+        self.files.trained(record.cycle, time.perf_counter() - t0, ray_compat.node_id())
+        if record.cycle < s.num_cycles:
             self._pending = record
-            self._write_cycles()
+            self.files.write_cycles([*s.cycle_log, record])
             return self._result(record)
         # The last cycle: nothing to train after it, so the trial closes it itself.
         s.apply(s.decide(), record)
         self._pending = None
-        path = self._write(GENOTYPE_FILE, s.genotype.to_json() + "\n")
-        self._write_cycles()
+        path = self.files.write(GENOTYPE_FILE, s.genotype.to_json() + "\n")
+        self.files.write_cycles(s.cycle_log)
         self._final = s.cycle_log[-1].with_columns(genotype_path=path)
         return self._result(self._final, done=True)
 
@@ -233,70 +223,6 @@ class SearchTrainable(tune.Trainable):
                 "redecide": False, "softmax": softmax_curves(record.pools, record.alphas),
                 **extra}
 
-    # ----------------------------------------------------------------- outputs
-    def cycle_rows(self) -> list[dict[str, Any]]:
-        """Every cycle of this trial so far, as applied: metrics, the decision, pools after it.
-
-        Rebuilt from the (checkpointed) engine state each time, so the file never
-        holds a cycle that a retry from an older checkpoint discarded.
-        """
-        rows = []
-        records = list(self.search.cycle_log)
-        if self._pending is not None:
-            records.append(self._pending)
-        gpus = (self.config.get("resources") or {}).get("gpu")
-        for rec in records:
-            wall, total = self._walls.get(rec.cycle, (None, None))
-            rows.append(rec.with_columns(
-                trial_id=self.trial_id, **self._identity(),
-                morphs=self.cfg.schedule[rec.cycle - 1].morphs, gpus_per_trial=float(gpus or 0),
-                wall_time_s=wall, wall_time_total_s=total,
-                node_id=self._nodes.get(rec.cycle)).to_json())
-        return rows
-
-    def _write_cycles(self) -> None:
-        self._write(CYCLES_FILE, jsonl_text(self.cycle_rows()))
-
     def trial_folder(self) -> Location:
         """The trial's folder in the experiment storage (where Tune's result.json lives)."""
         return ray_compat.trial_storage(self)
-
-    def _write(self, name: str, text: str) -> str:
-        """Replace a file of the trial folder whole (never visible half-written)."""
-        target = self.trial_folder() / name
-        target.write_text(text)
-        return target.uri
-
-    # ----------------------------------------------------------------- tests
-    def _fault_hook(self):
-        """``config[FAULT_KEY] = {"cycle": c, "marker": path}``: die once, mid-cycle c.
-
-        The marker file makes it once: a retried trial finds it and trains on. With
-        ``"hang_s": t`` the trial instead writes its node id into the marker and waits up to
-        t seconds mid-cycle for that node to be removed (the node-loss tests), then raises.
-        With ``"armed_by": path`` nothing happens until that file exists (a test arms the
-        fault for a resumed run only).
-        """
-        fault = self.config.get(FAULT_KEY)
-        if not fault or int(fault["cycle"]) != self.search.cycle + 1:
-            return None
-        marker = Path(fault["marker"])
-        armed_by = Path(fault["armed_by"]) if fault.get("armed_by") else None
-
-        def hook(_search: Search, _m: dict) -> None:
-            if marker.exists() or (armed_by is not None and not armed_by.exists()):
-                return
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            try:  # claimed by one trial only, even when two reach it at the same moment
-                with open(marker, "x", encoding="utf-8") as f:
-                    f.write(json.dumps({"pid": os.getpid(), "node_id": ray_compat.node_id(),
-                                        "trial_id": self.trial_id}) + "\n")
-            except FileExistsError:
-                return
-            deadline = time.monotonic() + float(fault.get("hang_s") or 0)
-            while time.monotonic() < deadline:
-                time.sleep(0.2)
-            raise InjectedFailure(f"injected failure in cycle {fault['cycle']} "
-                                  f"(marker {marker})")
-
-        return hook

@@ -51,22 +51,6 @@ def _file_field(path, field: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _file_kind(path) -> str | None:
-    kind = _file_field(path, "kind")
-    return kind if kind in KINDS else None
-
-
-def infer_kind(kind, genotype_path) -> str:
-    """The stored kind; for older files: the genotype file's own, else preset without a file,
-    else searched."""
-    if isinstance(kind, str) and kind in KINDS:
-        return kind
-    from_file = _file_kind(genotype_path)
-    if from_file:
-        return from_file
-    return "preset" if not isinstance(genotype_path, str) or not genotype_path else "searched"
-
-
 def run_table(retrain: pd.DataFrame, report_last: int = 5) -> pd.DataFrame:
     """One row per retrain run: its kind, cell, seed, params, MACs (NaN if absent), final error.
 
@@ -78,13 +62,12 @@ def run_table(retrain: pd.DataFrame, report_last: int = 5) -> pd.DataFrame:
         return pd.DataFrame(columns=RUN_COLUMNS)
     last = retrain.sort_values("epoch").groupby(TRIAL_KEY, sort=False).tail(1)
     extra = last[TRIAL_KEY].copy()
-    extra["kind_stored"] = last["kind"] if "kind" in last.columns else pd.NA
+    extra["kind"] = last["kind"]
     if "macs" not in trials.columns:  # retrain_trials carries it when the file has it
         extra["macs"] = (pd.to_numeric(last["macs"], errors="coerce") if "macs" in last.columns
                          else np.nan)
     runs = trials.merge(extra, on=TRIAL_KEY, how="left")
     runs["macs"] = pd.to_numeric(runs["macs"], errors="coerce")
-    runs["kind"] = [infer_kind(k, p) for k, p in zip(runs["kind_stored"], runs["genotype_path"])]
     runs["space"] = [_file_field(p, "space") for p in runs["genotype_path"]]
     runs["cell"] = [p if isinstance(p, str) and p else str(g)
                     for p, g in zip(runs["genotype_path"], runs["genotype"])]

@@ -54,10 +54,9 @@ _CANDIDATES_OPTIONAL: dict[str, str] = {
 }
 
 # retrain.parquet ------------------------------------------------------------------------------
-RETRAIN_REQUIRED = ("trial_id", "genotype", "epoch", "test_error")
+RETRAIN_REQUIRED = ("trial_id", "genotype", "kind", "epoch", "test_error")
 _RETRAIN_OPTIONAL: dict[str, str] = {
     "genotype_path": "string", "seed": "Int64", "dataset": "string", "params": "Int64",
-    "kind": "string",  # searched / random / preset; NA in files written before it existed
     **{c: "float64" for c in ("train_loss", "train_acc", "test_loss", "test_acc", "lr",
                               "drop_path_prob", "epoch_time_s", "batch_size")},
     # Inference cost (prnas.cost); latency and throughput only in a trial's last row.
@@ -308,7 +307,7 @@ def load_retrain(*dirs: str | os.PathLike) -> pd.DataFrame:
     """One row per (experiment, trial, epoch) from each folder's ``retrain.parquet``.
 
     Columns: ``experiment``, ``trial_id``, ``genotype`` (label), ``genotype_path``
-    (absolute or NA), ``kind`` (searched / random / preset, NA in older files),
+    (absolute or NA), ``kind`` (searched / random / preset),
     ``seed``, ``dataset``, ``params`` (Int64), ``epoch`` (int64),
     ``test_error`` (float64, percent) and the other float metrics (``test_acc``
     in percent, as the retrainer writes it), ``experiment_dir``.
@@ -319,8 +318,8 @@ def load_retrain(*dirs: str | os.PathLike) -> pd.DataFrame:
         path = _folder(d, RETRAIN_FILE, "retrain")
         df = _tag(_read(path, RETRAIN_REQUIRED), path)
         df = _with_optional(df, _RETRAIN_OPTIONAL)
-        df = df.astype({"trial_id": "string", "genotype": "string", "epoch": "int64",
-                        "test_error": "float64"})
+        df = df.astype({"trial_id": "string", "genotype": "string", "kind": "string",
+                        "epoch": "int64", "test_error": "float64"})
         df["genotype_path"] = pd.array([_resolve(p, path.parent) for p in df["genotype_path"]],
                                        dtype="string")
         if len(df):

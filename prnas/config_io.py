@@ -115,17 +115,8 @@ def format_validation_error(err: ValidationError, model: type[BaseModel]) -> str
 
 def validate(model: type[M], raw: Mapping[str, Any] | None = None,
              overrides: Mapping[str, Any] | None = None, source: str | None = None) -> M:
-    """``model`` validated from ``raw`` plus ``overrides``; ConfigError naming each bad field.
-
-    A model's ``renamed_fields`` (old top-level name -> new dotted name) are refused
-    first, in one line that names the new spelling.
-    """
+    """``model`` validated from ``raw`` plus ``overrides``; ConfigError naming each bad field."""
     merged = apply_overrides(raw or {}, overrides)
-    renamed = getattr(model, "renamed_fields", {})
-    old = [k for k in merged if k in renamed]
-    if old:
-        msg = "renamed field(s): " + "; ".join(f"{k} is now {renamed[k]}" for k in old)
-        raise ConfigError(f"{source}: {msg}" if source else msg)
     try:
         return model.model_validate(merged)
     except ValidationError as err:

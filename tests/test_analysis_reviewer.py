@@ -115,18 +115,13 @@ def retrain_rows(kinds: dict[str, str | None], macs: bool, epochs: int = 3) -> p
     return pd.DataFrame(rows)
 
 
-def test_run_table_takes_kind_and_macs_and_infers_kind_for_older_files():
+def test_run_table_takes_kind_and_macs():
     df = retrain_rows({"s": "searched", "r": "random", "p": "preset"}, macs=True)
     runs = baseline.run_table(df, report_last=2)
     assert list(runs["kind"]) == ["searched", "random", "preset"]
     assert list(runs["final_test_error"]) == [2.5, 12.5, 22.5]
     assert list(runs["macs"]) == [5e6, 5e6 + 1, 5e6 + 2]
     assert "MACs (mean)" in baseline.format_groups(baseline.group_table(runs)).columns
-    old = retrain_rows({"s": None, "p": "preset"}, macs=False).drop(columns="kind")
-    old.loc[old["genotype"] == "p", "genotype_path"] = None
-    runs = baseline.run_table(old)
-    assert list(runs["kind"]) == ["searched", "preset"] and runs["macs"].isna().all()
-    assert baseline.infer_kind(pd.NA, None) == "preset"
 
 
 def test_random_cells_are_compared_within_their_own_space(tmp_path):

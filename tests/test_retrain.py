@@ -326,40 +326,17 @@ def test_bf16_retrain_runs_near_fp32_and_resume_may_change_layout(tmp_path):
     assert again.epoch == 1
 
 
-@pytest.mark.parametrize(("raw", "overrides", "old", "new"), [
-    ({"channels": 16}, None, "channels", "network.channels"),
-    ({"batch_size": {"b_max": 64}}, None, "batch_size", "batch"),
-    ({}, {"lr": 0.1}, "lr", "optim.lr"),
-    ({}, {"test_batch_size": 32}, "test_batch_size", "eval_batch_size"),
-])
-def test_old_field_names_are_refused_naming_the_new_one(raw, overrides, old, new):
-    """Issue 11: the retrain schema took the search's section names; an old YAML or
-    --set fails at load, in one line, with the new spelling."""
-    with pytest.raises(ConfigError) as err:
-        build_config(raw, overrides)
-    assert f"{old} is now {new}" in str(err.value) and "\n" not in str(err.value)
+def test_a_checkpoint_of_another_format_is_refused_in_one_line():
+    """One policy for old files: the format version is checked first, nothing migrated."""
+    from prnas.retrain.trainer import STATE_VERSION
 
-
-def test_a_checkpoint_written_under_the_old_names_still_restores(tmp_path):
-    from prnas.retrain.config import RENAMED, migrate
-
-    cfg = _demo_cfg(epochs=2)
-    new = cfg.model_dump(mode="json")
-    old = {k: v for k, v in new.items() if k not in ("network", "optim", "batch",
-                                                      "eval_batch_size")}
-    for name, dotted in RENAMED.items():
-        section, _, field = dotted.partition(".")
-        old[name] = new[section][field] if field else new[section]
-    expected = {k: dict(v) if isinstance(v, dict) else v for k, v in new.items()}
-    for section, field in (("network", "kind"), ("optim", "lr_schedule"), ("optim", "lr_gamma")):
-        del expected[section][field]  # newer than the old names: absent, restored as defaults
-    assert migrate(old) == expected
-    trainer = Retrainer(cfg, load_genotype("darts-v2"))
+    trainer = Retrainer(_demo_cfg(epochs=2), load_genotype("darts-v2"))
     trainer.setup()
     trainer.train_epoch()
     state = trainer.state_dict()
-    state["config"] = old
-    again = Retrainer(cfg, load_genotype("darts-v2"))
+    state["version"] = STATE_VERSION - 1
+    again = Retrainer(_demo_cfg(epochs=2), load_genotype("darts-v2"))
     again.setup()
-    again.load_state_dict(state)
-    assert again.epoch == 1
+    with pytest.raises(ValueError) as err:
+        again.load_state_dict(state)
+    assert "format" in str(err.value) and "\n" not in str(err.value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -31,23 +31,6 @@ class RetrainBatchSizeConfig(BatchSizeConfig):
 
     b_min: int = Field(32, ge=1, description="starting and smallest batch size")
 
-
-# The retrain schema uses the search's section names (issue 11). Each old top-level
-# name is refused at load with the new one, so an old YAML or --set fails before any
-# compute with the fix in the message; old checkpoints are migrated (``migrate``).
-RENAMED: dict[str, str] = {
-    "channels": "network.channels",
-    "layers": "network.layers",
-    "auxiliary": "network.auxiliary",
-    "auxiliary_weight": "network.auxiliary_weight",
-    "lr": "optim.lr",
-    "lr_min": "optim.lr_min",
-    "momentum": "optim.momentum",
-    "weight_decay": "optim.weight_decay",
-    "grad_clip": "optim.grad_clip",
-    "batch_size": "batch",
-    "test_batch_size": "eval_batch_size",
-}
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -93,7 +76,6 @@ class RetrainConfig(BaseModel):
 
     # allow_inf_nan=False: an ``lr: .inf`` would otherwise pass and train on NaNs.
     model_config = _STRICT
-    renamed_fields: ClassVar[dict[str, str]] = RENAMED
 
     data: DataConfig = Field(default_factory=DataConfig)
     network: RetrainNetworkConfig = Field(default_factory=RetrainNetworkConfig)
@@ -115,15 +97,6 @@ class RetrainConfig(BaseModel):
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 
     _known_device = field_validator("device")(config_io.check_device)
-
-
-def migrate(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """A config mapping written under the old names (e.g. a checkpoint's) in the new ones."""
-    out = config_io.apply_overrides({k: v for k, v in raw.items() if k not in RENAMED}, {})
-    for old, new in RENAMED.items():
-        if old in raw:
-            config_io.set_dotted(out, new, raw[old])
-    return out
 
 
 def build_config(raw: Mapping[str, Any] | None = None,

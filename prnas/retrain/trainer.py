@@ -35,7 +35,7 @@ from prnas.data.loading import (
 from prnas.data.source import DataInfo
 from prnas.nn.eval_net import count_parameters
 from prnas.nn.eval_networks import build_eval_network
-from prnas.retrain.config import RetrainConfig, migrate
+from prnas.retrain.config import RetrainConfig
 from prnas.retrain.schedule import drop_path_at, final_error
 from prnas.runtime import checkpoint, rng
 from prnas.runtime import state as run_state
@@ -51,7 +51,7 @@ from prnas.runtime.performance import autocast, compiled, resolve, to_memory_for
 from prnas.runtime.progress_log import ProgressLog
 from prnas.space.genotype import Genotype
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the config in its sections only, "best" always kept
 
 
 class Retrainer:
@@ -304,8 +304,7 @@ class Retrainer:
         if saved != self.genotype:
             raise ValueError(f"checkpoint is of genotype {saved.name!r}, not "
                              f"{self.genotype.name!r}: the cells differ")
-        # A section the checkpoint predates (e.g. ``performance``) counts as its defaults.
-        run_state.check_config(migrate(state["config"]), self.cfg.model_dump(mode="json"),
+        run_state.check_config(state["config"], self.cfg.model_dump(mode="json"),
                                RetrainConfig().model_dump(mode="json"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -313,7 +312,7 @@ class Retrainer:
         self.controller.load_state_dict(state["controller"])
         self.epoch = int(state["epoch"])
         self.history = [dict(r) for r in state["history"]]
-        self.best = state.get("best")  # None in checkpoints written before it was kept
+        self.best = state["best"]
         rng.restore(state["rng"], generator=self.generator, augment=self.augment_generator)
 
     # ------------------------------------------------------------------ the result

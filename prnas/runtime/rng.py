@@ -32,16 +32,12 @@ def capture(**generators: torch.Generator) -> dict[str, Any]:
 
 
 def restore(state: dict[str, Any], **generators: torch.Generator) -> None:
-    """Put every stream back; a generator the checkpoint predates keeps its fresh seed."""
+    """Put every stream back (the checkpoint's format version says it holds them all)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda")
+    cuda = state.get("cuda")  # None: captured without CUDA
     if cuda is not None and torch.cuda.is_available():
-        if isinstance(cuda, torch.Tensor):  # older search checkpoints: one device's state
-            torch.cuda.set_rng_state(cuda)
-        else:
-            torch.cuda.set_rng_state_all(cuda)
+        torch.cuda.set_rng_state_all(cuda)
     for name, gen in generators.items():
-        if name in state:  # e.g. ``augment``, absent from checkpoints written before it
-            gen.set_state(state[name])
+        gen.set_state(state[name])

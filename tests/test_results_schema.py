@@ -159,3 +159,61 @@ def test_existing_parquet_is_not_overwritten_unless_asked(experiment):
     assert res_path.read_bytes() == before
     _r, _c, frame = write_results(root, overwrite=True)
     assert len(frame) == len(res)
+
+
+def same(r):
+    """What a cycle record holds beyond its scalar columns."""
+    return r.cycle, r.pools, r.alphas, r.histories, r.epoch_metrics, r.decisions, r.pools_next
+
+
+def test_one_cycle_is_one_record_from_the_engine_to_the_parquet_files(tmp_path):
+    """A cycle followed through every step of the data path: the engine's CycleRecord, the
+    Tune result (as Tune hands it to the scheduler: flattened), the checkpoint, the trial's
+    cycles.jsonl and results.parquet all hold that one record, in its one JSON form."""
+    import ray.tune.trainable.trainable as trainable_mod
+    from ray.tune.utils import flatten_dict
+
+    from prnas.cycle_record import CycleRecord
+    from prnas.filenames import CYCLES_FILE, RESULTS_FILE
+    from prnas.records import read_jsonl, record_from_row
+    from prnas.runtime import checkpoint
+    from prnas.tune import ray_compat
+    from prnas.tune.search_trainable import CHECKPOINT_FILE
+
+    before = trainable_mod.DEFAULT_STORAGE_PATH, torch.get_num_threads()
+    trainable_mod.DEFAULT_STORAGE_PATH = str(tmp_path / "logdirs")
+    folder = tmp_path / "exp" / "DL-seed5-t5"
+    config = {"search": build_config(TINY).model_dump(mode="json"), "seed": 5,
+              "space": "DL", "resources": {"cpu": 1}, "folder": str(folder), "trial": "t5"}
+    try:
+        t = FolderTrainable(config=dict(config))
+        result = t.train()
+        engine = t._pending  # what Search.run_cycle handed over
+        assert isinstance(engine, CycleRecord) and engine.decisions is None
+        # The Tune result, flattened as the scheduler receives it, nested back.
+        assert same(CycleRecord.from_json(ray_compat.nested(flatten_dict(result)))) == same(engine)
+        # The checkpoint.
+        t.save_checkpoint(str(tmp_path / "ckpt"))
+        state = checkpoint.load(tmp_path / "ckpt" / CHECKPOINT_FILE, kind="search")
+        assert same(CycleRecord.from_json(state["pending"])) == same(engine)
+        # The decision closes the record; cycles.jsonl then holds the closed one.
+        config = {**config, DECISION_KEY: decision_for(config, result)}
+        t.stop()
+        t = FolderTrainable(config=dict(config))
+        t.load_checkpoint(str(tmp_path / "ckpt"))
+        assert t.apply_decision()
+        closed = t.search.cycle_log[0]
+        assert same(closed)[:5] == same(engine)[:5] and closed.decisions is not None
+        t.files.write_cycles(t.search.cycle_log)
+        (row,) = read_jsonl(folder / CYCLES_FILE, "cycle")
+        assert same(CycleRecord.from_json(row)) == same(closed)
+        assert row["trial_id"] == "t5" and row["seed"] == 5
+        # results.parquet: the same record, nested values as JSON text in the cells.
+        res_path, _cand, _frame = write_results(tmp_path / "exp")
+        (parquet_row,) = pd.read_parquet(res_path).to_dict("records")
+        assert isinstance(parquet_row["pools"], str)
+        assert same(record_from_row(parquet_row)) == same(closed)
+        assert res_path.name == RESULTS_FILE
+    finally:
+        trainable_mod.DEFAULT_STORAGE_PATH = before[0]
+        torch.set_num_threads(before[1])

@@ -137,7 +137,8 @@ def write_retrain_experiment(root: Path, search_dir: Path) -> Path:
         trainer.setup()
         for _ in range(cfg.epochs):
             rows.append({**trainer.train_epoch(), "trial_id": f"retrain_{n:05d}",
-                         "genotype": ref.label, "genotype_path": ref.path, "seed": seed,
+                         "genotype": ref.label, "genotype_path": ref.path, "kind": ref.kind,
+                         "seed": seed,
                          "dataset": trainer.info.name})
         # As the Tune trial does after its last epoch.
         rows[-1].update(trainer.measure_timing().as_dict())

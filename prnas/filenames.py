@@ -17,7 +17,6 @@ SEARCH_CHECKPOINT_FILE = "search.pt"  # per search trial (Tune): the whole engin
 RETRAIN_CHECKPOINT_FILE = "retrain.pt"  # per retrain trial or data-parallel run
 MODEL_FILE = "model.pt"  # a trained network as plain data (prnas.model_file)
 RESULT_FILE = "result.json"  # an in-process or data-parallel retrain's final summary
-DDP_PLAN_FILE = "ddp_plan.json"  # a data-parallel retrain experiment's stored plan
 # The in-process commands' run folder (python -m prnas.search / prnas.retrain).
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"

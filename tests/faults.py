@@ -3,7 +3,7 @@
 Nothing of this ships: a search experiment takes a trainable class and callbacks
 (``SearchExperiment(trainable=..., callbacks=...)``, ``run_search.main(argv,
 trainable=..., callbacks=...)``), the data-parallel retrain a training loop
-(``fit_one(loop=...)``). The module pickles by value, so Ray workers, which do not
+(``ddp_trainable(loop)``). The module pickles by value, so Ray workers, which do not
 have ``tests/`` on their path, get its classes and functions with the task.
 """
 

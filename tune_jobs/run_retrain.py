@@ -36,7 +36,7 @@ from typing import Any
 
 from prnas import cli
 from prnas.config_io import MAX_SEED
-from prnas.filenames import DDP_PLAN_FILE, RETRAIN_FILE
+from prnas.filenames import RETRAIN_FILE
 from prnas.retrain.config import ConfigError, RetrainConfig, load_config
 from prnas.retrain.genotypes import (
     RANDOM_SYNTAX,
@@ -90,8 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
     p.add_argument("--workers-per-trial", type=int, metavar="N",
                    help="data-parallel retraining (PyTorch DDP through Ray Train): each "
-                        "(genotype, seed) in turn on N workers, one GPU each when the cluster "
-                        "has GPUs; global batch = batch.b_max (docs/retrain.md)")
+                        "(genotype, seed) a trial on N workers, one GPU each when the cluster "
+                        "has GPUs (--cpus-per-trial and --gpus-per-trial then count per "
+                        "worker); global batch = batch.b_max (docs/retrain.md)")
     p.add_argument("--max-failures", type=int, default=1,
                    help="retries of a failed trial from its last checkpoint")
     p.add_argument("--address", help="join a Ray cluster (e.g. auto); default: start locally")
@@ -196,9 +197,6 @@ def main(argv: list[str] | None = None) -> int:
         storage = experiment_storage(args.storage)
     except ValueError as err:
         return _fail(str(err))
-    if args.workers_per_trial is not None and not storage.is_local:
-        return _fail(f"--workers-per-trial writes into a folder (local or shared by all "
-                     f"nodes); --storage {storage} is an object store")
     if args.resume:
         if not args.name:
             return _fail("--resume needs the --name of the experiment to continue")
@@ -280,7 +278,12 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
         return _fail(str(err))
     experiment = storage / name
     if args.workers_per_trial is not None:
-        return _run_ddp(args, cfg, refs, experiment, gpus)
+        from prnas.tune.cluster import check_workers
+
+        try:  # Ray Train would wait forever (and ignore Ctrl+C) for workers it cannot place
+            check_workers(args.workers_per_trial, cpus, gpus > 0)
+        except ClusterResourceError as err:
+            return _fail(str(err))
     if args.resume:
         if not can_restore(experiment):
             return _fail(f"--resume: {experiment} holds no restorable Tune experiment")
@@ -293,14 +296,17 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
             # A zero-GPU trial on a GPU node must not quietly take a GPU it did not reserve.
             cfg = cfg.model_copy(update={"device": "cpu"})
         seeds = cli.seeds(cfg.seed, args.num_samples)
+        ddp = (f", each on {args.workers_per_trial} {'GPU' if gpus > 0 else 'CPU'} worker(s)"
+               if args.workers_per_trial is not None else "")
         cli.progress(f"retraining {len(refs)} genotype(s) x {len(seeds)} seed(s) "
-                     f"({', '.join(r.label for r in refs)}; seeds {seeds[0]}..{seeds[-1]}) "
-                     f"into {experiment}")
+                     f"({', '.join(r.label for r in refs)}; seeds {seeds[0]}..{seeds[-1]})"
+                     f"{ddp} into {experiment}")
         _warn_short(cfg)
         tuner = build_tuner(cfg, refs, seeds, storage=storage, name=name,
                             gpus_per_trial=gpus, cpus_per_trial=cpus,
                             max_failures=args.max_failures,
-                            max_concurrent=args.max_concurrent, verbose=args.verbosity)
+                            max_concurrent=args.max_concurrent, verbose=args.verbosity,
+                            workers_per_trial=args.workers_per_trial)
     # Tune prints its experiment box and TensorBoard hint on stdout, which carries only
     # results here: everything said while the trials run goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):
@@ -331,60 +337,6 @@ def _warn_short(cfg: RetrainConfig) -> None:
     warning = short_run_warning(cfg.epochs, cfg.report_last)
     if warning:
         cli.progress(warning)
-
-
-DDP_PLAN = DDP_PLAN_FILE
-
-
-def _run_ddp(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
-             experiment: Location, gpus: float) -> int:
-    """Each (genotype, seed) on ``--workers-per-trial`` workers; the plan is stored so that
-    ``--resume`` continues every run from its last checkpoint."""
-    from prnas._io import atomic_write_text
-    from prnas.retrain.config import build_config
-    from prnas.retrain.ddp import check_global_batch
-    from prnas.retrain.results import format_summary, summarize
-    from prnas.retrain.schedule import headline_rule
-    from prnas.tune.cluster import ClusterResourceError, check_workers
-    from prnas.tune.retrain_ddp import run_all
-
-    experiment = Path(experiment)  # local or shared folder (checked in main)
-    plan_path = experiment / DDP_PLAN
-    if args.resume:
-        if not plan_path.is_file():
-            return _fail(f"--resume: {experiment} holds no data-parallel retrain ({DDP_PLAN})")
-        plan = json.loads(plan_path.read_text())
-        cfg = build_config(plan["retrain"])
-        refs = [GenotypeRef.from_dict(r) for r in plan["genotypes"]]
-    else:
-        plan = {"retrain": cfg.model_dump(mode="json"), "genotypes": [r.to_dict() for r in refs],
-                "seeds": args.num_samples, "workers": args.workers_per_trial}
-    use_gpu = gpus > 0
-    workers = int(plan["workers"])
-    try:  # a resumed plan's workers and config, as they will run
-        check_global_batch(cfg.batch.b_max, workers)
-    except ValueError as err:
-        return _fail(f"--workers-per-trial {workers}: {err}")
-    try:  # Ray Train would wait forever (and ignore Ctrl+C) for workers it cannot place
-        check_workers(workers, 1.0 + cfg.data.explicit_workers, use_gpu)
-    except ClusterResourceError as err:
-        return _fail(str(err))
-    if not args.resume:  # written once nothing can refuse the run any more
-        experiment.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(plan_path, json.dumps(plan, indent=1) + "\n")
-    seeds = cli.seeds(cfg.seed, int(plan["seeds"]))
-    cli.progress(f"retraining {len(refs)} genotype(s) x {len(seeds)} seed(s) "
-                 f"(seeds {seeds[0]}..{seeds[-1]}), each on {plan['workers']} "
-                 f"{'GPU' if use_gpu else 'CPU'} worker(s), into {experiment}")
-    _warn_short(cfg)
-    df = run_all(cfg, refs, seeds, workers=workers,
-                 use_gpu=use_gpu, experiment=experiment, max_failures=args.max_failures,
-                 cpus_per_worker=1.0 + cfg.data.explicit_workers, verbosity=args.verbosity)
-    print(f"\n{len(df)} rows -> {experiment / PARQUET}")
-    print(f"final test error = {headline_rule(cfg.epochs, cfg.report_last)}, "
-          "mean +- std over seeds:")
-    print(format_summary(summarize(df, cfg.report_last)))
-    return cli.EXIT_OK
 
 
 def _stored_protocol(results: Any, cfg: RetrainConfig) -> tuple[int, int]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,49 @@ from prnas.tune.cluster import (
 from prnas.tune.progress import TrialProgress, trial_log
 
 CHECKPOINT_FILE = RETRAIN_CHECKPOINT_FILE
+
+
+def run_labels(ref: GenotypeRef, cfg: RetrainConfig, dataset: str) -> dict[str, Any]:
+    """What every row of a run says about it (``retrain.parquet``'s label columns)."""
+    return {"genotype": ref.label, "genotype_path": ref.path, "protocol": protocol_json(cfg),
+            "kind": ref.kind, "seed": cfg.seed, "dataset": dataset}
+
+
+class RunFiles:
+    """One run's own files in its trial folder, the same for a plain and a data-parallel
+    run: ``epochs.jsonl`` rewritten after every epoch from the retrainer's (checkpointed)
+    history, and after the last one ``model.pt`` and its inference cost."""
+
+    def __init__(self, folder: Callable[[], Location], trial_id: str,
+                 labels: dict[str, Any]) -> None:
+        self.folder = folder  # looked up when writing, as the search trial's files
+        self.trial_id, self.labels = trial_id, labels
+        self.final: dict[str, Any] = {}  # the last epoch's cost and model file
+
+    def epoch(self, retrainer: Retrainer) -> dict[str, Any]:
+        """Train one epoch, write the files; the epoch's row as reported to Tune."""
+        row = retrainer.train_epoch()
+        if retrainer.done:
+            # The last epoch: keep the network and measure what it costs at inference.
+            self.final = {**retrainer.measure_timing().as_dict(),
+                          "model_path": self._save_model(retrainer)}
+            row = {**row, **self.final}
+        rows = [{"trial_id": self.trial_id, **r, **self.labels} for r in retrainer.history]
+        if retrainer.done:
+            rows[-1].update(self.final)
+        (self.folder() / EPOCHS_FILE).write_text(jsonl_text(rows))
+        return {**row, **self.labels, "done": retrainer.done, "epochs": retrainer.cfg.epochs}
+
+    def _save_model(self, retrainer: Retrainer) -> str:
+        target = self.folder() / MODEL_FILE
+        if target.is_local:
+            retrainer.save_model(target.path)
+            return target.uri
+        with tempfile.TemporaryDirectory() as tmp:  # remote storage: one whole-object put
+            local = Path(tmp) / MODEL_FILE
+            retrainer.save_model(local)
+            target.write_bytes(local.read_bytes())
+        return target.uri
 
 
 class RetrainTrainable(tune.Trainable):
@@ -68,48 +111,18 @@ class RetrainTrainable(tune.Trainable):
             int(config.get("verbosity", 1))))
         with data_on_this_node():
             self.retrainer.setup()
-        self.labels = {"genotype": self.ref.label, "genotype_path": self.ref.path,
-                       "protocol": protocol_json(cfg),
-                       "kind": self.ref.kind, "seed": cfg.seed, "dataset": self.retrainer.info.name}
-        self._final: dict[str, Any] = {}  # the last epoch's cost and model file
+        self.files = RunFiles(self.trial_folder, self.trial_id,
+                              run_labels(self.ref, cfg, self.retrainer.info.name))
 
     def step(self) -> dict[str, Any]:
-        row = self.retrainer.train_epoch()
-        if self.retrainer.done:
-            # The last epoch: keep the network and measure what it costs at inference.
-            self._final = {**self.retrainer.measure_timing().as_dict(),
-                           "model_path": self._save_model()}
-            row = {**row, **self._final}
-        self._write_epochs()
+        row = self.files.epoch(self.retrainer)
         if self.retrainer.log is not None:  # the driver prints the epoch's line
             self.retrainer.log.mark()
-        return {**row, **self.labels, "done": self.retrainer.done,
-                "epochs": self.retrainer.cfg.epochs}
-
-    def epoch_rows(self) -> list[dict[str, Any]]:
-        """Every epoch of this trial so far, from its (checkpointed) history."""
-        rows = [{"trial_id": self.trial_id, **r, **self.labels} for r in self.retrainer.history]
-        if rows and self.retrainer.done:
-            rows[-1].update(self._final)
-        return rows
-
-    def _write_epochs(self) -> None:
-        (self.trial_folder() / EPOCHS_FILE).write_text(jsonl_text(self.epoch_rows()))
+        return row
 
     def trial_folder(self) -> Location:
         """The trial's folder in the experiment storage, not Ray's scratch ``logdir``."""
         return ray_compat.trial_storage(self)
-
-    def _save_model(self) -> str:
-        target = self.trial_folder() / MODEL_FILE
-        if target.is_local:
-            self.retrainer.save_model(target.path)
-            return target.uri
-        with tempfile.TemporaryDirectory() as tmp:  # remote storage: one whole-object put
-            local = Path(tmp) / MODEL_FILE
-            self.retrainer.save_model(local)
-            target.write_bytes(local.read_bytes())
-        return target.uri
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         self.retrainer.save(Path(checkpoint_dir) / CHECKPOINT_FILE)
@@ -175,9 +188,10 @@ class EpochPrinter(TrialProgress):
 
 
 def run_config(storage: str | os.PathLike | Location, name: str, max_failures: int = 1,
-               verbose: int = 1) -> tune.RunConfig:
+               verbose: int = 1, checkpoints: bool = True) -> tune.RunConfig:
     """``verbose``: 0 quiet, 1 a line per epoch and trial, 2 also Ray's status table.
-    ``storage``: a folder (shared by all nodes on a cluster) or a storage URI."""
+    ``storage``: a folder (shared by all nodes on a cluster) or a storage URI.
+    ``checkpoints``: Tune's, of a plain trial (a data-parallel one keeps Ray Train's)."""
     storage = as_location(storage)
     return tune.RunConfig(
         name=name,
@@ -185,8 +199,9 @@ def run_config(storage: str | os.PathLike | Location, name: str, max_failures: i
         storage_filesystem=storage.ray_filesystem,
         failure_config=tune.FailureConfig(max_failures=max_failures),
         # Every epoch: an epoch is the unit of work and of loss on failure.
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1,
-                                                checkpoint_at_end=True),
+        checkpoint_config=(tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=1,
+                                                 checkpoint_at_end=True)
+                           if checkpoints else None),
         callbacks=[EpochPrinter()] if verbose >= 1 else [],
         verbose=verbose if verbose >= 2 else 0,
     )
@@ -196,25 +211,44 @@ def build_tuner(cfg: RetrainConfig, refs: Sequence[GenotypeRef], seeds: Sequence
                 storage: str | os.PathLike | Location, name: str, gpus_per_trial: float,
                 cpus_per_trial: float,
                 max_failures: int = 1, max_concurrent: int | None = None,
-                verbose: int = 1) -> tune.Tuner:
-    """A fresh Tuner for genotypes x seeds; ``cfg`` must already hold absolute data paths."""
+                verbose: int = 1, workers_per_trial: int | None = None,
+                trainable: Any = None) -> tune.Tuner:
+    """A fresh Tuner for genotypes x seeds; ``cfg`` must already hold absolute data paths.
+
+    ``workers_per_trial``: each trial a data-parallel run on that many workers, each
+    with ``gpus_per_trial`` and ``cpus_per_trial`` (``prnas.tune.retrain_ddp``);
+    ``trainable``: in place of the default one (tests pass one that fails on purpose).
+    """
     threads = max(1, int(cpus_per_trial))
+    space = param_space(cfg, refs, seeds, threads, gpus_per_trial, cpus_per_trial, verbose)
+    if workers_per_trial is not None:
+        from prnas.tune.retrain_ddp import ddp_trainable
+
+        space.update(workers=workers_per_trial, experiment=(as_location(storage) / name).uri,
+                     max_failures=max_failures)
+        trainable = trainable or ddp_trainable()
     return tune.Tuner(
-        RetrainTrainable,
-        param_space=param_space(cfg, refs, seeds, threads, gpus_per_trial, cpus_per_trial,
-                                verbose),
+        trainable or RetrainTrainable,
+        param_space=space,
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=False,
                                     trial_dirname_creator=_trial_dirname,
                                     trial_name_creator=_trial_dirname),
-        run_config=run_config(storage, name, max_failures, verbose),
+        run_config=run_config(storage, name, max_failures, verbose,
+                              checkpoints=workers_per_trial is None),
     )
 
 
-def restore_tuner(path: str | os.PathLike | Location) -> tune.Tuner:
+def restore_tuner(path: str | os.PathLike | Location, trainable: Any = None) -> tune.Tuner:
     """Continue a killed experiment: unfinished and errored trials resume from checkpoints,
-    with the resources they first asked for (kept in their config)."""
+    with the resources they first asked for (kept in their config). The trainable is the
+    one the experiment ran: data-parallel trials or plain ones."""
     path = as_location(path)
-    return tune.Tuner.restore(path.path, RetrainTrainable, resume_unfinished=True,
+    if trainable is None:
+        from prnas.tune.retrain_ddp import ddp_trainable
+
+        ddp = "ddp_trial" in ray_compat.trainable_names(path)
+        trainable = ddp_trainable() if ddp else RetrainTrainable
+    return tune.Tuner.restore(path.path, trainable, resume_unfinished=True,
                               resume_errored=True, storage_filesystem=path.ray_filesystem)
 
 

@@ -54,6 +54,7 @@ def test_quiet_logs_names_real_ray_loggers():
     import logging
 
     import ray.train._internal.storage  # noqa: F401 - registers its logger
+    import ray.train.v2._internal.execution.controller.placement_group_cleaner  # noqa: F401
     import ray.tune.analysis.experiment_analysis  # noqa: F401
     import ray.tune.logger.logger  # noqa: F401
     import ray.tune.logger.tensorboardx  # noqa: F401

@@ -86,6 +86,9 @@ QUIET_LOGGERS: dict[str, int] = {
     # After Ctrl+C: "Failed to fetch metrics" for every trial that had not started; the
     # jobs read their own files, never Tune's result.json.
     "ray.tune.analysis.experiment_analysis": logging.ERROR,
+    # Data-parallel trials without the dashboard (whose State API it polls): a warning
+    # every few seconds from Ray Train's placement-group cleaner.
+    "ray.train.v2._internal.execution.controller.placement_group_cleaner": logging.ERROR,
 }
 #: Messages dropped from a logger whose other messages stay: after Ctrl+C Tune suggests
 #: ``Tuner.restore(...)``, where the jobs print their own ``--resume`` line; TensorBoard's

@@ -30,14 +30,13 @@ from typing import Any
 import ray.train
 import ray.train.torch
 from ray import tune
-from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from prnas.filenames import RETRAIN_CHECKPOINT_FILE
 from prnas.retrain.config import build_config
 from prnas.retrain.ddp import DataParallelRetrainer
 from prnas.retrain.genotypes import GenotypeRef
-from prnas.retrain.trainer import log_line
 from prnas.storage import as_location
 from prnas.tune.progress import trial_log
 from prnas.tune.retrain import RunFiles, run_labels
@@ -60,13 +59,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     cfg = build_config(config["retrain"], overrides)
     ref = GenotypeRef.from_dict(config["genotype"])
     rank = ctx.get_world_rank()
-    # The chief's lines (none with -q): every epoch, and one within an epoch that runs
-    # long (Ray Train prints no line of its own per report).
-    speak = rank == 0 and int(config.get("verbosity", 1)) >= 1
+    # The chief's lines, as a plain trial's: the driver prints one per epoch, the chief
+    # one within an epoch that runs long (none with -q).
     trainer = DataParallelRetrainer(cfg, ref.load(), rank=rank,
                                     world_size=ctx.get_world_size(),
-                                    log=trial_log(f"{ref.label} r{cfg.seed}", 2) if speak
-                                    else None)
+                                    log=trial_log(f"{ref.label} r{cfg.seed}",
+                                                  int(config.get("verbosity", 1)))
+                                    if rank == 0 else None)
     trainer.setup()
     restored = ray.train.get_checkpoint()
     if restored is not None:
@@ -80,8 +79,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             row = files.epoch(trainer)
         else:  # the same epoch, computed together; only the chief writes
             row = {**trainer.train_epoch(), "done": trainer.done}
-        if trainer.log is not None:
-            trainer.log.epoch(log_line(row))
+        if trainer.log is not None:  # the driver prints the epoch's line
+            trainer.log.mark()
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if trainer.is_chief:
@@ -113,6 +112,11 @@ def ddp_trainable(loop: Callable[[dict[str, Any]], None] = train_loop_per_worker
                                          use_gpu=float(resources["gpu"]) > 0,
                                          resources_per_worker={"CPU": float(resources["cpu"])}),
             run_config=RunConfig(name=TRAIN_FOLDER, storage_path=folder.path,
+                                 # Ray Train's own lines (a checkpoint, a report per
+                                 # worker and epoch) only with -v, beside Ray's table.
+                                 logging_config=LoggingConfig(
+                                     "INFO" if int(config.get("verbosity", 1)) >= 2
+                                     else "WARNING"),
                                  storage_filesystem=folder.ray_filesystem,
                                  failure_config=FailureConfig(
                                      max_failures=int(config["max_failures"])),

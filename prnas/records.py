@@ -1,6 +1,6 @@
-"""The on-disk contract: the parquet schemas, the one cycle record (:class:`CycleRecord`)
-and the one place a candidate's fate (survived / dropped / new, and its parent) is worked
-out; the file names are ``prnas.filenames``.
+"""The on-disk contract: the parquet schemas and the one place a candidate's fate
+(survived / dropped / new, and its parent) is worked out from the cycle records
+(``prnas.cycle_record``); the file names are ``prnas.filenames``.
 
 The Tune layer writes through it (``prnas.tune.search_trainable`` each trial's
 ``cycles.jsonl``, ``prnas.tune.results`` the two parquet files, ``prnas.tune.retrain``
@@ -116,12 +116,6 @@ def decode(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
-
-
-def record_from_row(row: Mapping[str, Any]) -> CycleRecord:
-    """A results.parquet row (nested cells as JSON text) as its cycle's record."""
-    return CycleRecord.from_json({k: decode(v) if k in JSON_COLUMNS else v
-                                  for k, v in row.items()})
 
 
 def candidate_fates(records: Iterable[CycleRecord]) -> list[dict[str, Any]]:

@@ -173,9 +173,10 @@ def test_one_cycle_is_one_record_from_the_engine_to_the_parquet_files(tmp_path):
     import ray.tune.trainable.trainable as trainable_mod
     from ray.tune.utils import flatten_dict
 
+    from analysis import loaders
     from prnas.cycle_record import CycleRecord
     from prnas.filenames import CYCLES_FILE, RESULTS_FILE
-    from prnas.records import read_jsonl, record_from_row
+    from prnas.records import read_jsonl
     from prnas.runtime import checkpoint
     from prnas.tune import ray_compat
     from prnas.tune.search_trainable import CHECKPOINT_FILE
@@ -208,11 +209,13 @@ def test_one_cycle_is_one_record_from_the_engine_to_the_parquet_files(tmp_path):
         (row,) = read_jsonl(folder / CYCLES_FILE, "cycle")
         assert same(CycleRecord.from_json(row)) == same(closed)
         assert row["trial_id"] == "t5" and row["seed"] == 5
-        # results.parquet: the same record, nested values as JSON text in the cells.
+        # results.parquet: nested values as JSON text in the cells; the analysis reads the
+        # same record back.
         res_path, _cand, _frame = write_results(tmp_path / "exp")
         (parquet_row,) = pd.read_parquet(res_path).to_dict("records")
         assert isinstance(parquet_row["pools"], str)
-        assert same(record_from_row(parquet_row)) == same(closed)
+        (loaded,) = loaders.load_results(tmp_path / "exp").to_dict("records")
+        assert same(CycleRecord.from_json(loaded)) == same(closed)
         assert res_path.name == RESULTS_FILE
     finally:
         trainable_mod.DEFAULT_STORAGE_PATH = before[0]

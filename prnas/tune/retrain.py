@@ -246,8 +246,8 @@ def restore_tuner(path: str | os.PathLike | Location, trainable: Any = None) -> 
     if trainable is None:
         from prnas.tune.retrain_ddp import ddp_trainable
 
-        ddp = "ddp_trial" in ray_compat.trainable_names(path)
-        trainable = ddp_trainable() if ddp else RetrainTrainable
+        ddp = ddp_trainable()
+        trainable = ddp if ddp.__name__ in ray_compat.trainable_names(path) else RetrainTrainable
     return tune.Tuner.restore(path.path, trainable, resume_unfinished=True,
                               resume_errored=True, storage_filesystem=path.ray_filesystem)
 

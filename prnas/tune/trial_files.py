@@ -24,7 +24,7 @@ class TrialFiles:
 
     def __init__(self, folder: Callable[[], Location], columns: dict[str, Any],
                  morphs: Sequence[int]) -> None:
-        self._folder = folder  # looked up when writing: Tune sets the storage after setup
+        self._folder = folder  # looked up when writing: a reused actor's reset() sets it anew
         self.columns = columns  # the trial's identity and resources, in every row
         self.morphs = morphs  # per cycle of the schedule
         self.walls: dict[int, tuple[float, float]] = {}  # cycle -> (step s, total s)

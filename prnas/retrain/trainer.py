@@ -26,12 +26,7 @@ from prnas import model_file
 from prnas.cost import Timing, count_macs, measure_timing
 from prnas.data.datasets import retrain_datasets
 from prnas.data.device_resident import DeviceBatches, DeviceDataset
-from prnas.data.loading import (
-    augment_generator,
-    device_splits,
-    resolve_num_workers,
-    sequential_batches,
-)
+from prnas.data.loading import sequential_batches
 from prnas.data.source import DataInfo
 from prnas.nn.eval_net import count_parameters
 from prnas.nn.eval_networks import build_eval_network
@@ -39,15 +34,10 @@ from prnas.retrain.config import RetrainConfig
 from prnas.retrain.schedule import drop_path_at, final_error
 from prnas.runtime import checkpoint, rng
 from prnas.runtime import state as run_state
-from prnas.runtime.batch_size import (
-    AdaptiveBatchSampler,
-    BatchSizeController,
-    run_step_with_backoff,
-)
-from prnas.runtime.device import pick_device, seed_everything
+from prnas.runtime.batch_size import AdaptiveBatchSampler, run_step_with_backoff
 from prnas.runtime.guards import TrainingDiverged
-from prnas.runtime.memory import probe_for
-from prnas.runtime.performance import autocast, compiled, resolve, to_memory_format
+from prnas.runtime.performance import autocast, compiled, to_memory_format
+from prnas.runtime.prepare import prepare
 from prnas.runtime.progress_log import ProgressLog
 from prnas.space.genotype import Genotype
 
@@ -78,16 +68,18 @@ class Retrainer:
     # ------------------------------------------------------------------ building
 
     def setup(self, datasets: tuple[Dataset, Dataset, DataInfo] | None = None) -> None:
-        """Load the data and build model, optimiser and schedule; seeds everything first.
+        """The run set-up (:mod:`prnas.runtime.prepare`: device, seeds, data), then model,
+        optimiser and schedule.
 
         ``datasets`` skips loading (tests, or several retrains on one dataset).
         """
         cfg = self.cfg
-        self.device = pick_device(cfg.device)
-        self.perf = resolve(cfg.performance, self.device)
-        seed_everything(cfg.seed)
-        self.train_set, self.test_set, self.info = datasets or retrain_datasets(
-            cfg.data, cutout=cfg.cutout)
+        run = prepare(cfg, lambda: _as_list(datasets or retrain_datasets(cfg.data,
+                                                                        cutout=cfg.cutout)))
+        self.device, self.perf, self.info = run.device, run.perf, run.info
+        self.controller, self.augment_generator = run.controller, run.augment_rng
+        self.train_set, self.test_set = run.datasets
+        self.data_on_device, self.num_workers = run.data_on_device, run.num_workers
         self.model = build_eval_network(
             cfg.network.kind, self.genotype, channels=cfg.network.channels,
             layers=cfg.network.layers, num_classes=self.info.num_classes,
@@ -103,8 +95,6 @@ class Retrainer:
                                          momentum=cfg.optim.momentum,
                                          weight_decay=cfg.optim.weight_decay)
         self.scheduler = lr_scheduler(self.optimizer, cfg)
-        self.controller = BatchSizeController(
-            cfg.batch, probe_for(self.device, cfg.batch.memory_budget_bytes))
         # Batch order (and worker seeds) from their own stream, so changing how the
         # model consumes the global RNG (e.g. drop-path) does not reshuffle the data.
         self.generator = torch.Generator().manual_seed(
@@ -112,18 +102,6 @@ class Retrainer:
         self.criterion = nn.CrossEntropyLoss()
         # Smoothing regularises training only; the reported test loss stays plain (as DARTS).
         self.train_criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        # Device-resident data (prnas.data.loading): crops, flips and Cutout drawn from
-        # a stream of their own, saved with the other RNG states.
-        self.augment_generator = augment_generator(cfg.seed)
-        probe = self.controller.probe
-        resident = device_splits(cfg.data.device_resident, self.device,
-                                 [self.train_set, self.test_set],
-                                 probe.total_bytes() if probe is not None else None)
-        if resident is not None:
-            self.train_set, self.test_set = resident
-        self.data_on_device = resident is not None
-        self.num_workers = resolve_num_workers(cfg.data.num_workers, self.device,
-                                               self.data_on_device)
         self._ready = True
 
     @property
@@ -356,6 +334,11 @@ class Retrainer:
         # CPU first: RNG states must stay CPU tensors; optimiser and model state
         # follow their parameters to the device when loaded.
         self.load_state_dict(checkpoint.load(path, map_location="cpu", kind="retrain"))
+
+
+def _as_list(datasets: tuple[Dataset, Dataset, DataInfo]) -> tuple[list[Dataset], DataInfo]:
+    train, test, info = datasets
+    return [train, test], info
 
 
 def lr_scheduler(optimizer: torch.optim.Optimizer,

@@ -36,6 +36,7 @@ from prnas.data.datasets import retrain_datasets
 from prnas.presets import load_genotype
 from prnas.retrain import build_config
 from prnas.retrain.ddp import train_local
+from prnas.runtime import checkpoint
 
 
 def write_tree(root: Path, per_class: int, size: int) -> Path:
@@ -70,8 +71,8 @@ def training_rate(data: Path, world: int, args: argparse.Namespace, out: Path) -
         "batch.b_min": args.batch, "batch.b_max": args.batch,
         "eval_batch_size": args.batch, "device": "auto" if torch.cuda.is_available() else "cpu"})
     train_local(cfg, load_genotype(args.genotype), world, out)
-    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    steps = len(row["step_losses"])
+    row = json.loads((out / "epochs.jsonl").read_text().splitlines()[-1])
+    steps = len(checkpoint.load(out / "checkpoint.pt", kind="retrain")["step_losses"][-1])
     return steps * args.batch / row["epoch_time_s"]
 
 

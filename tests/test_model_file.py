@@ -39,7 +39,7 @@ def run(tmp_path_factory):
 
 
 def _metrics(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
 
 
 def test_retrain_writes_a_plain_data_model_file(run):
@@ -58,9 +58,8 @@ def test_retrain_writes_a_plain_data_model_file(run):
     accs = [r["test_acc"] for r in rows]
     assert raw["best_test_epoch"]["epoch"] == accs.index(max(accs)) + 1
     assert raw["best_test_epoch"]["test_acc"] == max(accs)
-    result = json.loads((run / "result.json").read_text())
-    assert result["macs"] == rows[-1]["macs"] and result["latency_ms_b1"] > 0
-    assert result["throughput_b64"] > 0 and result["cost_device"].startswith("cpu: ")
+    assert rows[-1]["latency_ms_b1"] > 0
+    assert rows[-1]["throughput_b64"] > 0 and rows[-1]["cost_device"].startswith("cpu: ")
 
 
 def test_load_model_gives_the_trained_network(run):

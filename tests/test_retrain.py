@@ -210,10 +210,14 @@ def test_cli_writes_metrics_refuses_existing_and_resumes(tmp_path, capsys):
     said = capsys.readouterr()
     lines = said.out.strip().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
-    stored = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    stored = [json.loads(x) for x in (out / "epochs.jsonl").read_text().splitlines()]
     assert stored == [json.loads(line) for line in lines]
-    result = json.loads((out / "result.json").read_text())
-    assert result["final_test_error"] == stored[-1]["test_error"]  # 2 epochs <= report_last
+    # Labelled as every retrain's rows; the last with the inference cost and model file.
+    assert {(r["trial_id"], r["genotype"], r["kind"], r["dataset"]) for r in stored} == {
+        ("run", "prdarts-dl1", "preset", "demo")}
+    assert stored[-1]["final_test_error"] == stored[-1]["test_error"]  # 2 <= report_last
+    assert stored[-1]["latency_ms_b1"] > 0 and stored[-1]["model_path"] == str(out / "model.pt")
+    assert "latency_ms_b1" not in stored[0]
     assert "warning: 2 epoch(s) <= report_last 5" in said.err
     # An existing output is never overwritten.
     before = (out / "checkpoint.pt").read_bytes()
@@ -242,24 +246,21 @@ def test_cli_resume_continues_an_interrupted_run(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(Retrainer, "train_epoch", interrupted)
     assert cli_main(_cli_args(cut, "--genotype", "darts-v2", "--epochs", "2")) == 130
-    assert not (cut / "result.json").exists()
+    assert not (cut / "model.pt").exists()
     monkeypatch.setattr(Retrainer, "train_epoch", real)
     capsys.readouterr()
     assert cli_main(["--out", str(cut), "--resume"]) == 0
     assert [json.loads(x)["epoch"] for x in capsys.readouterr().out.splitlines()] == [2]
 
+    # Equal but for times and where the run is (its folder, its model file).
+    ignored = {"epoch_time_s", "latency_ms_b1", "throughput_b64", "trial_id", "genotype_path",
+               "model_path"}
+
     def rows(run):
-        return [{k: v for k, v in json.loads(x).items() if k != "epoch_time_s"}
-                for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in json.loads(x).items() if k not in ignored}
+                for x in (run / "epochs.jsonl").read_text().splitlines()]
 
     assert rows(full) == rows(cut)
-    # Equal but for the inference timing, which is measured anew at each finish.
-    def result(run):
-        timing = {"latency_ms_b1", "throughput_b64", "cost_device", "cost_threads"}
-        return {k: v for k, v in json.loads((run / "result.json").read_text()).items()
-                if k not in timing}
-
-    assert result(full) == result(cut)
     # The model file too: final and best-test-epoch weights survive the interruption.
     from prnas.model_file import read
 

@@ -38,7 +38,7 @@ def tree(tmp_path_factory):
 
 
 def _rows(folder):
-    return [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(x) for x in (folder / "epochs.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.slow
@@ -47,10 +47,9 @@ def test_two_gloo_workers_match_one_process_and_resume(tmp_path, tree):
     genotype = load_genotype("darts-v2")
     single = DataParallelRetrainer(cfg, genotype)  # one process, the same global batch 16
     single.setup()
-    steps = []
     while not single.done:
         single.train_epoch()
-        steps.append(list(single.step_losses))
+    steps = single.step_losses
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in single.model.modules())
 
     # Two workers of 8 images each; killed after epoch 1, then resumed from the checkpoint.
@@ -61,16 +60,22 @@ def test_two_gloo_workers_match_one_process_and_resume(tmp_path, tree):
     rows = _rows(out)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert [len(s) for s in steps] == [4, 4]  # 64 images / 16
-    for row, ref, ref_steps in zip(rows, single.history, steps, strict=True):
-        assert row["step_losses"] == pytest.approx(ref_steps, rel=REL)
+    # An in-process run's layout; the checkpoint keeps each epoch's global step losses.
+    from prnas.runtime import checkpoint
+
+    saved = checkpoint.load(out / "checkpoint.pt", kind="retrain")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.pt", "config.yaml", "epochs.jsonl", "genotype.json", "model.pt"]
+    assert rows[-1]["genotype"] == "darts-v2" and rows[-1]["model_path"].endswith("model.pt")
+    for row, ref, row_steps, ref_steps in zip(rows, single.history, saved["step_losses"],
+                                              steps, strict=True):
+        assert row_steps == pytest.approx(ref_steps, rel=REL)
         for key in ("train_loss", "test_loss"):
             assert row[key] == pytest.approx(ref[key], rel=REL)
         for key in ("train_acc", "test_acc", "test_top5_error", "lr", "drop_path_prob"):
             assert row[key] == pytest.approx(ref[key])
     # The weights too, BatchNorm running statistics included (global, not per worker).
-    from prnas.runtime import checkpoint
-
-    state = checkpoint.load(out / "checkpoint.pt", kind="retrain")["model"]
+    state = saved["model"]
     ref_state = single.model.state_dict()
     assert state.keys() == ref_state.keys()
     for k, v in ref_state.items():

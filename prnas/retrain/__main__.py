@@ -2,11 +2,11 @@
 
 The output folder holds everything needed to continue or inspect the run:
 ``config.yaml`` and ``genotype.json`` (as started), ``checkpoint.pt`` (after
-every epoch), ``metrics.jsonl`` (one JSON object per finished epoch, rewritten
-atomically from the checkpointed history so it never disagrees with it) and,
-at the end, ``model.pt`` (the trained network, see ``prnas.model_file``) and
-``result.json`` (with the network's MACs and measured inference latency and
-throughput). An existing folder is refused without ``--resume``.
+every epoch) and a retrain's files as every retrain writes them
+(:mod:`prnas.retrain.run_files`): ``epochs.jsonl``, one row per finished epoch
+(the last with the network's measured inference latency and throughput), and
+at the end ``model.pt`` (the trained network, see ``prnas.model_file``). An
+existing folder is refused without ``--resume``.
 
 Flags, streams and exit codes follow :mod:`prnas.cli`: each epoch's JSON row on
 stdout, its human line on stderr (``--quiet`` drops it, ``--verbose`` adds a
@@ -22,17 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from prnas import cli
-from prnas._io import atomic_write_text, check_output_dir
-from prnas.filenames import (
-    CHECKPOINT_FILE,
-    CONFIG_FILE,
-    GENOTYPE_FILE,
-    METRICS_FILE,
-    MODEL_FILE,
-    RESULT_FILE,
-)
+from prnas._io import check_output_dir
+from prnas.filenames import CHECKPOINT_FILE, CONFIG_FILE, GENOTYPE_FILE, MODEL_FILE
 from prnas.presets import load_genotype
-from prnas.retrain.config import ConfigError, RetrainConfig, dump_config, load_config
+from prnas.retrain.config import ConfigError, RetrainConfig, load_config
+from prnas.retrain.genotypes import ref_for
+from prnas.retrain.run_files import folder_run
 from prnas.retrain.schedule import headline_rule, short_run_warning
 from prnas.retrain.trainer import Retrainer, log_line
 from prnas.runtime import checkpoint
@@ -43,8 +38,7 @@ from prnas.runtime.lock import LOCK_NAME, FolderLock, FolderLocked, folder_entri
 from prnas.runtime.progress_log import ProgressLog
 from prnas.space.genotype import Genotype
 
-CONFIG, GENOTYPE, CHECKPOINT, METRICS, RESULT, MODEL = (
-    CONFIG_FILE, GENOTYPE_FILE, CHECKPOINT_FILE, METRICS_FILE, RESULT_FILE, MODEL_FILE)
+CONFIG, GENOTYPE, CHECKPOINT, MODEL = CONFIG_FILE, GENOTYPE_FILE, CHECKPOINT_FILE, MODEL_FILE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,8 +61,9 @@ def parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return cli.overrides(args, ("epochs",))
 
 
-def _prepare(args: argparse.Namespace) -> tuple[RetrainConfig, Genotype, Path | None]:
-    """(config, genotype, checkpoint to restore or None), refusing unsafe combinations."""
+def _prepare(args: argparse.Namespace) -> tuple[RetrainConfig, Genotype, Path | None, str]:
+    """(config, genotype, checkpoint to restore or None, the genotype's kind: searched,
+    random or preset), refusing unsafe combinations."""
     out = Path(args.out)
     check_output_dir(out, "--out")
     overrides = parse_overrides(args)
@@ -83,13 +78,14 @@ def _prepare(args: argparse.Namespace) -> tuple[RetrainConfig, Genotype, Path | 
         cfg = load_config(args.config or out / CONFIG, overrides)
         genotype = load_genotype(args.genotype) if args.genotype else Genotype.load(
             out / GENOTYPE)
-        return cfg, genotype, ckpt if ckpt.is_file() else None
+        return cfg, genotype, ckpt if ckpt.is_file() else None, "searched"
     if folder_entries(out):
         raise ConfigError(f"{out} already exists; pass --resume to continue it, or choose "
                           "another --out (results are never overwritten)")
     if not args.genotype:
         raise ConfigError("--genotype is required (a preset name or a genotype JSON path)")
-    return load_config(args.config, overrides), load_genotype(args.genotype), None
+    return (load_config(args.config, overrides), load_genotype(args.genotype), None,
+            ref_for(args.genotype).kind)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume and out.is_dir():
             lock.acquire()  # before reading: the checkpoint must not move under us
-        cfg, genotype, ckpt = _prepare(args)
+        cfg, genotype, ckpt, kind = _prepare(args)
     except (ConfigError, CheckpointError, FolderLocked, ValueError, FileNotFoundError) as err:
         lock.release()
         return cli.error(str(err))
@@ -122,54 +118,42 @@ def main(argv: list[str] | None = None) -> int:
         return cli.error(f"{prefix}{err}")
     with lock:
         return _train(trainer, cfg, genotype, out, resumed=ckpt is not None,
-                      verbosity=args.verbosity)
+                      verbosity=args.verbosity, kind=kind)
 
 
 def _train(trainer: Retrainer, cfg: RetrainConfig, genotype: Genotype, out: Path,
-           resumed: bool, verbosity: int = 1) -> int:
+           resumed: bool, verbosity: int = 1, kind: str = "searched") -> int:
     try:
-        if not (out / CONFIG).is_file():
-            atomic_write_text(out / CONFIG, dump_config(cfg))
-            genotype.save(out / GENOTYPE)
+        files = folder_run(out, cfg, genotype, trainer.info.name, kind)
         if resumed:
             cli.progress(f"resumed {out} after epoch {trainer.epoch}")
         cli.progress(f"retraining {genotype.name}: {trainer.params:,} params, "
                      f"{trainer.info.name}, {cfg.epochs} epochs, device {trainer.device}")
         if warning := short_run_warning(cfg.epochs, cfg.report_last):
             cli.progress(warning)
+        row = None
         while not trainer.done:
-            row = trainer.train_epoch()
+            row = files.epoch(trainer)
             trainer.save(out / CHECKPOINT)
-            atomic_write_text(out / METRICS,
-                              "".join(json.dumps(r) + "\n" for r in trainer.history))
             cli.result(json.dumps(row))
             if trainer.log is not None:
                 trainer.log.epoch(log_line(row))
             elif verbosity >= 2:
                 cli.progress(log_line(row))
-        if not (out / MODEL).is_file():  # a finished run resumed again keeps its file
-            trainer.save_model(out / MODEL)
-        timing = trainer.measure_timing()
-        result = {"genotype": genotype.name, "params": trainer.params, "epochs": trainer.epoch,
-                  "dataset": trainer.info.name, "seed": cfg.seed,
-                  "final_test_error": trainer.final_test_error(),
-                  "report_last": cfg.report_last,
-                  "test_acc": trainer.history[-1]["test_acc"],
-                  "test_top5_error": trainer.history[-1]["test_top5_error"],
-                  "network": cfg.network.kind, "macs": trainer.macs,
-                  **timing.as_dict()}
-        atomic_write_text(out / RESULT, json.dumps(result, indent=1) + "\n")
     except KeyboardInterrupt:
         cli.progress(f"interrupted after epoch {trainer.epoch}; continue with --resume")
         return cli.EXIT_INTERRUPTED
     except (TrainingDiverged, OSError) as err:  # divergence, disk full, folder removed
         return cli.training_failed(err, out)
+    last = trainer.history[-1]
     cli.progress(f"final test error ({headline_rule(cfg.epochs, cfg.report_last)}): "
-                 f"{result['final_test_error']:.2f}%; last epoch's test accuracy "
-                 f"{result['test_acc']:.2f}%; model -> {out / MODEL}")
-    cli.progress(f"cost: {trainer.params:,} params, {trainer.macs:,} MACs, "
-                 f"{timing.latency_ms_b1:.2f} ms at batch 1, {timing.throughput_b64:.0f} "
-                 f"images/s at batch 64 ({timing.cost_device}, {timing.cost_threads} threads)")
+                 f"{trainer.final_test_error():.2f}%; last epoch's test accuracy "
+                 f"{last['test_acc']:.2f}%; model -> {out / MODEL}")
+    if row is not None:  # measured at the end of this run's last epoch
+        cli.progress(f"cost: {trainer.params:,} params, {trainer.macs:,} MACs, "
+                     f"{row['latency_ms_b1']:.2f} ms at batch 1, {row['throughput_b64']:.0f} "
+                     f"images/s at batch 64 ({row['cost_device']}, {row['cost_threads']} "
+                     "threads)")
     return cli.EXIT_OK
 
 

@@ -48,8 +48,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from prnas._io import atomic_write_text
-from prnas.filenames import CHECKPOINT_FILE, METRICS_FILE
+from prnas.filenames import CHECKPOINT_FILE
 from prnas.nn.drop_path import global_batch_masks
 from prnas.retrain.config import RetrainConfig
 from prnas.retrain.trainer import Retrainer
@@ -60,7 +59,7 @@ from prnas.space.genotype import Genotype
 __all__ = ["DataParallelRetrainer", "GlobalBatchNorm2d", "SampleSeeded", "convert_batchnorm",
            "global_batches", "train_local"]
 
-CHECKPOINT, METRICS = CHECKPOINT_FILE, METRICS_FILE
+CHECKPOINT = CHECKPOINT_FILE
 
 # The differentiable all-reduce is deprecated in favour of a private module; it is the
 # public autograd-aware one, so its once-per-layer warning only floods the logs.
@@ -206,7 +205,7 @@ class DataParallelRetrainer(Retrainer):
             update={"device_resident": False})})
         super().__init__(cfg, genotype, progress=progress, log=log)
         self.global_batch = batch
-        self.step_losses: list[float] = []
+        self.step_losses: list[list[float]] = []  # per finished epoch, over the global batch
 
     @property
     def is_chief(self) -> bool:
@@ -221,6 +220,13 @@ class DataParallelRetrainer(Retrainer):
             self.forward = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if cuda else None,
                 forward_sync_buffers=False)  # buffers are global already (BatchNorm above)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "step_losses": self.step_losses}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.step_losses = [list(s) for s in state["step_losses"]]
 
     def _all_sum(self, values: list[float]) -> list[float]:
         t = torch.tensor(values, dtype=torch.float64)
@@ -243,7 +249,7 @@ class DataParallelRetrainer(Retrainer):
                             pin_memory=self.device.type == "cuda",
                             persistent_workers=False)
         total_loss = correct = seen = 0.0
-        self.step_losses = []
+        steps: list[float] = []
         t0 = time.perf_counter()
         with global_batch_masks(self.rank, self.world_size):
             for x, y in loader:
@@ -253,12 +259,13 @@ class DataParallelRetrainer(Retrainer):
                 step_loss, step_hits, step_seen = self._all_sum([loss * used, hits, used])
                 if not math.isfinite(step_loss):
                     raise TrainingDiverged.at(step_loss, f"epoch {self.epoch + 1} step "
-                                              f"{len(self.step_losses) + 1}")
-                self.step_losses.append(step_loss / step_seen)
+                                              f"{len(steps) + 1}")
+                steps.append(step_loss / step_seen)
                 total_loss += step_loss
                 correct += step_hits
                 seen += step_seen
-                self._speak_if_due(len(self.step_losses), seen, total_loss / seen, t0)
+                self._speak_if_due(len(steps), seen, total_loss / seen, t0)
+        self.step_losses.append(steps)
         return total_loss / seen, 100.0 * correct / seen, [self.global_batch] * len(batches)
 
     def _loader(self, dataset: Dataset, batch_sampler: Any, batch_size: int = 1) -> Any:
@@ -283,8 +290,9 @@ class DataParallelRetrainer(Retrainer):
 def train_local(cfg: RetrainConfig, genotype: Genotype, world_size: int,
                 out: str | os.PathLike, *, stop_after: int | None = None) -> None:
     """Train on ``world_size`` local processes (gloo on CPU, NCCL on CUDA: one GPU each),
-    resuming from ``out/checkpoint.pt`` if present; rank 0 writes the checkpoint after
-    every epoch and ``metrics.jsonl`` (the rows plus each epoch's global step losses).
+    resuming from ``out/checkpoint.pt`` if present. Rank 0 writes the files of an
+    in-process run (``prnas.retrain.run_files.folder_run``) and the checkpoint after
+    every epoch, which also keeps each epoch's global step losses (``step_losses``).
 
     ``stop_after`` ends the processes after that many epochs in total (as a crash would).
     """
@@ -309,6 +317,7 @@ def train_local(cfg: RetrainConfig, genotype: Genotype, world_size: int,
 def _local_worker(rank: int, world_size: int, init: str, cfg_raw: dict[str, Any],
                   genotype_json: str, out: str, stop_after: int | None) -> None:
     from prnas.retrain.config import build_config
+    from prnas.retrain.run_files import folder_run
 
     cfg = build_config(cfg_raw)
     cuda = cfg.device != "cpu" and torch.cuda.is_available()
@@ -320,27 +329,19 @@ def _local_worker(rank: int, world_size: int, init: str, cfg_raw: dict[str, Any]
     dist.init_process_group("nccl" if cuda else "gloo", init_method=init, rank=rank,
                             world_size=world_size)
     try:
-        trainer = DataParallelRetrainer(cfg, Genotype.from_dict(json.loads(genotype_json)),
-                                        rank=rank, world_size=world_size)
+        genotype = Genotype.from_dict(json.loads(genotype_json))
+        trainer = DataParallelRetrainer(cfg, genotype, rank=rank, world_size=world_size)
         trainer.setup()
         folder = Path(out)
         if (folder / CHECKPOINT).is_file():
             trainer.restore(folder / CHECKPOINT)
-        steps = _read_steps(folder / METRICS)
+        files = folder_run(folder, cfg, genotype, trainer.info.name) if trainer.is_chief else None
         while not trainer.done and (stop_after is None or trainer.epoch < stop_after):
-            trainer.train_epoch()
-            steps.append(list(trainer.step_losses))
-            if trainer.is_chief:
+            if files is not None:
+                files.epoch(trainer)
                 trainer.save(folder / CHECKPOINT)
-                atomic_write_text(folder / METRICS, "".join(
-                    json.dumps({**row, "step_losses": s}) + "\n"
-                    for row, s in zip(trainer.history, steps, strict=True)))
+            else:
+                trainer.train_epoch()
             dist.barrier()
     finally:
         dist.destroy_process_group()
-
-
-def _read_steps(path: Path) -> list[list[float]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line)["step_losses"] for line in path.read_text().splitlines()]

@@ -5,29 +5,28 @@ checkpoint is the Retrainer's complete state, so a trial that dies (or a whole
 experiment that is killed and restored with ``--resume``) continues from its
 last epoch exactly as the in-process CLI does.
 
-Like a search trial's ``cycles.jsonl``, each trial rewrites its ``epochs.jsonl``
-(:data:`prnas.records.EPOCHS_FILE`) after every epoch from its checkpointed
-history, so it never holds an epoch a retry threw away; ``retrain.parquet`` is
-built from these files (:func:`result_rows`), not from Tune's result logs. The
-console gets one line per epoch and trial (:class:`EpochPrinter`).
+Each trial writes a retrain's files (``epochs.jsonl``, ``model.pt``:
+:mod:`prnas.retrain.run_files`) into its folder; ``retrain.parquet`` is built
+from them (:func:`result_rows`), not from Tune's result logs. The console gets
+one line per epoch and trial (:class:`EpochPrinter`).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from ray import tune
 
-from prnas.filenames import EPOCHS_FILE, MODEL_FILE, RETRAIN_CHECKPOINT_FILE
-from prnas.records import jsonl_text, read_jsonl, trial_dirs
-from prnas.retrain.config import RetrainConfig, build_config, protocol_json
+from prnas.filenames import EPOCHS_FILE, RETRAIN_CHECKPOINT_FILE
+from prnas.records import read_jsonl, trial_dirs
+from prnas.retrain.config import RetrainConfig, build_config
 from prnas.retrain.genotypes import GenotypeRef
 from prnas.retrain.results import rows_to_frame
+from prnas.retrain.run_files import RunFiles, run_labels
 from prnas.retrain.trainer import Retrainer
 from prnas.runtime.device import configure_threads, release_cached_memory
 from prnas.storage import Location, as_location
@@ -41,49 +40,6 @@ from prnas.tune.cluster import (
 from prnas.tune.progress import TrialProgress, trial_log
 
 CHECKPOINT_FILE = RETRAIN_CHECKPOINT_FILE
-
-
-def run_labels(ref: GenotypeRef, cfg: RetrainConfig, dataset: str) -> dict[str, Any]:
-    """What every row of a run says about it (``retrain.parquet``'s label columns)."""
-    return {"genotype": ref.label, "genotype_path": ref.path, "protocol": protocol_json(cfg),
-            "kind": ref.kind, "seed": cfg.seed, "dataset": dataset}
-
-
-class RunFiles:
-    """One run's own files in its trial folder, the same for a plain and a data-parallel
-    run: ``epochs.jsonl`` rewritten after every epoch from the retrainer's (checkpointed)
-    history, and after the last one ``model.pt`` and its inference cost."""
-
-    def __init__(self, folder: Callable[[], Location], trial_id: str,
-                 labels: dict[str, Any]) -> None:
-        self.folder = folder  # looked up when writing, as the search trial's files
-        self.trial_id, self.labels = trial_id, labels
-        self.final: dict[str, Any] = {}  # the last epoch's cost and model file
-
-    def epoch(self, retrainer: Retrainer) -> dict[str, Any]:
-        """Train one epoch, write the files; the epoch's row as reported to Tune."""
-        row = retrainer.train_epoch()
-        if retrainer.done:
-            # The last epoch: keep the network and measure what it costs at inference.
-            self.final = {**retrainer.measure_timing().as_dict(),
-                          "model_path": self._save_model(retrainer)}
-            row = {**row, **self.final}
-        rows = [{"trial_id": self.trial_id, **r, **self.labels} for r in retrainer.history]
-        if retrainer.done:
-            rows[-1].update(self.final)
-        (self.folder() / EPOCHS_FILE).write_text(jsonl_text(rows))
-        return {**row, **self.labels, "done": retrainer.done, "epochs": retrainer.cfg.epochs}
-
-    def _save_model(self, retrainer: Retrainer) -> str:
-        target = self.folder() / MODEL_FILE
-        if target.is_local:
-            retrainer.save_model(target.path)
-            return target.uri
-        with tempfile.TemporaryDirectory() as tmp:  # remote storage: one whole-object put
-            local = Path(tmp) / MODEL_FILE
-            retrainer.save_model(local)
-            target.write_bytes(local.read_bytes())
-        return target.uri
 
 
 class RetrainTrainable(tune.Trainable):
@@ -118,7 +74,7 @@ class RetrainTrainable(tune.Trainable):
         row = self.files.epoch(self.retrainer)
         if self.retrainer.log is not None:  # the driver prints the epoch's line
             self.retrainer.log.mark()
-        return row
+        return {**row, "done": self.retrainer.done, "epochs": self.retrainer.cfg.epochs}
 
     def trial_folder(self) -> Location:
         """The trial's folder in the experiment storage, not Ray's scratch ``logdir``."""

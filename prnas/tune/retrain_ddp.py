@@ -13,7 +13,7 @@ name from its last checkpoint.
 
 So a data-parallel run has the layout of a plain one: the trial folder holds
 ``epochs.jsonl`` and, at the end, ``model.pt`` (written by the chief worker through
-:class:`prnas.tune.retrain.RunFiles`, on a shared folder or an object store), Ray
+:class:`prnas.retrain.run_files.RunFiles`, on a shared folder or an object store), Ray
 Train's checkpoints sit in the trial's ``train/`` folder, the rows reach the
 driver's console line by line through Tune, and ``retrain.parquet`` is built from
 the trials' ``epochs.jsonl`` as for any retrain. Several runs proceed at once when
@@ -37,9 +37,9 @@ from prnas.filenames import RETRAIN_CHECKPOINT_FILE
 from prnas.retrain.config import build_config
 from prnas.retrain.ddp import DataParallelRetrainer
 from prnas.retrain.genotypes import GenotypeRef
+from prnas.retrain.run_files import RunFiles, run_labels
 from prnas.storage import as_location
 from prnas.tune.progress import trial_log
-from prnas.tune.retrain import RunFiles, run_labels
 
 CHECKPOINT_FILE = RETRAIN_CHECKPOINT_FILE
 #: The Tune trial only waits for its TorchTrainer, whose workers hold the real resources;
@@ -75,10 +75,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     files = RunFiles(lambda: folder, str(config["trial_id"]),
                      {**run_labels(ref, cfg, trainer.info.name), "workers": trainer.world_size})
     while not trainer.done:
-        if trainer.is_chief:
-            row = files.epoch(trainer)
-        else:  # the same epoch, computed together; only the chief writes
-            row = {**trainer.train_epoch(), "done": trainer.done}
+        # The same epoch, computed together; only the chief writes.
+        row = files.epoch(trainer) if trainer.is_chief else trainer.train_epoch()
+        row = {**row, "done": trainer.done, "epochs": cfg.epochs}
         if trainer.log is not None:  # the driver prints the epoch's line
             trainer.log.mark()
         with tempfile.TemporaryDirectory() as tmp:

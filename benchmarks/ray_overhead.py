@@ -92,7 +92,7 @@ def run_inproc(config: str, tmp: Path) -> dict:
     run = streamed([sys.executable, "-m", "prnas.search", "--config", config, "--out", str(out),
                     "--quiet", "--set", "num_threads=1"], INPROC_LINE, tmp / "inproc.out",
                    stream="stderr")  # progress lines go to stderr (prnas/cli.py)
-    train = [float(r["cycle_time_s"]) for r in _jsonl(out / "metrics.jsonl")]
+    train = [float(r["cycle_time_s"]) for r in _jsonl(out / "cycles.jsonl")]
     return profile(run, train)
 
 

@@ -2,7 +2,7 @@
 
 Made by the engine, closed by the cycle's decision, given the trial's identity by
 the Tune layer; :meth:`CycleRecord.to_json` is what the checkpoint's cycle log,
-``cycles.jsonl``, ``metrics.jsonl`` and the Tune result hold, and (with its nested
+``cycles.jsonl`` (of a trial or an in-process search) and the Tune result hold, and (with its nested
 values as JSON text) a row of ``results.parquet`` (:mod:`prnas.records`). Pure
 Python on the space's values: the in-process engine imports it without pandas.
 """
@@ -34,7 +34,7 @@ class CycleRecord:
     (:meth:`with_columns`).
 
     Its one plain-JSON form (:meth:`to_json`, a flat object) is the checkpoint's cycle log,
-    a line of ``cycles.jsonl`` or ``metrics.jsonl``, the Tune result and, with nested values
+    a line of ``cycles.jsonl``, the Tune result and, with nested values
     as JSON text, a row of ``results.parquet``. ``columns`` holds every scalar column.
     """
 

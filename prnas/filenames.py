@@ -7,17 +7,16 @@ parquet machinery of ``prnas.records`` (pandas, pyarrow), which a GPU node runni
 engine alone need not have.
 """
 
-CYCLES_FILE = "cycles.jsonl"  # per search trial: one plain JSON object per cycle
+CYCLES_FILE = "cycles.jsonl"  # per search trial or run: one plain JSON object per cycle
 GENOTYPE_FILE = "genotype.json"  # per search trial, once it finished
 RESULTS_FILE = "results.parquet"  # per search experiment: one row per trial and cycle
 CANDIDATES_FILE = "candidates.parquet"  # per search experiment: one row per candidate
-EPOCHS_FILE = "epochs.jsonl"  # per retrain trial: one plain JSON object per epoch
+EPOCHS_FILE = "epochs.jsonl"  # per retrain run: one plain JSON object per epoch
 RETRAIN_FILE = "retrain.parquet"  # per retrain experiment: one row per trial and epoch
 SEARCH_CHECKPOINT_FILE = "search.pt"  # per search trial (Tune): the whole engine state
 RETRAIN_CHECKPOINT_FILE = "retrain.pt"  # per retrain trial or data-parallel run
 MODEL_FILE = "model.pt"  # a trained network as plain data (prnas.model_file)
-RESULT_FILE = "result.json"  # an in-process or data-parallel retrain's final summary
-# The in-process commands' run folder (python -m prnas.search / prnas.retrain).
+# The in-process commands' run folder (python -m prnas.search / prnas.retrain) also holds
+# these, beside a trial's own files (cycles.jsonl or epochs.jsonl, genotype.json, model.pt).
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
-METRICS_FILE = "metrics.jsonl"

@@ -174,13 +174,13 @@ def test_cli_refuses_existing_dir_and_resumes_to_same_genotype(tmp_path, capsys)
     assert cli.main(["--config", str(cfg_path), "--out", str(part), "--quiet",
                      "--stop-after-cycles", "1"]) == 0
     assert not (part / "genotype.json").exists()
-    assert len((part / "metrics.jsonl").read_text().splitlines()) == 1
+    assert len((part / "cycles.jsonl").read_text().splitlines()) == 1
     assert cli.main(["--out", str(part), "--resume", "--quiet"]) == 0
     assert (part / "genotype.json").read_text() == (full / "genotype.json").read_text()
-    lines = (part / "metrics.jsonl").read_text().splitlines()
+    lines = (part / "cycles.jsonl").read_text().splitlines()
     assert len(lines) == 3
     assert [json.loads(x)["pools"] for x in lines] == [
-        json.loads(x)["pools"] for x in (full / "metrics.jsonl").read_text().splitlines()]
+        json.loads(x)["pools"] for x in (full / "cycles.jsonl").read_text().splitlines()]
     assert cli.main(["--out", str(tmp_path / "none"), "--resume"]) == 2
 
 

@@ -5,8 +5,9 @@ lines on stderr (``--quiet`` drops them), the path of the genotype on stdout.
 
 The in-process search, without Ray: the reference for what a Tune trial does,
 and the way to debug or time a search. DIR gets ``checkpoint.pt`` (after every
-epoch, atomically), ``metrics.jsonl`` (one line per finished cycle),
-``config.yaml`` and, at the end, ``genotype.json``.
+epoch, atomically), ``config.yaml`` and a search trial's own files:
+``cycles.jsonl`` (one line per finished cycle, the cycle record's JSON form)
+and, at the end, ``genotype.json``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 
 from prnas import cli
 from prnas._io import atomic_write_text, check_output_dir
-from prnas.filenames import CHECKPOINT_FILE, CONFIG_FILE, GENOTYPE_FILE, METRICS_FILE
+from prnas.filenames import CHECKPOINT_FILE, CONFIG_FILE, CYCLES_FILE, GENOTYPE_FILE
 from prnas.runtime import checkpoint
 from prnas.runtime.checkpoint import CheckpointError
 from prnas.runtime.guards import TrainingDiverged
@@ -51,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 def write_outputs(out: Path, search) -> None:
     """Everything derived from the state is rewritten from it, so files never disagree."""
     lines = "".join(json.dumps(m.to_json()) + "\n" for m in search.cycle_log)
-    atomic_write_text(out / METRICS_FILE, lines)
+    atomic_write_text(out / CYCLES_FILE, lines)
     if search.genotype is not None:
         search.genotype.save(out / GENOTYPE_FILE)
 

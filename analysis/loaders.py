@@ -5,9 +5,9 @@ The search and retrain drivers write parquet files whose names and schemas
 it needs is there (naming the file and the column when not), decodes the JSON
 columns once, and tags each row with the folder it came from, so several
 experiments can be analysed together. Everything it reports is in the rows
-themselves (resources, schedule, wall time); for results files from other
-writers that lack a derivable column (pool statistics, ``pools_next``, a wall
-time) it derives it from the pools and cycle times. Nothing here needs Ray or torch.
+themselves (resources, schedule, wall time, pool statistics): a file must hold
+every documented column of its schema (:mod:`prnas.records`), and one that
+lacks any is refused, naming them. Nothing here needs Ray or torch.
 
 Trials are identified by ``(experiment, trial_id)`` (:data:`TRIAL_KEY`): Tune
 trial ids are unique within one experiment only.
@@ -21,48 +21,43 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from analysis.pools import pool_stats
 from prnas.filenames import CANDIDATES_FILE, GENOTYPE_FILE, RESULTS_FILE, RETRAIN_FILE
-from prnas.records import JSON_COLUMNS
+from prnas.records import (
+    CANDIDATES_SCHEMA,
+    JSON_COLUMNS,
+    RESULTS_SCHEMA,
+    RETRAIN_COLUMNS,
+    RETRAIN_DTYPES,
+)
 from prnas.records import decode as _decode
 
 TRIAL_KEY = ["experiment", "trial_id"]
 
 # results.parquet ------------------------------------------------------------------------------
-RESULTS_REQUIRED = ("trial_id", "seed", "space", "cycle", "train_acc", "valid_acc",
-                    "epoch_metrics", "pools", "alphas", "decisions")
+RESULTS_REQUIRED = tuple(name for name, _, _ in RESULTS_SCHEMA)
 _RESULTS_FLOAT = (
     "train_loss", "train_acc", "valid_loss", "valid_acc", "test_loss", "test_acc",
     "cycle_time_s", "images_per_s", "batch_size_mean", "batch_size_max", "peak_memory_mb",
-    "time_total_s",
+    "time_total_s", "gpus_per_trial",
     *(f"ratio_{t}_{k}" for t in ("normal", "reduce") for k in ("skip", "pool", "conv")),
     "similarity_normal", "similarity_reduce", "alpha_spread", "alpha_spread_noise",
 )
 _RESULTS_INT = ("num_cycles", "epochs", "grace_epochs", "candidates_normal", "candidates_reduce",
-                "alpha_steps")
-# Written by the search trial into every row (prnas.records.RESULTS_SCHEMA); NA when absent.
-_RESULTS_OPTIONAL: dict[str, str] = {"gpus_per_trial": "float64", "morphs": "Int64"}
+                "alpha_steps", "morphs")
 
 # candidates.parquet ---------------------------------------------------------------------------
-CANDIDATES_REQUIRED = ("trial_id", "cycle", "cell_type", "edge", "op", "weight", "status")
-_CANDIDATES_OPTIONAL: dict[str, str] = {
+CANDIDATES_REQUIRED = tuple(name for name, _, _ in CANDIDATES_SCHEMA)
+_CANDIDATES_DTYPES: dict[str, str] = {
+    "trial_id": "string", "cycle": "int64", "cell_type": "string", "edge": "int64",
+    "op": "string", "weight": "float64", "status": "string",
     "seed": "Int64", "space": "string", "alpha": "float64", "new": "boolean",
     "parent": "string", "morphism": "string", "rediscovered": "boolean",
 }
 
 # retrain.parquet ------------------------------------------------------------------------------
-RETRAIN_REQUIRED = ("trial_id", "genotype", "kind", "epoch", "test_error")
-_RETRAIN_OPTIONAL: dict[str, str] = {
-    "genotype_path": "string", "seed": "Int64", "dataset": "string", "params": "Int64",
-    **{c: "float64" for c in ("train_loss", "train_acc", "test_loss", "test_acc", "lr",
-                              "drop_path_prob", "epoch_time_s", "batch_size")},
-    # Inference cost (prnas.cost); latency and throughput only in a trial's last row.
-    "macs": "Int64", "latency_ms_b1": "float64", "throughput_b64": "float64",
-    "cost_device": "string", "cost_threads": "Int64",
-}
+RETRAIN_REQUIRED = RETRAIN_COLUMNS
 
 EPOCH_COLUMNS = (
     "experiment", "trial_id", "seed", "space", "cycle", "epoch", "global_epoch", "lr", "grace",
@@ -146,11 +141,8 @@ def _need_dirs(dirs: Sequence[Any], what: str) -> None:
 
 
 def decode(value: Any) -> Any:
-    """A JSON column cell -> plain Python: JSON strings parsed, arrow arrays made lists.
-
-    Writers may store the nested columns as JSON text (the documented form) or
-    as native parquet lists/structs; both read back the same (``prnas.records.decode``).
-    """
+    """A JSON column cell (JSON text, the documented form) -> plain Python
+    (``prnas.records.decode``)."""
     return _decode(value)
 
 
@@ -162,13 +154,12 @@ def load_results(*dirs: str | os.PathLike) -> pd.DataFrame:
 
     Columns (see docs/analysis.md): ``experiment`` (folder name), ``trial_id``,
     ``seed`` (Int64), ``space``, ``cycle`` (int64, 1-based), the float metrics
-    (NaN where a writer did not report them), ``time_total_s`` (the trial's
-    cumulative seconds; from the file, else the running sum of ``cycle_time_s``),
-    ``ratio_*``/``similarity_*``/``candidates_*`` (recomputed from ``pools`` when
-    absent), the decoded JSON columns (Python objects), ``genotype_path``
-    (absolute, or None), ``experiment_dir``, ``gpus_per_trial`` (float64) and the
-    cycle's scheduled ``morphs`` (Int64), both as the trial wrote them (NA when a
-    file lacks them). A cycle reported twice (a restored trial) keeps its last row.
+    (NaN where the trial did not measure them, e.g. ``test_*`` without
+    ``evaluate_test``), ``time_total_s`` (the trial's cumulative wall seconds,
+    ``wall_time_total_s``), ``ratio_*``/``similarity_*``/``candidates_*``, the
+    decoded JSON columns (Python objects), ``genotype_path`` (absolute, or None),
+    ``experiment_dir``, ``gpus_per_trial`` (float64) and the cycle's scheduled
+    ``morphs`` (Int64). A cycle reported twice (a restored trial) keeps its last row.
     """
     _need_dirs(dirs, "load_results")
     return _concat(_results_one(_folder(d, RESULTS_FILE, "search")) for d in dirs)
@@ -177,53 +168,16 @@ def load_results(*dirs: str | os.PathLike) -> pd.DataFrame:
 def _results_one(path: Path) -> pd.DataFrame:
     df = _tag(_read(path, RESULTS_REQUIRED), path)
     for col in JSON_COLUMNS:
-        if col in df.columns:
-            df[col] = [decode(v) for v in df[col]]
-        else:
-            df[col] = None
+        df[col] = [decode(v) for v in df[col]]
     if len(df):
         df = df.drop_duplicates(["trial_id", "cycle"], keep="last")
         df = df.sort_values(["trial_id", "cycle"], kind="stable").reset_index(drop=True)
-    df = df.astype({"trial_id": "string", "space": "string", "seed": "Int64", "cycle": "int64"})
-    _fill_pool_stats(df)
-    for col in _RESULTS_FLOAT:
-        if col not in df.columns:
-            df[col] = np.nan
-    for col in _RESULTS_INT:
-        if col not in df.columns:
-            df[col] = pd.NA
-    if "wall_time_total_s" in df.columns and df["wall_time_total_s"].notna().any():
-        df["time_total_s"] = df["wall_time_total_s"]
-    else:  # a writer without wall times: the running sum of the cycles' training times
-        df["time_total_s"] = df.groupby("trial_id")["cycle_time_s"].cumsum(skipna=True)
-    df = _with_optional(df, _RESULTS_OPTIONAL)
-    if df["num_cycles"].isna().all() and len(df):
-        df["num_cycles"] = df.groupby("trial_id")["cycle"].transform("max")
-    df = df.astype({c: "float64" for c in _RESULTS_FLOAT} | {c: "Int64" for c in _RESULTS_INT})
-    _fill_pools_next(df)
-    df["genotype_path"] = pd.array(
-        [_resolve(p, path.parent) for p in df.get("genotype_path", [None] * len(df))],
-        dtype="string")
+    df["time_total_s"] = df["wall_time_total_s"]
+    df = df.astype({"trial_id": "string", "space": "string", "seed": "Int64", "cycle": "int64"}
+                   | {c: "float64" for c in _RESULTS_FLOAT} | {c: "Int64" for c in _RESULTS_INT})
+    df["genotype_path"] = pd.array([_resolve(p, path.parent) for p in df["genotype_path"]],
+                                   dtype="string")
     return df
-
-
-def _fill_pool_stats(df: pd.DataFrame) -> None:
-    """Op-type shares, similarity and pool size from ``pools``, where a writer left them out."""
-    stats = pd.DataFrame([pool_stats(p) if p else {} for p in df["pools"]], index=df.index)
-    for col in stats.columns:
-        if col not in df.columns:
-            df[col] = stats[col]
-        else:
-            df[col] = df[col].where(df[col].notna(), stats[col])
-
-
-def _fill_pools_next(df: pd.DataFrame) -> None:
-    """``pools_next`` of a cycle is the next cycle's ``pools`` when the writer did not store it."""
-    for _, idx in df.groupby("trial_id", sort=False).groups.items():
-        rows = list(idx)
-        for i, r in enumerate(rows):
-            if df.at[r, "pools_next"] is None and i + 1 < len(rows):
-                df.at[r, "pools_next"] = df.at[rows[i + 1], "pools"]
 
 
 def _resolve(value: Any, root: Path) -> str | None:
@@ -247,13 +201,11 @@ def epoch_frame(results: pd.DataFrame) -> pd.DataFrame:
         for row in g.sort_values("cycle").itertuples(index=False):
             for m in row.epoch_metrics or []:
                 n += 1
-                t = float(m.get("epoch_time_s", np.nan))
-                elapsed += 0.0 if math.isnan(t) else t
+                elapsed += float(m["epoch_time_s"])
                 records.append({
                     **{c: m.get(c) for c in EPOCH_COLUMNS},
                     "experiment": exp, "trial_id": trial, "seed": row.seed,
-                    "space": row.space, "cycle": int(m.get("cycle", row.cycle)),
-                    "epoch": int(m.get("epoch", n)), "global_epoch": n, "elapsed_s": elapsed,
+                    "space": row.space, "global_epoch": n, "elapsed_s": elapsed,
                 })
     df = pd.DataFrame.from_records(records, columns=list(EPOCH_COLUMNS))
     return df.astype({
@@ -269,15 +221,6 @@ def epoch_frame(results: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- candidates
 
 
-def _with_optional(df: pd.DataFrame, optional: dict[str, str]) -> pd.DataFrame:
-    """Optional columns present with their documented dtype (NA where a file lacks them)."""
-    for col, dtype in optional.items():
-        if col not in df.columns:
-            df[col] = pd.Series(None, index=df.index, dtype=dtype)  # pd.NA cannot be float64
-        df[col] = df[col].astype(dtype)
-    return df
-
-
 def load_candidates(*dirs: str | os.PathLike) -> pd.DataFrame:
     """One row per (experiment, trial, cycle, cell_type, edge, op) from ``candidates.parquet``.
 
@@ -291,12 +234,7 @@ def load_candidates(*dirs: str | os.PathLike) -> pd.DataFrame:
     frames = []
     for d in dirs:
         path = _folder(d, CANDIDATES_FILE, "search")
-        df = _tag(_read(path, CANDIDATES_REQUIRED), path)
-        df = _with_optional(df, _CANDIDATES_OPTIONAL)
-        df = df.astype({"trial_id": "string", "cycle": "int64", "cell_type": "string",
-                        "edge": "int64", "op": "string", "weight": "float64",
-                        "status": "string"})
-        frames.append(df)
+        frames.append(_tag(_read(path, CANDIDATES_REQUIRED), path).astype(_CANDIDATES_DTYPES))
     return _concat(frames)
 
 
@@ -308,7 +246,7 @@ def load_retrain(*dirs: str | os.PathLike) -> pd.DataFrame:
 
     Columns: ``experiment``, ``trial_id``, ``genotype`` (label), ``genotype_path``
     (absolute or NA), ``kind`` (searched / random / preset),
-    ``seed``, ``dataset``, ``params`` (Int64), ``epoch`` (int64),
+    ``seed``, ``dataset``, ``params`` (int64), ``epoch`` (int64),
     ``test_error`` (float64, percent) and the other float metrics (``test_acc``
     in percent, as the retrainer writes it), ``experiment_dir``.
     """
@@ -316,10 +254,7 @@ def load_retrain(*dirs: str | os.PathLike) -> pd.DataFrame:
     frames = []
     for d in dirs:
         path = _folder(d, RETRAIN_FILE, "retrain")
-        df = _tag(_read(path, RETRAIN_REQUIRED), path)
-        df = _with_optional(df, _RETRAIN_OPTIONAL)
-        df = df.astype({"trial_id": "string", "genotype": "string", "kind": "string",
-                        "epoch": "int64", "test_error": "float64"})
+        df = _tag(_read(path, RETRAIN_REQUIRED), path).astype(RETRAIN_DTYPES)
         df["genotype_path"] = pd.array([_resolve(p, path.parent) for p in df["genotype_path"]],
                                        dtype="string")
         if len(df):

@@ -20,6 +20,7 @@ from analysis.discovery import (
     trial_pool_history,
 )
 from analysis.loaders import TRIAL_KEY, trial_genotype_path
+from prnas.records import COST_COLUMNS
 from prnas.retrain.schedule import final_error
 from prnas.space.genotype import Genotype
 
@@ -148,7 +149,6 @@ def format_search_summary(summary: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- retrain
 
 
-COST_COLUMNS = ("macs", "latency_ms_b1", "throughput_b64", "cost_device", "cost_threads")
 
 
 def _last_known(g: pd.DataFrame, col: str):
@@ -162,7 +162,7 @@ def _last_known(g: pd.DataFrame, col: str):
 def retrain_trials(retrain: pd.DataFrame, report_last: int = 5) -> pd.DataFrame:
     """One row per retrain trial: its reported error, the mean test error of its last epochs,
     and its inference cost (MACs, latency at batch 1, throughput at batch 64; NA where the
-    run predates them or has not finished).
+    run has not finished).
 
     The paper (IV-C) reports the mean over the last five epochs, averaged over seeds.
     """

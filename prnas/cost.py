@@ -29,10 +29,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["COST_COLUMNS", "Timing", "count_macs", "device_name", "measure_timing"]
+__all__ = ["Timing", "count_macs", "device_name", "measure_timing"]
 
-# The result columns this module fills, in this order (retrain.parquet, --params-only).
-COST_COLUMNS = ("macs", "latency_ms_b1", "throughput_b64", "cost_device", "cost_threads")
 LATENCY_BATCH, THROUGHPUT_BATCH = 1, 64
 
 

@@ -101,6 +101,33 @@ CANDIDATES_SCHEMA: list[tuple[str, pa.DataType, str]] = [
     ("rediscovered", _B, "new, although it had been in this edge's pool before"),
 ]
 
+#: The inference cost of a trained network (``prnas.cost``), in a retrain's rows.
+COST_COLUMNS = ("macs", "latency_ms_b1", "throughput_b64", "cost_device", "cost_threads")
+
+#: retrain.parquet (and every retrain's ``epochs.jsonl``): one row per run and epoch, these
+#: columns first, in this order; anything else a row carries follows them.
+RETRAIN_COLUMNS = (
+    "trial_id", "genotype", "genotype_path",
+    "kind",  # searched / random / preset: a search's cells, its random baseline, published ones
+    "seed", "dataset", "params", "epoch",
+    "train_loss", "train_acc", "test_loss", "test_acc", "test_error", "lr", "drop_path_prob",
+    "epoch_time_s", "batch_size",
+) + COST_COLUMNS + ("model_path", "test_top5_error", "protocol")
+RETRAIN_DTYPES = {
+    "trial_id": "string", "genotype": "string", "genotype_path": "string", "dataset": "string",
+    "kind": "string",
+    "seed": "int64", "params": "int64", "epoch": "int64",
+    **{c: "float64" for c in ("train_loss", "train_acc", "test_loss", "test_acc", "test_error",
+                              "lr", "drop_path_prob", "epoch_time_s", "batch_size")},
+    # Cost: MACs in every row; latency, throughput and where they were measured (and the
+    # model file) in a run's last row only.
+    "macs": "Int64", "latency_ms_b1": "float64", "throughput_b64": "float64",
+    "cost_device": "string", "cost_threads": "Int64", "model_path": "string",
+    "test_top5_error": "float64",  # top-k with k = min(5, classes)
+    # The retrain config minus seed, device and data paths (prnas.retrain.config.protocol_json).
+    "protocol": "string",
+}
+
 #: The results columns that hold nested values (JSON text in parquet, objects in jsonl).
 JSON_COLUMNS = NESTED
 

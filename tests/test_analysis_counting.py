@@ -6,10 +6,12 @@ import json
 import math
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from analysis import lineage, loaders, tables
 from analysis.discovery import discoverable_ops, discovered_ops, morph_rounds, trial_pool_history
+from prnas.records import RESULTS_SCHEMA, table
 
 INIT = ["max_pool_3x3", "avg_pool_3x3", "skip", "conv_k3_d1"]
 
@@ -62,12 +64,13 @@ def experiment(tmp_path):
                    "valid_acc": 0.1 * c, "epoch_time_s": 10.0, "batch_size_mean": 32.0}]
         rows.append({
             "trial_id": "t0", "seed": 7, "space": "DL", "cycle": c + 1, "num_cycles": 3,
-            "train_acc": 0.5, "valid_acc": 0.4 + 0.1 * c, "cycle_time_s": 1800.0,
+            "train_acc": 0.5, "valid_acc": 0.4 + 0.1 * c, "cycle_time_s": 1700.0,
+            "wall_time_s": 1800.0, "wall_time_total_s": 1800.0 * (c + 1),
             "epoch_metrics": json.dumps(epochs), "pools": json.dumps(HISTORY[c]),
             "pools_next": json.dumps(HISTORY[c + 1]), "alphas": json.dumps(_alphas(HISTORY[c])),
             "decisions": json.dumps(DECISIONS[c]),
         })
-    pd.DataFrame(rows).to_parquet(tmp_path / "results.parquet")
+    pq.write_table(table(rows, RESULTS_SCHEMA), tmp_path / "results.parquet")  # as the job
     return tmp_path
 
 
@@ -85,7 +88,7 @@ def test_discovered_and_discoverable_on_a_hand_built_history(experiment):
     # k3_d2_e1, k5_d1_e1 (8 convs), plus skip and the two poolings.
     assert row["ops_discoverable"] == 8 + 3
     assert row["ops"] == f"7/{row['ops_discoverable']}"
-    # No wall-time column: the running sum of cycle times, in device-hours.
+    # The trial's wall time (not the cycles' training times), in device-hours.
     assert math.isclose(row["wall_time_s"], 3 * 1800.0)
     assert math.isclose(row["cost_hours"], 1.5) and row["cost_unit"] == "device-hours"
     assert row["genotype_normal"] is None and row["finished"]

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from analysis import agreement, baseline, checklist, loaders, report, tables
 from analysis.report import build_report
+from prnas.records import RESULTS_SCHEMA, table
+from prnas.retrain.results import rows_to_frame
 from prnas.space.genotype import Genotype
 from prnas.space.ops import Op
 from prnas.space.similarity import similarity
@@ -198,14 +201,14 @@ def write_experiment(root: Path, cells: list) -> Path:
             rows.append({
                 "trial_id": tid, "seed": seed, "space": "DL", "cycle": cycle,
                 "train_acc": 0.5, "valid_acc": 0.4 + 0.1 * cycle, "num_cycles": 2,
-                "cycle_time_s": 60.0,
+                "cycle_time_s": 60.0, "wall_time_s": 60.0, "wall_time_total_s": 60.0 * cycle,
                 "epoch_metrics": json.dumps([{"epoch": 1, "cycle": cycle, "train_acc": 0.5,
                                               "valid_acc": 0.5, "epoch_time_s": 60.0}]),
                 "pools": json.dumps(pools), "pools_next": json.dumps(after),
                 "alphas": json.dumps({t: [[0.0] * len(e) for e in v] for t, v in pools.items()}),
                 "decisions": json.dumps([]),
             })
-    pd.DataFrame(rows).to_parquet(root / "results.parquet", index=False)
+    pq.write_table(table(rows, RESULTS_SCHEMA), root / "results.parquet")  # as the job
     return root
 
 
@@ -223,7 +226,7 @@ def write_retrain(root: Path, search: Path, random_cells: int) -> Path:
                   "kind": "random", "seed": 0, "dataset": "demo", "params": 4000 + c,
                   "epoch": e, "test_error": 6.0 + c, "lr": 0.1 / e} for e in (1, 2, 3)]
     root.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_parquet(root / "retrain.parquet", index=False)
+    rows_to_frame(rows).to_parquet(root / "retrain.parquet", index=False)  # as the job
     return root
 
 

@@ -15,33 +15,10 @@ from typing import Any
 
 import pandas as pd
 
-from prnas.cost import COST_COLUMNS
+from prnas.records import RETRAIN_COLUMNS as COLUMNS
+from prnas.records import RETRAIN_DTYPES as _DTYPES
 from prnas.retrain.schedule import final_error
 from prnas.storage import Location, as_location
-
-# The documented columns, in this order; anything else a row carries follows them.
-COLUMNS = (
-    "trial_id", "genotype", "genotype_path",
-    "kind",  # searched / random / preset: a search's cells, its random baseline, published ones
-    "seed", "dataset", "params", "epoch",
-    "train_loss", "train_acc", "test_loss", "test_acc", "test_error", "lr", "drop_path_prob",
-    "epoch_time_s", "batch_size",
-) + COST_COLUMNS + ("model_path", "test_top5_error", "protocol")
-_DTYPES = {
-    "trial_id": "string", "genotype": "string", "genotype_path": "string", "dataset": "string",
-    "kind": "string",
-    "seed": "int64", "params": "int64", "epoch": "int64",
-    **{c: "float64" for c in ("train_loss", "train_acc", "test_loss", "test_acc", "test_error",
-                              "lr", "drop_path_prob", "epoch_time_s", "batch_size")},
-    # Cost: MACs in every row; latency, throughput and where they were measured (and the
-    # model file) in a trial's last row only, null before and in runs that predate them.
-    "macs": "Int64", "latency_ms_b1": "float64", "throughput_b64": "float64",
-    "cost_device": "string", "cost_threads": "Int64", "model_path": "string",
-    # Top-k with k = min(5, classes); null in runs that predate it.
-    "test_top5_error": "float64",
-    # The retrain config minus seed, device and data paths (prnas.retrain.config.protocol_json).
-    "protocol": "string",
-}
 
 
 def rows_to_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:

@@ -17,8 +17,7 @@ from prnas import cli
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m analysis", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("python -m analysis", __doc__)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("report", allow_abbrev=False,
                        help="figures, tables and an HTML page for one experiment")

@@ -18,6 +18,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python benchmarks/x.py` from a checkout
     sys.path.insert(0, str(ROOT))
+if str(ROOT / "tests") not in sys.path:  # the tests' dataset writers: `from data_folders import`
+    sys.path.insert(0, str(ROOT / "tests"))
 
 from prnas.runtime.memory import reset_rss_peak, rss_peak_bytes  # noqa: E402
 from prnas.space import Op  # noqa: E402

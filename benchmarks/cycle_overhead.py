@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from common import ROOT, emit, machine, table
+from data_folders import write_cifar_folder  # tests/data_folders.py, on the path through common
 
-from prnas.data.testing import write_cifar_folder
 from prnas.runtime import checkpoint
 from prnas.search.config import build_config, load_config
 from prnas.search.engine import Search

@@ -66,7 +66,7 @@ from search_step import batch as search_batch
 from search_step import build as build_search
 from search_step import phases, steps_for
 
-from prnas.data import DataConfig, retrain_datasets, search_datasets, write_cifar_folder
+from prnas.data import DataConfig, retrain_datasets, search_datasets
 from prnas.data.device_resident import DeviceBatches, device_dataset
 from prnas.data.loading import resolve_num_workers
 from prnas.runtime import checkpoint
@@ -518,6 +518,10 @@ def check_fractional_share(ctx: Context, c: Check) -> None:
 
 
 def _cifar_root(ctx: Context) -> Path:
+    # tests/data_folders.py (on the path through common), imported here so that importing this
+    # script loads only the engine's modules (tests/test_gpu_acceptance.py checks which).
+    from data_folders import write_cifar_folder
+
     root = ctx.tmp / "cifar"
     if not (root / "cifar-10-batches-py").is_dir():
         write_cifar_folder(root, n_train=ctx.sizes.n_train, n_test=ctx.sizes.n_test, seed=0)

@@ -1,10 +1,14 @@
-"""Atomic file writes: a reader never sees half a file, a crash never leaves one."""
+"""Atomic file writes: a reader never sees half a file, a crash never leaves one; and the
+jsonl form of the run files (plain Python: the in-process engine writes it without pandas)."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -12,10 +16,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # mkstemp creates 0600; give the file the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        plain_permissions(tmp)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -24,6 +25,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def plain_permissions(path: str | os.PathLike) -> None:
+    """mkstemp creates 0600; give the file the permissions a plain open() would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -52,3 +60,8 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--out") -> None:
     except OSError as err:
         raise ValueError(f"{flag} {p}: cannot create a folder in {anc} "
                          f"({err.strerror or err})") from None
+
+
+def jsonl_text(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Plain JSON objects, one a line (the form of ``cycles.jsonl`` and ``epochs.jsonl``)."""
+    return "".join(json.dumps(dict(r)) + "\n" for r in rows)

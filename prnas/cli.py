@@ -95,6 +95,12 @@ def result(msg: str) -> None:
     print(msg, flush=True)
 
 
+def parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """Every command's parser: no abbreviated flags, its module docstring as help, verbatim."""
+    return argparse.ArgumentParser(allow_abbrev=False, prog=prog, description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def add_config(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--config", help=f"YAML config (default: {default})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -26,7 +26,6 @@ loading never unpickles a class, let alone runs code from the file:
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import pickle
@@ -39,10 +38,10 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from prnas._io import atomic_write_bytes
 from prnas.filenames import MODEL_FILE
 from prnas.nn.eval_net import EvalNetwork
 from prnas.nn.eval_networks import build_eval_network
+from prnas.runtime import checkpoint
 from prnas.space.genotype import Genotype
 
 __all__ = ["FORMAT", "MODEL_FILE", "ModelFile", "ModelFileError", "NetworkSpec", "find",
@@ -167,9 +166,7 @@ def save(path: str | os.PathLike, model: torch.nn.Module, genotype: Genotype,
             "state_dict": _plain(best["state_dict"])},
     }
     payload["sha256"] = _fingerprint(payload)
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    checkpoint.save_atomic(payload, path)
     return Path(path)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from prnas.cycle_record import NESTED, CycleRecord
 from prnas.filenames import CYCLES_FILE, GENOTYPE_FILE
@@ -250,8 +251,10 @@ def _cell(v: Any) -> Any:
     return v
 
 
-def schema_markdown(schema: list[tuple[str, pa.DataType, str]]) -> str:
-    """The documented form of a schema (docs/search.md embeds it; a test keeps them equal)."""
-    lines = ["| column | type | meaning |", "|---|---|---|"]
-    lines += [f"| `{name}` | {typ} | {doc} |" for name, typ, doc in schema]
-    return "\n".join(lines)
+def write_parquet(data: pa.Table | pd.DataFrame, path: str | os.PathLike | Location) -> None:
+    """Whole and atomically, to a local path or a storage URI (:mod:`prnas.storage`)."""
+    if isinstance(data, pd.DataFrame):
+        data = pa.Table.from_pandas(data, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    pq.write_table(data, sink)
+    as_location(path).write_bytes(sink.getvalue().to_pybytes())

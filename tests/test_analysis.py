@@ -121,9 +121,10 @@ def write_retrain_experiment(root: Path, search_dir: Path) -> Path:
     """Real 2-epoch retrains of both searched cells (2 seeds for one) and of DARTS-V2,
     labelled as run_retrain.py labels them and written by the retrain package's writer."""
 
+    from prnas.records import write_parquet
     from prnas.retrain import Retrainer, build_config
     from prnas.retrain.genotypes import from_search, ref_for
-    from prnas.retrain.results import rows_to_frame, write_parquet
+    from prnas.retrain.results import rows_to_frame
 
     found = from_search(search_dir)
     jobs = [(found[0], 0), (found[0], 1), (found[-1], 0), (ref_for("darts-v2"), 0)]

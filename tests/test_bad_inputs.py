@@ -86,7 +86,7 @@ def _genotype_file(tmp: Path, mutate: Callable[[dict], object]) -> str:
 
 
 def _images(tmp: Path, *, bad: str | None = None, classes: int = 3) -> list[str]:
-    from prnas.data.testing import write_image_folder
+    from data_folders import write_image_folder
 
     train = write_image_folder(tmp / "img" / "train", num_classes=classes, per_class=6, size=8)
     test = write_image_folder(tmp / "img" / "test", num_classes=classes, per_class=2, size=8)

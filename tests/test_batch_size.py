@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from fakes import FakeProbe
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -20,7 +21,6 @@ from prnas.runtime.batch_size import (
 from prnas.runtime.memory import (
     BudgetProbe,
     CudaMemoryProbe,
-    FakeProbe,
     MemoryProbe,
     _nvml_free_bytes,
     is_oom,

@@ -121,11 +121,15 @@ def _reference_cells(trial_config: dict) -> dict:
     return {"normal": d["normal"], "reduce": d["reduce"]}
 
 
+def load_trial_config(trial_dir: Location) -> dict:
+    """A trial's config as Tune last wrote it (``params.json``, rewritten at each resume,
+    so it holds the latest decision too)."""
+    return json.loads((trial_dir / "params.json").read_text())
+
+
 def _check_experiment(experiment: Location, killer: NodeKiller) -> pd.DataFrame:
     """Finished, no duplicate rows, the removed node really ran the victim, the victim's
     cycle really ran elsewhere, and both genotypes are the uninterrupted ones."""
-    from prnas.tune.experiment import load_trial_config
-
     assert killer.error is None, killer.error
     assert killer.removed is not None and _dead(killer.removed)
     frame = _parquet(experiment / RESULTS_FILE)

@@ -11,6 +11,7 @@ from typing import get_args
 import numpy as np
 import pytest
 import torch
+from data_folders import write_cifar_folder, write_image_folder
 from PIL import Image
 from pydantic import ValidationError
 from torch.utils.data import DataLoader
@@ -25,8 +26,6 @@ from prnas.data import (
     retrain_datasets,
     search_datasets,
     test_dataset,
-    write_cifar_folder,
-    write_image_folder,
 )
 
 

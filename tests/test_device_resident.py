@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from data_folders import write_cifar_folder, write_image_folder
 from PIL import Image
 from scipy.stats import chi2_contingency
 from tiny import tiny_search
@@ -15,8 +16,6 @@ from prnas.data import (
     DataConfig,
     retrain_datasets,
     search_datasets,
-    write_cifar_folder,
-    write_image_folder,
 )
 from prnas.data.device_resident import (
     Augmentation,

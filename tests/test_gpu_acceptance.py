@@ -19,9 +19,10 @@ sys.path.insert(0, str(BENCH))
 
 # Import names of what an air-gapped node with a vendor PyTorch image has (issue 18): torch,
 # torchvision, numpy, pandas, pyarrow, matplotlib, scikit-learn, pyyaml, tqdm, nvidia-ml-py,
-# and what those bring along (Pillow with torchvision, scipy with scikit-learn).
+# and what those bring along (Pillow with torchvision, scipy with scikit-learn, cloudpickle,
+# which pyarrow imports where it is installed, as it is on the node).
 NODE = {"torch", "torchvision", "numpy", "pandas", "pyarrow", "matplotlib", "sklearn", "scipy",
-        "joblib", "threadpoolctl", "yaml", "tqdm", "pynvml", "PIL"}
+        "joblib", "threadpoolctl", "yaml", "tqdm", "pynvml", "PIL", "cloudpickle"}
 OWN = {"prnas", "common", "search_step", "retrain_step", "gpu_acceptance"}
 
 _PROBE = r"""

@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from data_folders import write_cifar_folder
 from PIL import Image
 
 import prnas
 from prnas import model_file
-from prnas.data.testing import write_cifar_folder
 from prnas.evaluate.__main__ import main as evaluate_main
 from prnas.model_file import ModelFileError, NetworkSpec, load_model, read
 from prnas.nn.eval_net import EvalNetwork

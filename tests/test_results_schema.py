@@ -18,7 +18,7 @@ pytest.importorskip("ray")
 
 from tiny import tiny_search
 
-from prnas.records import CANDIDATES_SCHEMA, RESULTS_SCHEMA, schema_markdown  # noqa: E402
+from prnas.records import CANDIDATES_SCHEMA, RESULTS_SCHEMA  # noqa: E402
 from prnas.storage import Location, location
 from prnas.tune.results import write_results  # noqa: E402
 from prnas.tune.scheduler import decision_for  # noqa: E402
@@ -87,6 +87,13 @@ def test_results_columns_and_types_are_the_documented_ones(experiment):
         arrow = pq.read_schema(path)
         assert arrow.names == [name for name, _, _ in schema]
         assert [str(f.type) for f in arrow] == [str(typ) for _, typ, _ in schema]
+
+
+def schema_markdown(schema: list[tuple[str, object, str]]) -> str:
+    """The documented form of a schema (docs/search.md embeds it)."""
+    lines = ["| column | type | meaning |", "|---|---|---|"]
+    lines += [f"| `{name}` | {typ} | {doc} |" for name, typ, doc in schema]
+    return "\n".join(lines)
 
 
 def test_docs_show_the_schema(experiment):

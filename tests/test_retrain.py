@@ -9,8 +9,8 @@ import random
 import numpy as np
 import pytest
 import torch
+from data_folders import write_cifar_folder
 
-from prnas.data.testing import write_cifar_folder
 from prnas.presets import load_genotype
 from prnas.retrain import ConfigError, Retrainer, build_config, drop_path_at, load_config
 from prnas.retrain.__main__ import main as cli_main

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
+from data_folders import write_image_folder
 
-from prnas.data.testing import write_image_folder
 from prnas.model_file import load_model, read
 from prnas.presets import load_genotype
 from prnas.retrain import build_config

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from data_folders import write_image_folder
 
 from analysis import loaders
-from prnas.data.testing import write_image_folder
 from prnas.filenames import EPOCHS_FILE, MODEL_FILE, RETRAIN_FILE
 from prnas.presets import load_genotype
+from prnas.records import write_parquet
 from prnas.retrain import build_config
 from prnas.retrain.ddp import DataParallelRetrainer
 from prnas.retrain.genotypes import resolve
-from prnas.retrain.results import COLUMNS, write_parquet
+from prnas.retrain.results import COLUMNS
 
 CFG = {"network.kind": "imagenet", "network.channels": 8, "network.layers": 3, "device": "cpu",
        "epochs": 2,

@@ -8,9 +8,9 @@ import math
 
 import pytest
 import torch
+from data_folders import write_image_folder
 
 from prnas.cost import count_macs
-from prnas.data.testing import write_image_folder
 from prnas.model_file import load_model, read
 from prnas.nn.eval_net import count_parameters
 from prnas.nn.eval_net_imagenet import EvalNetworkImageNet

@@ -105,6 +105,8 @@ def test_params_only_from_search_folder(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_random_cells_beside_presets_and_files_carry_their_kind(tmp_path, capsys):
+    from prnas.nn.eval_net import count_parameters
+    from prnas.nn.eval_networks import build_eval_network
     from prnas.retrain.genotypes import (
         GenotypeRef,
         parse_random,
@@ -112,7 +114,7 @@ def test_random_cells_beside_presets_and_files_carry_their_kind(tmp_path, capsys
         ref_for,
         write_random_cells,
     )
-    from prnas.retrain.params import dataset_shape, network_params
+    from prnas.retrain.params import dataset_shape
     from prnas.space import preset
     from prnas.space.sampling import SampleSpec, sample_genotypes
 
@@ -123,7 +125,10 @@ def test_random_cells_beside_presets_and_files_carry_their_kind(tmp_path, capsys
     assert [(r["genotype"], r["kind"]) for r in rows] == [
         ("darts-v2", "preset"), ("random-DL-s0-0", "random"), ("random-DL-s0-1", "random")]
     cfg = load_config(None)
-    assert rows[2]["params"] == network_params(cfg, cells[1], dataset_shape(cfg.data))
+    classes, channels = dataset_shape(cfg.data)  # a real network, counted by hand
+    assert rows[2]["params"] == count_parameters(build_eval_network(
+        cfg.network.kind, cells[1], channels=cfg.network.channels, layers=cfg.network.layers,
+        num_classes=classes, auxiliary=False, in_channels=channels))
 
     assert [(r.space, r.count, r.steps) for r in parse_random("DL:5, ur:1:3")] == [
         ("DL", 5, 5), ("UR", 1, 3)]

@@ -301,7 +301,7 @@ def test_ragged_pools_build_and_run():
 
 
 def test_cifar_folder_search_and_missing_data_error(tmp_path, capsys):
-    from prnas.data.testing import write_cifar_folder
+    from data_folders import write_cifar_folder
 
     root = write_cifar_folder(tmp_path / "cifar", num_classes=10, n_train=64, n_test=16)
     one_cycle = [{"epochs": 1, "grace_epochs": 0, "morphs": 0, "candidates": 1}]

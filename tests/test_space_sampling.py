@@ -22,12 +22,16 @@ from prnas.space.ops import Op
 from prnas.space.sampling import (
     SampleSpec,
     input_pairs,
-    morph_rounds_of,
     sample_genotypes,
     sampleable_ops,
 )
 
 ALPHA = 1e-3
+
+
+def morph_rounds_of(morphs_per_cycle: list[int]) -> int:
+    """Morph rounds of a schedule: cycles that add morphisms (each deepens a lineage by one)."""
+    return sum(1 for m in morphs_per_cycle if m > 0)
 
 
 def uniform_p(counter: Counter, categories: list) -> float:

@@ -62,8 +62,13 @@ def baseline(ray_cpu, storage):
     return outcome
 
 
+def load_trial_config(trial_dir: Path) -> dict:
+    """A trial's config as Tune last wrote it (``params.json``, rewritten at each resume,
+    so it holds the latest decision too)."""
+    return json.loads((trial_dir / "params.json").read_text())
+
+
 def _trial_cfg(trial_dir: Path):
-    from prnas.tune.experiment import load_trial_config
     from prnas.tune.search_trainable import trial_search_config
 
     return trial_search_config(load_trial_config(trial_dir))
@@ -132,7 +137,6 @@ def test_survivors_keep_their_weights_when_the_decision_is_applied(baseline, tmp
                                                                    monkeypatch):
     import ray.tune.trainable.trainable as trainable_mod
 
-    from prnas.tune.experiment import load_trial_config
     from prnas.tune.search_trainable import CHECKPOINT_FILE, DECISION_KEY, SearchTrainable
 
     monkeypatch.setattr(trainable_mod, "DEFAULT_STORAGE_PATH", str(tmp_path))

@@ -36,7 +36,7 @@ from typing import Any
 
 from prnas import cli
 from prnas.config_io import MAX_SEED
-from prnas.filenames import RETRAIN_FILE
+from prnas.filenames import RETRAIN_CHECKPOINT_FILE, RETRAIN_FILE
 from prnas.retrain.config import ConfigError, RetrainConfig, load_config
 from prnas.retrain.genotypes import (
     RANDOM_SYNTAX,
@@ -57,8 +57,7 @@ RANDOM_DIR = "random_cells"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="run_retrain.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("run_retrain.py", __doc__)
     p.add_argument("--genotype", action="append", default=[], metavar="NAME_OR_PATH[,...]",
                    help="preset names and/or genotype JSON files, comma-separated (repeatable)")
     p.add_argument("--from-search", action="append", default=[], metavar="EXPERIMENT_DIR",
@@ -216,10 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"--resume: no experiment at {experiment}")
     if args.resume:
         from prnas.tune.cluster import check_resume
-        from prnas.tune.retrain import CHECKPOINT_FILE
-
         try:
-            check_resume(experiment, "retrain", CHECKPOINT_FILE)
+            check_resume(experiment, "retrain", RETRAIN_CHECKPOINT_FILE)
         except ValueError as err:
             return _fail(str(err))
     if exists:
@@ -250,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
          storage: Location, name: str) -> int:
-    from prnas.retrain.results import format_summary, summarize, write_parquet
+    from analysis.tables import format_table_iii, table_iii
+    from prnas.records import write_parquet
     from prnas.retrain.schedule import headline_rule
     from prnas.tune.cluster import (
         ClusterConnectError,
@@ -323,7 +321,8 @@ def _run(args: argparse.Namespace, cfg: RetrainConfig, refs: list[GenotypeRef],
     report_last, epochs = _stored_protocol(results, cfg)
     print(f"\n{len(df)} rows -> {experiment / PARQUET}")
     print(f"final test error = {headline_rule(epochs, report_last)}, mean +- std over seeds:")
-    print(format_summary(summarize(df, report_last)))
+    table = format_table_iii(table_iii(df.assign(experiment=name), report_last=report_last))
+    print(table.drop(columns=["Search cost", "#ops"], errors="ignore").to_string(index=False))
     if results.errors:
         cli.progress(f"{len(results.errors)} trial(s) failed; fix the cause and rerun with "
                      f"--name {name} --resume")

@@ -40,8 +40,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "search_dl.yaml"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="run_search.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("run_search.py", __doc__)
     cli.add_config(p, "tune_jobs/configs/search_dl.yaml, the paper's DL search on CIFAR-10")
     p.add_argument("--num-samples", type=int, default=1,
                    help=f"seeds per search space; {cli.SEED_RULE}")

@@ -13,9 +13,8 @@ from prnas.data.config import DataConfig, resolve_data_dir
 from prnas.data.datasets import retrain_datasets, search_datasets, test_dataset
 from prnas.data.images import CorruptImageError
 from prnas.data.source import DataInfo, DatasetNotFoundError, TransformedSubset
-from prnas.data.testing import write_cifar_folder, write_image_folder
 from prnas.data.transforms import Cutout
 
 __all__ = ["CIFAR_STATS", "CorruptImageError", "Cutout", "DataConfig", "DataInfo",
            "DatasetNotFoundError", "TransformedSubset", "resolve_data_dir", "retrain_datasets",
-           "search_datasets", "test_dataset", "write_cifar_folder", "write_image_folder"]
+           "search_datasets", "test_dataset"]

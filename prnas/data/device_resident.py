@@ -111,7 +111,6 @@ def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
-
 def _crop(x: torch.Tensor, padding: int, offsets: torch.Tensor) -> torch.Tensor:
     """``x`` (N, C, H, W) zero-padded by ``padding``, each image cut at its (dy, dx) offset."""
     n, _, h, w = x.shape
@@ -180,25 +179,20 @@ def _stats(aug: Augmentation, device: torch.device) -> tuple[torch.Tensor, torch
 class DeviceDataset:
     """A split's images and labels on ``device``, with its augmentation.
 
-    ``train`` says whether the split's transform augments (training halves) or
-    only normalises (test part); :meth:`batch` applies it to the given indices.
+    ``train``: whether the split's transform augments (training halves) or only
+    normalises (test part); :meth:`batch` applies it to the given indices.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, aug: Augmentation,
-                 train: bool) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, aug: Augmentation) -> None:
         if images.dim() != 4 or len(images) != len(labels):
             raise ValueError("images must be N x C x H x W with one label each")
         self.images = images
         self.labels = labels
         self.aug = aug
-        self.train = train and (aug.padding > 0 or aug.flip or aug.cutout > 0)
+        self.train = aug.padding > 0 or aug.flip or aug.cutout > 0
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    @property
-    def nbytes(self) -> int:
-        return self.images.numel() * self.images.element_size() + self.labels.numel() * 8
 
     def batch(self, indices: Sequence[int] | torch.Tensor, generator: torch.Generator | None
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,7 +241,6 @@ def device_dataset(dataset: object, device: torch.device) -> DeviceDataset | Non
     if parts is None:
         return None
     base, indices, before, aug = parts
-    train = _is_train(dataset)
     data = getattr(base, "data", None)
     if not before and isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 4:
         images = torch.from_numpy(data[indices]).permute(0, 3, 1, 2).contiguous()
@@ -259,13 +252,7 @@ def device_dataset(dataset: object, device: torch.device) -> DeviceDataset | Non
         pairs = [_raw_item(base, int(i), before) for i in indices]
         images = torch.stack([p[0] for p in pairs])
         labels = torch.tensor([p[1] for p in pairs], dtype=torch.int64)
-    return DeviceDataset(images.to(device), labels.to(device), aug, train)
-
-
-def _is_train(dataset: object) -> bool:
-    parsed = read_augmentation(getattr(dataset, "transform", None))
-    return parsed is not None and (parsed[1].padding > 0 or parsed[1].flip
-                                   or parsed[1].cutout > 0)
+    return DeviceDataset(images.to(device), labels.to(device), aug)
 
 
 def _raw_source(dataset: object):

@@ -44,12 +44,8 @@ def imagefolder_source(cfg: DataConfig) -> Source:
     size = cfg.resolved_input_size
     check_images([train_base.samples[int(i)][0] for i in train_idx], full=False,
                  role="train_dir")
-    if test_base is not train_base:
-        check_images([test_base.samples[int(i)][0] for i in test_idx], full=True,
-                     role="test_dir")
-    else:
-        check_images([train_base.samples[int(i)][0] for i in test_idx], full=True,
-                     role="train_dir (hold-out part)")
+    check_images([test_base.samples[int(i)][0] for i in test_idx], full=True,
+                 role="test_dir" if test_base is not train_base else "train_dir (hold-out part)")
     mean, std = folder_stats(train_base, train_idx, mode, size, cfg.explicit_workers)
     return Source(
         name="imagefolder", train_base=train_base, train_indices=train_idx,

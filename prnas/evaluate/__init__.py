@@ -154,10 +154,9 @@ def _known(stored: dict[str, Any], model: type) -> dict[str, Any]:
 def evaluate(model: nn.Module, dataset: Dataset, device: torch.device, perf: Resolved,
              batch_size: int, num_workers: int = 0) -> EvalResult:
     """Top-1 (and top-5) accuracy and mean loss, batched and computed as the retrain's test
-    pass (``Retrainer.evaluate``) does."""
+    pass (``Retrainer.evaluate_topk``) does."""
     model.eval()
-    model.to(device, memory_format=torch.channels_last if perf.channels_last
-             else torch.contiguous_format)
+    model.to(device, memory_format=perf.memory_format)
     criterion = nn.CrossEntropyLoss()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     total_loss, correct, correct5, seen = 0.0, 0, 0, 0
@@ -188,8 +187,7 @@ def predict_images(model: nn.Module, mf: ModelFile, files: Sequence[str | Path],
                    device: torch.device, perf: Resolved) -> list[tuple[str, str, float]]:
     """(file, predicted class name, its softmax probability) for each image file."""
     model.eval()
-    model.to(device, memory_format=torch.channels_last if perf.channels_last
-             else torch.contiguous_format)
+    model.to(device, memory_format=perf.memory_format)
     tf, mode = transform(mf), image_mode(mf)
     out = []
     for path in files:

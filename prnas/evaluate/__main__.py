@@ -33,9 +33,7 @@ from prnas.runtime.device import configure_threads, pick_device
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False,
-                                prog="python -m prnas.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("python -m prnas.evaluate", __doc__)
     p.add_argument("model", metavar="MODEL", help="model.pt, a run folder or a trial folder")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data-dir", dest="data", metavar="DIR",

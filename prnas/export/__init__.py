@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from prnas._io import plain_permissions
 from prnas.model_file import ModelFile, Weights
 
 __all__ = ["CHECK_BATCHES", "EXPORT_BATCH", "ExportError", "Logits", "Verification",
@@ -211,7 +212,7 @@ def export(mf: ModelFile, fmt: Format, out: str | os.PathLike, *,
         if not diff <= tolerance:
             raise ExportError(f"the exported {fmt} model differs from PyTorch by up to "
                               f"{diff:.3g} (> {tolerance:g}) on random inputs; not written")
-        os.chmod(tmp, 0o666 & ~_umask())
+        plain_permissions(tmp)
         os.replace(tmp, out)
     except ExportError:
         raise
@@ -223,8 +224,3 @@ def export(mf: ModelFile, fmt: Format, out: str | os.PathLike, *,
     return Verification(out=str(out), format=fmt, batches=CHECK_BATCHES, max_abs_diff=diff,
                         tolerance=tolerance)
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -22,9 +22,7 @@ from prnas.model_file import ModelFileError, read
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False,
-                                prog="python -m prnas.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("python -m prnas.export", __doc__)
     p.add_argument("model", metavar="MODEL", help="model.pt, a run folder or a trial folder")
     p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     p.add_argument("--out", required=True, help="file to write (refused if it exists, "

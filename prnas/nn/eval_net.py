@@ -54,31 +54,32 @@ class EvalCell(nn.Module):
 
 
 class AuxiliaryHead(nn.Module):
-    """DARTS' ``AuxiliaryHeadCIFAR`` (built for 8x8 maps), usable at other resolutions.
+    """DARTS' ``AuxiliaryHeadCIFAR`` (built for 8x8 maps), usable at other resolutions;
+    with ``stride=2, exact=(7, 8), bn=False`` its ``AuxiliaryHeadImageNet`` (built for
+    the 7x7 map of 224 px inputs), including the BatchNorm after the 2x2 conv that DARTS
+    omitted (its published runs trained without it, and its count never included the head).
 
-    On the 8x8 map of a 32x32 input (and 9x9, 10x10) the 5x5/stride-3 average pool
-    yields 2x2 exactly as in DARTS; at any other size an adaptive pool to 2x2
-    takes its place. Pools have no parameters, so the layer shapes never change.
+    On a map of ``exact`` (min, max) side the 5x5 average pool yields 2x2 exactly as in
+    DARTS; at any other size an adaptive pool to 2x2 takes its place. Pools have no
+    parameters, so the layer shapes never change.
     """
 
-    def __init__(self, channels: int, num_classes: int) -> None:
+    def __init__(self, channels: int, num_classes: int, *, stride: int = 3,
+                 exact: tuple[int, int] = (8, 10), bn: bool = True) -> None:
         super().__init__()
+        self.exact = exact
         self.relu = nn.ReLU(inplace=False)
-        self.pool = nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False)
+        self.pool = nn.AvgPool2d(5, stride=stride, padding=0, count_include_pad=False)
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
-            nn.ReLU(inplace=True),
-        )
+            nn.Conv2d(channels, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False), *([nn.BatchNorm2d(768)] if bn else []),
+            nn.ReLU(inplace=True))
         self.classifier = nn.Linear(768, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(x)
-        h, w = x.shape[-2:]
-        if 8 <= h <= 10 and 8 <= w <= 10:
+        lo, hi = self.exact
+        if all(lo <= side <= hi for side in x.shape[-2:]):
             x = self.pool(x)
         else:
             x = nn.functional.adaptive_avg_pool2d(x, 2)

@@ -20,36 +20,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from prnas.nn.eval_net import DartsNetwork
+from prnas.nn.eval_net import AuxiliaryHead, DartsNetwork
 from prnas.space.genotype import Genotype
 
 __all__ = ["AuxiliaryHeadImageNet", "EvalNetworkImageNet"]
 
 
-class AuxiliaryHeadImageNet(nn.Module):
-    """DARTS' ``AuxiliaryHeadImageNet``, including its omitted BatchNorm after the 2x2 conv
-    (DARTS' published runs trained without it, and its count never included the head)."""
-
-    def __init__(self, channels: int, num_classes: int) -> None:
-        super().__init__()
-        self.relu = nn.ReLU(inplace=False)
-        self.pool = nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False)
-        self.features = nn.Sequential(
-            nn.Conv2d(channels, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(128, 768, 2, bias=False),
-            nn.ReLU(inplace=True),
-        )
-        self.classifier = nn.Linear(768, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
-        h, w = x.shape[-2:]
-        # 7x7 (224 px inputs) and 8x8 pool to 2x2 exactly as DARTS; other sizes adaptively.
-        exact = 7 <= h <= 8 and 7 <= w <= 8
-        x = self.pool(x) if exact else nn.functional.adaptive_avg_pool2d(x, 2)
-        return self.classifier(self.features(x).flatten(1))
+def AuxiliaryHeadImageNet(channels: int, num_classes: int) -> AuxiliaryHead:  # noqa: N802
+    """DARTS' ``AuxiliaryHeadImageNet`` (see :class:`~prnas.nn.eval_net.AuxiliaryHead`)."""
+    return AuxiliaryHead(channels, num_classes, stride=2, exact=(7, 8), bn=False)
 
 
 class EvalNetworkImageNet(DartsNetwork):

@@ -38,13 +38,9 @@ from prnas.runtime.lock import LOCK_NAME, FolderLock, FolderLocked, folder_entri
 from prnas.runtime.progress_log import ProgressLog
 from prnas.space.genotype import Genotype
 
-CONFIG, GENOTYPE, CHECKPOINT, MODEL = CONFIG_FILE, GENOTYPE_FILE, CHECKPOINT_FILE, MODEL_FILE
-
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False,
-                                prog="python -m prnas.retrain", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("python -m prnas.retrain", __doc__)
     cli.add_config(p, "the paper's protocol")
     p.add_argument("--genotype", help="preset name (e.g. prdarts-dl2) or genotype JSON path")
     cli.add_out(p)
@@ -68,16 +64,17 @@ def _prepare(args: argparse.Namespace) -> tuple[RetrainConfig, Genotype, Path | 
     check_output_dir(out, "--out")
     overrides = parse_overrides(args)
     if args.resume:
-        ckpt = out / CHECKPOINT
+        ckpt = out / CHECKPOINT_FILE
         if ckpt.is_file():
             checkpoint.load(ckpt, kind="retrain")  # a search folder is refused here, in a line
-        if not (out / CONFIG).is_file() or not (out / GENOTYPE).is_file():
-            raise ConfigError(f"--resume: {out} holds no retrain ({CONFIG}, {GENOTYPE} missing)")
+        if not (out / CONFIG_FILE).is_file() or not (out / GENOTYPE_FILE).is_file():
+            raise ConfigError(f"--resume: {out} holds no retrain ({CONFIG_FILE}, "
+                              f"{GENOTYPE_FILE} missing)")
         # The stored files define the run; a --config/--genotype given anyway must agree,
         # which Retrainer.load_state_dict checks field by field.
-        cfg = load_config(args.config or out / CONFIG, overrides)
+        cfg = load_config(args.config or out / CONFIG_FILE, overrides)
         genotype = load_genotype(args.genotype) if args.genotype else Genotype.load(
-            out / GENOTYPE)
+            out / GENOTYPE_FILE)
         return cfg, genotype, ckpt if ckpt.is_file() else None, "searched"
     if folder_entries(out):
         raise ConfigError(f"{out} already exists; pass --resume to continue it, or choose "
@@ -134,7 +131,7 @@ def _train(trainer: Retrainer, cfg: RetrainConfig, genotype: Genotype, out: Path
         row = None
         while not trainer.done:
             row = files.epoch(trainer)
-            trainer.save(out / CHECKPOINT)
+            trainer.save(out / CHECKPOINT_FILE)
             cli.result(json.dumps(row))
             if trainer.log is not None:
                 trainer.log.epoch(log_line(row))
@@ -148,7 +145,7 @@ def _train(trainer: Retrainer, cfg: RetrainConfig, genotype: Genotype, out: Path
     last = trainer.history[-1]
     cli.progress(f"final test error ({headline_rule(cfg.epochs, cfg.report_last)}): "
                  f"{trainer.final_test_error():.2f}%; last epoch's test accuracy "
-                 f"{last['test_acc']:.2f}%; model -> {out / MODEL}")
+                 f"{last['test_acc']:.2f}%; model -> {out / MODEL_FILE}")
     if row is not None:  # measured at the end of this run's last epoch
         cli.progress(f"cost: {trainer.params:,} params, {trainer.macs:,} MACs, "
                      f"{row['latency_ms_b1']:.2f} ms at batch 1, {row['throughput_b64']:.0f} "

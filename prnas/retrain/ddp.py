@@ -59,7 +59,6 @@ from prnas.space.genotype import Genotype
 __all__ = ["DataParallelRetrainer", "GlobalBatchNorm2d", "SampleSeeded", "convert_batchnorm",
            "global_batches", "train_local"]
 
-CHECKPOINT = CHECKPOINT_FILE
 
 # The differentiable all-reduce is deprecated in favour of a private module; it is the
 # public autograd-aware one, so its once-per-layer warning only floods the logs.
@@ -333,13 +332,13 @@ def _local_worker(rank: int, world_size: int, init: str, cfg_raw: dict[str, Any]
         trainer = DataParallelRetrainer(cfg, genotype, rank=rank, world_size=world_size)
         trainer.setup()
         folder = Path(out)
-        if (folder / CHECKPOINT).is_file():
-            trainer.restore(folder / CHECKPOINT)
+        if (folder / CHECKPOINT_FILE).is_file():
+            trainer.restore(folder / CHECKPOINT_FILE)
         files = folder_run(folder, cfg, genotype, trainer.info.name) if trainer.is_chief else None
         while not trainer.done and (stop_after is None or trainer.epoch < stop_after):
             if files is not None:
                 files.epoch(trainer)
-                trainer.save(folder / CHECKPOINT)
+                trainer.save(folder / CHECKPOINT_FILE)
             else:
                 trainer.train_epoch()
             dist.barrier()

@@ -33,16 +33,6 @@ def dataset_shape(data: DataConfig) -> tuple[int, int]:
     return info.num_classes, info.in_channels
 
 
-def network_params(cfg: RetrainConfig, genotype: Genotype,
-                   shape: tuple[int, int] | None = None) -> int:
-    """DARTS-style count (no auxiliary head) of the evaluation network ``cfg`` would train."""
-    classes, channels = shape or dataset_shape(cfg.data)
-    net = build_eval_network(cfg.network.kind, genotype, channels=cfg.network.channels,
-                             layers=cfg.network.layers, num_classes=classes, auxiliary=False,
-                             in_channels=channels)
-    return count_parameters(net)
-
-
 def network_cost(cfg: RetrainConfig, genotype: Genotype, shape: tuple[int, int] | None = None,
                  *, timing: bool = True) -> dict[str, Any]:
     """``params``, ``macs`` and (``timing``) the measured latency and throughput of the

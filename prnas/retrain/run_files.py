@@ -17,9 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from prnas._io import atomic_write_text
+from prnas._io import atomic_write_text, jsonl_text
 from prnas.filenames import CONFIG_FILE, EPOCHS_FILE, GENOTYPE_FILE, MODEL_FILE
-from prnas.records import jsonl_text
 from prnas.retrain.config import RetrainConfig, dump_config, protocol_json
 from prnas.retrain.genotypes import GenotypeRef, ref_for
 from prnas.retrain.trainer import Retrainer

@@ -85,8 +85,7 @@ class Retrainer:
             layers=cfg.network.layers, num_classes=self.info.num_classes,
             auxiliary=cfg.network.auxiliary,
             in_channels=self.info.in_channels,
-        ).to(self.device, memory_format=(torch.channels_last if self.perf.channels_last
-                                         else torch.contiguous_format))
+        ).to(self.device, memory_format=self.perf.memory_format)
         # A compiled wrapper shares the model's parameters; state dicts stay the model's.
         self.forward = compiled(self.model, self.perf)
         self.params = count_parameters(self.model)
@@ -212,14 +211,10 @@ class Retrainer:
         hits = int((logits.argmax(1) == y).sum())
         return float(loss.detach()), hits, len(y)
 
-    def evaluate(self) -> tuple[float, float]:
-        """(mean cross-entropy, accuracy in %) on the test set, without drop-path or aux head."""
-        loss, acc, _ = self.evaluate_topk()
-        return loss, acc
-
     @torch.no_grad()
     def evaluate_topk(self) -> tuple[float, float, float]:
-        """(mean cross-entropy, top-1 %, top-5 %) on the test set; top-5 is top-k with
+        """(mean cross-entropy, top-1 %, top-5 %) on the test set, without drop-path or aux
+        head; top-5 is top-k with
         k = min(5, classes), so 100 % on fewer than six classes."""
         self.model.eval()
         loader = self._loader(self.test_set, None, batch_size=self.cfg.eval_batch_size)

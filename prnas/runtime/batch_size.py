@@ -187,10 +187,6 @@ class BatchSizeController:
         """Smallest batch size that ran out of memory since the last reset (never reused)."""
         return self._ceiling
 
-    @property
-    def steps_done(self) -> int:
-        return sum(count for _, count in self._runs)
-
     def step_done(self, batch_size: int | None = None) -> None:
         """Record a successful step; every ``grow_every`` steps decide whether to grow.
 

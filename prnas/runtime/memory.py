@@ -19,7 +19,6 @@ import torch
 __all__ = [
     "BudgetProbe",
     "CudaMemoryProbe",
-    "FakeProbe",
     "MemoryProbe",
     "is_oom",
     "probe_for",
@@ -71,7 +70,17 @@ def is_oom(err: BaseException) -> bool:
     return False
 
 
-class CudaMemoryProbe:
+class _Floored:
+    """What both probes share: the usage at the last reset, and a step-only reading."""
+
+    _floor = 0
+    process_wide = False  # see MemoryProbe.process_wide
+
+    def floor_bytes(self) -> int:
+        return self._floor
+
+
+class CudaMemoryProbe(_Floored):
     """Peak from torch's caching allocator, total = free device memory + what we already hold.
 
     The reference code compared whole-device usage against the device size, so memory held by
@@ -89,7 +98,6 @@ class CudaMemoryProbe:
         index = device.index if device.index is not None else torch.cuda.current_device()
         self._device = torch.device("cuda", index)
         self._budget = budget_bytes
-        self._floor = 0
 
     def total_bytes(self) -> int | None:
         free = _cuda_free_bytes(self._device)
@@ -104,13 +112,6 @@ class CudaMemoryProbe:
     def reset_peak(self) -> None:
         torch.cuda.reset_peak_memory_stats(self._device)
         self._floor = int(torch.cuda.memory_allocated(self._device))
-
-    def floor_bytes(self) -> int:
-        return self._floor
-
-    @property
-    def process_wide(self) -> bool:
-        return False
 
 
 def _cuda_free_bytes(device: torch.device) -> int | None:
@@ -151,7 +152,7 @@ def _nvml_free_bytes(uuid: str) -> int | None:
             pynvml.nvmlShutdown()
 
 
-class BudgetProbe:
+class BudgetProbe(_Floored):
     """A fixed budget as the total, and a peak that callers measure or report.
 
     The peak is the larger of what was passed to :meth:`record` since the last reset and what
@@ -175,10 +176,9 @@ class BudgetProbe:
         self._measure = measure
         self._reset = reset
         self._recorded = 0
-        self._floor = 0
         # Default: a measuring function is a process-wide reading (RSS); recorded values
         # are a step's own allocations.
-        self._process_wide = measure is not None if process_wide is None else process_wide
+        self.process_wide = measure is not None if process_wide is None else process_wide
 
     def record(self, nbytes: int) -> None:
         self._recorded = max(self._recorded, int(nbytes))
@@ -196,13 +196,6 @@ class BudgetProbe:
             self._reset()
         # A freshly reset high-water mark reads the current usage.
         self._floor = int(self._measure()) if self._measure is not None else 0
-
-    def floor_bytes(self) -> int:
-        return self._floor
-
-    @property
-    def process_wide(self) -> bool:
-        return self._process_wide
 
 
 def rss_peak_bytes() -> int:
@@ -228,58 +221,6 @@ def reset_rss_peak() -> None:
     i.e. an upper bound that only slows growth."""
     with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w", encoding="ascii") as f:
         f.write("5")
-
-
-class FakeProbe:
-    """Test double: memory is ``model(batch_size)`` bytes for a chosen batch size.
-
-    ``batch_size`` is an int the test sets, or a callable read on every query (e.g.
-    ``lambda: controller.batch_size``). :meth:`simulate` plays a training step: it raises
-    ``torch.cuda.OutOfMemoryError`` when the model exceeds ``oom_above_bytes`` (default: the
-    total), otherwise it records that step's size for :meth:`peak_bytes`.
-    """
-
-    def __init__(
-        self,
-        total: int | None,
-        model: Callable[[int], int],
-        *,
-        batch_size: int | Callable[[], int] = 0,
-        oom_above_bytes: int | None = None,
-    ) -> None:
-        self.total = total
-        self.model = model
-        self.batch_size = batch_size
-        self.oom_above_bytes = oom_above_bytes if oom_above_bytes is not None else total
-        self.resets = 0
-
-    def current_batch_size(self) -> int:
-        return self.batch_size() if callable(self.batch_size) else int(self.batch_size)
-
-    def simulate(self, batch_size: int) -> None:
-        need = self.model(batch_size)
-        if self.oom_above_bytes is not None and need > self.oom_above_bytes:
-            raise torch.cuda.OutOfMemoryError(
-                f"CUDA out of memory (fake): batch {batch_size} needs {need} bytes"
-            )
-        if not callable(self.batch_size):
-            self.batch_size = batch_size
-
-    def total_bytes(self) -> int | None:
-        return self.total
-
-    def peak_bytes(self) -> int:
-        return int(self.model(self.current_batch_size()))
-
-    def reset_peak(self) -> None:
-        self.resets += 1
-
-    def floor_bytes(self) -> int:
-        return 0
-
-    @property
-    def process_wide(self) -> bool:
-        return False
 
 
 def probe_for(device: torch.device, memory_budget_bytes: int | None) -> MemoryProbe | None:

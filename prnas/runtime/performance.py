@@ -48,6 +48,10 @@ class Resolved:
     amp_dtype: torch.dtype | None
     compile: bool
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
 
 def resolve(cfg: PerformanceConfig, device: torch.device) -> Resolved:
     """``auto`` channels_last: 2-2.5x on CPU (max/avg pool and depthwise kernels are NHWC-fast

@@ -30,13 +30,9 @@ from prnas.runtime.lock import LOCK_NAME, FolderLock, FolderLocked, folder_entri
 from prnas.search.alpha_signal import noise_warning, signal_text
 from prnas.search.config import ConfigError, SearchConfig, load_config
 
-CHECKPOINT = CHECKPOINT_FILE
-
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False,
-                                prog="python -m prnas.search", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("python -m prnas.search", __doc__)
     cli.add_config(p, "the paper's DL search")
     cli.add_out(p)
     cli.add_resume(p, "the search in --out")
@@ -60,7 +56,7 @@ def write_outputs(out: Path, search) -> None:
 def _resume(out: Path) -> tuple[SearchConfig, dict | None]:
     """(config, checkpoint state) to continue; a folder killed in its first epoch has only
     its ``config.yaml`` and starts again from epoch 0 under it (state None)."""
-    ckpt = out / CHECKPOINT
+    ckpt = out / CHECKPOINT_FILE
     if ckpt.is_file():
         state = checkpoint.load(ckpt, kind="search")
         try:
@@ -133,7 +129,7 @@ def _refuse_non_empty(out: Path) -> None:
 
 def _run(search, out: Path, state: dict | None, stop_after_cycles: int | None,
          verbosity: int = 1) -> int:
-    ckpt = out / CHECKPOINT
+    ckpt = out / CHECKPOINT_FILE
     if state is not None:
         cli.progress(f"resumed {out}: cycle {search.cycle + 1}, {search.epoch} epochs done")
     elif not (out / CONFIG_FILE).is_file():

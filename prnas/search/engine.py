@@ -29,11 +29,11 @@ from prnas.search.config import SearchConfig
 from prnas.search.decision import decide_cycle
 from prnas.search.genotype import derive_genotype
 from prnas.search.loop import EpochLoop, epoch_line
-from prnas.search.setup import Split, prepare
+from prnas.search.setup import prepare
 from prnas.search.supernet import Supernet
 from prnas.space.fates import PolicyResult
 from prnas.space.genotype import Genotype
-from prnas.space.pools import Pools, pool_statistics
+from prnas.space.pools import pool_statistics
 
 STATE_VERSION = 3  # 3: cycle_log as CycleRecord.to_json, pools as plain JSON
 EpochHook = Callable[["Search", dict], None]
@@ -75,11 +75,9 @@ class Search:
     device = property(lambda self: self.setup.device)
     perf = property(lambda self: self.setup.perf)
     info = property(lambda self: self.setup.info)
-    constraints = property(lambda self: self.setup.constraints)
     controller = property(lambda self: self.setup.controller)
     data_on_device = property(lambda self: self.setup.data_on_device)
     num_workers = property(lambda self: self.setup.num_workers)
-    _test = property(lambda self: self.setup.test)
     alphas = property(lambda self: self.model.alphas)
     w_opt = property(lambda self: self.model.w_opt)
     a_opt = property(lambda self: self.model.a_opt)
@@ -88,15 +86,6 @@ class Search:
     net = _on_model("net")  # replaced whole when the pools change
     pools = _on_model("pools")
     histories = _on_model("histories")
-
-    def _build_net(self, pools: Pools):
-        return self.model.build_net(pools)
-
-    def _fresh_cycle(self) -> None:
-        self.model.fresh_cycle()
-
-    def _carry_weights(self, old, result: PolicyResult) -> None:
-        self.model.carry_weights(old, result)
 
     # ----------------------------------------------------------------- queries
     @property
@@ -121,9 +110,6 @@ class Search:
         if self.log is not None:
             self.log.epoch(epoch_line(m, self.num_cycles, self.cfg.schedule[self.cycle].epochs))
         return m
-
-    def _evaluate(self, split: Split | None, dataset=None) -> tuple[float, float]:
-        return self.loop.evaluate(self.model, dataset if dataset is not None else split.dataset)
 
     # ----------------------------------------------------------------- cycles
     def run_cycle(self, on_epoch: EpochHook | None = None) -> CycleRecord:
@@ -153,8 +139,9 @@ class Search:
             **pool_statistics(self.pools),
             **self.alpha_signal(),
         }
-        if self._test is not None:
-            columns["test_loss"], columns["test_acc"] = self._evaluate(None, self._test)
+        if self.setup.test is not None:
+            columns["test_loss"], columns["test_acc"] = self.loop.evaluate(self.model,
+                                                                           self.setup.test)
         return CycleRecord(cycle=self.cycle + 1, pools=self.pools, alphas=self.alpha_values(),
                            histories=self.histories,
                            epoch_metrics=[dict(e) for e in self.epoch_log], columns=columns)
@@ -192,13 +179,13 @@ class Search:
             self.finished = True
             return
         old = self.net
-        self.net = self._build_net(result.pools)
-        self._carry_weights(old, result)
+        self.net = self.model.build_net(result.pools)
+        self.model.carry_weights(old, result)
         self.pools, self.histories = result.pools, result.histories
         self.cycle += 1
         self.epoch = 0
         self.epoch_log = []
-        self._fresh_cycle()
+        self.model.fresh_cycle()
 
     def run(self, on_epoch: EpochHook | None = None,
             on_cycle: Callable[[Search], None] | None = None,

@@ -55,8 +55,7 @@ class Supernet:
         net = SearchNetwork(pools, channels=n.channels, layers=n.layers, nodes=n.nodes,
                             num_classes=self.num_classes, in_channels=self.in_channels,
                             stem_multiplier=n.stem_multiplier, cell_output=n.cell_output)
-        fmt = torch.channels_last if self.perf.channels_last else torch.contiguous_format
-        return net.to(self.device, memory_format=fmt)
+        return net.to(self.device, memory_format=self.perf.memory_format)
 
     def fresh_cycle(self) -> None:
         """New alphas (1e-3 N(0,1)), fresh optimisers and batch size: every cycle restarts."""

@@ -14,6 +14,7 @@ import sys
 from pydantic import ValidationError
 
 from prnas import cli
+from prnas.config_io import format_validation_error
 from prnas.space.constraints import PRESETS, Constraints, preset
 from prnas.space.counting import reachable, search_space_size
 from prnas.space.sampling import MAX_CELLS, PAPER_MORPH_ROUNDS, SampleSpec, sample_genotypes
@@ -22,8 +23,7 @@ _FIELDS = ("kernel_min", "kernel_max", "dilation_min", "dilation_max", "max_dept
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False,
-                                prog="python -m prnas.space", description=__doc__)
+    p = cli.parser("python -m prnas.space", __doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("count", allow_abbrev=False,
                        help="conv configurations reachable from conv_k3_d1")
@@ -57,21 +57,6 @@ def _constraints(args: argparse.Namespace) -> Constraints:
         return preset(args.preset).with_overrides(**overrides)
     # Without a preset, omitted depth/width mean unlimited, omitted bounds take defaults.
     return Constraints.model_validate({"max_depth": None, "max_width": None, **overrides})
-
-
-def _one_line(err: ValueError) -> str:
-    """One line naming the field and the problem, not pydantic's multi-line dump."""
-    if not isinstance(err, ValidationError):
-        return " ".join(str(err).split())
-    parts = []
-    for e in err.errors(include_url=False):
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["loc"]:
-            field = ".".join(map(str, e["loc"]))
-            parts.append(f"{field}: {msg} (got {e.get('input')!r})")
-        else:
-            parts.append(msg)
-    return "invalid constraints: " + "; ".join(parts)
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -123,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             out = {"size": search_space_size(args.ops, args.nodes), "ops": args.ops,
                    "nodes": args.nodes}
-    except ValueError as err:  # pydantic's ValidationError is a ValueError too
-        return cli.error(_one_line(err))
+    except ValidationError as err:
+        return cli.error(format_validation_error(err, Constraints))
+    except ValueError as err:
+        return cli.error(" ".join(str(err).split()))
     print(json.dumps(out))
     return 0
 

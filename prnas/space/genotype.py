@@ -17,13 +17,6 @@ FORMAT = "prnas-genotype/1"
 CellSpec = tuple[tuple[Op, int], ...]
 
 
-def _index(v: object) -> int:
-    """An input index as JSON writes it: an integer, never a truncated 2.7 or a bool."""
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"input index {v!r} is not an integer")
-    return v
-
-
 @dataclass(frozen=True)
 class Genotype:
     normal: CellSpec
@@ -88,7 +81,7 @@ class Genotype:
                 pairs = d[cell]
                 if not isinstance(pairs, list):
                     raise TypeError(f"expected a list of [op, input] pairs, got {pairs!r}")
-                cells[cell] = tuple((Op.parse(op), _index(src)) for op, src in pairs)
+                cells[cell] = tuple((Op.parse(op), src) for op, src in pairs)
             except (KeyError, TypeError, ValueError) as err:
                 raise ValueError(f"genotype field {cell!r} missing or malformed: {err}") from None
         for key in ("normal_concat", "reduce_concat"):

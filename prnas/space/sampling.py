@@ -43,11 +43,6 @@ def sampleable_ops(constraints: Constraints, morph_rounds: int) -> tuple[Op, ...
     return (Op.skip(), Op.max_pool(), Op.avg_pool(), *convs)
 
 
-def morph_rounds_of(morphs_per_cycle: Sequence[int]) -> int:
-    """Morph rounds of a schedule: cycles that add morphisms (each deepens a lineage by one)."""
-    return sum(1 for m in morphs_per_cycle if m > 0)
-
-
 def input_pairs(node: int) -> list[tuple[int, int]]:
     """The input pairs node ``node`` (0-based) may keep: two distinct earlier states."""
     return list(combinations(range(node + 2), 2))

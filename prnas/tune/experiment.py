@@ -6,7 +6,6 @@ arguments and started (or joined) Ray; tests call it too, on a shared Ray.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,15 +86,11 @@ def trial_dirname(trial: Any) -> str:
     return f"{trial.config['space']}-seed{trial.config['seed']}-{trial.trial_id}"
 
 
-def _label(trial: Any) -> str:
-    return f"{trial.config.get('space')} seed {trial.config.get('seed')} ({trial.trial_id})"
-
-
 class ProgressPrinter(TrialProgress):
     """One readable line per cycle, finished trial and error (Tune's tables would show JSON)."""
 
     def label(self, trial: Any) -> str:
-        return _label(trial)
+        return f"{trial.config.get('space')} seed {trial.config.get('seed')} ({trial.trial_id})"
 
     def line(self, result: dict[str, Any]) -> str | None:
         if "cycle" not in result:
@@ -178,9 +173,3 @@ def run_search(exp: SearchExperiment | None = None, *,
             errors[tid] = f"{type(r.error).__name__}: {r.error}"
     res_path, cand_path, frame = write_results(path, overwrite=resume_path is not None)
     return SearchOutcome(path, res_path, cand_path, frame, summary(frame, errors), errors, grid)
-
-
-def load_trial_config(trial_dir: str | os.PathLike | Location) -> dict[str, Any]:
-    """A trial's config as Tune last wrote it (``params.json``, rewritten at each resume,
-    so it holds the latest decision too)."""
-    return json.loads((as_location(trial_dir) / "params.json").read_text())

@@ -16,7 +16,6 @@ from collections.abc import Iterable
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from prnas.cycle_record import CycleRecord
 from prnas.filenames import CANDIDATES_FILE, RESULTS_FILE
@@ -27,6 +26,7 @@ from prnas.records import (
     read_trial_rows,
     table,
     trial_dirs,
+    write_parquet,
 )
 from prnas.storage import Location, as_location
 
@@ -36,12 +36,6 @@ def tables(dirs: Iterable[str | os.PathLike | Location]) -> tuple[pa.Table, pa.T
     rows = [row for d in dirs for row in read_trial_rows(d)]
     fates = candidate_fates(CycleRecord.from_json(r) for r in rows)
     return table(rows, RESULTS_SCHEMA), table(fates, CANDIDATES_SCHEMA)
-
-
-def _parquet_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    return sink.getvalue().to_pybytes()
 
 
 def write_results(experiment_dir: str | os.PathLike | Location,
@@ -63,8 +57,8 @@ def write_results(experiment_dir: str | os.PathLike | Location,
                                       "to rebuild it from the trial folders)")
     results, cands = tables(trial_dirs(experiment))
     frame = results.to_pandas()
-    paths[0].write_bytes(_parquet_bytes(results))
-    paths[1].write_bytes(_parquet_bytes(cands))
+    write_parquet(results, paths[0])
+    write_parquet(cands, paths[1])
     return paths[0], paths[1], frame
 
 

@@ -39,8 +39,6 @@ from prnas.tune.cluster import (
 )
 from prnas.tune.progress import TrialProgress, trial_log
 
-CHECKPOINT_FILE = RETRAIN_CHECKPOINT_FILE
-
 
 class RetrainTrainable(tune.Trainable):
     """config: ``retrain`` (RetrainConfig dump), ``genotype`` (a label), ``genotypes`` (label ->
@@ -81,12 +79,12 @@ class RetrainTrainable(tune.Trainable):
         return ray_compat.trial_storage(self)
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        self.retrainer.save(Path(checkpoint_dir) / CHECKPOINT_FILE)
+        self.retrainer.save(Path(checkpoint_dir) / RETRAIN_CHECKPOINT_FILE)
 
     def load_checkpoint(self, checkpoint: str | dict | None) -> None:
         if not isinstance(checkpoint, str):
             raise TypeError(f"expected a checkpoint directory, got {type(checkpoint).__name__}")
-        self.retrainer.restore(Path(checkpoint) / CHECKPOINT_FILE)
+        self.retrainer.restore(Path(checkpoint) / RETRAIN_CHECKPOINT_FILE)
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         """Reuse the actor for the next (genotype, seed): rebuild everything from scratch."""

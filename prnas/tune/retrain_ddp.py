@@ -41,7 +41,6 @@ from prnas.retrain.run_files import RunFiles, run_labels
 from prnas.storage import as_location
 from prnas.tune.progress import trial_log
 
-CHECKPOINT_FILE = RETRAIN_CHECKPOINT_FILE
 #: The Tune trial only waits for its TorchTrainer, whose workers hold the real resources;
 #: Tune refuses a trial of no resources at all.
 DRIVER_CPU = 0.01
@@ -70,7 +69,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     restored = ray.train.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as folder:
-            trainer.restore(Path(folder) / CHECKPOINT_FILE)
+            trainer.restore(Path(folder) / RETRAIN_CHECKPOINT_FILE)
     folder = as_location(config["folder"])
     files = RunFiles(lambda: folder, str(config["trial_id"]),
                      {**run_labels(ref, cfg, trainer.info.name), "workers": trainer.world_size})
@@ -83,7 +82,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if trainer.is_chief:
-                trainer.save(Path(tmp) / CHECKPOINT_FILE)
+                trainer.save(Path(tmp) / RETRAIN_CHECKPOINT_FILE)
                 checkpoint = Checkpoint.from_directory(tmp)
             ray.train.report(row, checkpoint=checkpoint)
 

@@ -112,7 +112,7 @@ class FanOutSearch(BasicVariantGenerator):
     of in a new process. The scheduler tells it which trials those are.
 
     Both behaviours it builds on are Ray internals, listed (items 1 and 2) and checked
-    by contract tests in :mod:`prnas.tune.ray_compat`.
+    by contract tests (``tests/test_ray_compat.py``); see :mod:`prnas.tune.ray_compat`.
 
     Nothing changes for Tune's end of the experiment: a trial counts only while
     it can still resume (waiting, running, paused, or being stopped for its

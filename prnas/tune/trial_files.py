@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from prnas._io import jsonl_text
 from prnas.cycle_record import CycleRecord
 from prnas.filenames import CYCLES_FILE
-from prnas.records import jsonl_text
 from prnas.storage import Location
 
 

@@ -1,4 +1,5 @@
-"""Small on-disk datasets in the real formats, for tests across the project.
+"""Small on-disk datasets in the real formats, for the tests and the benchmarks
+(``benchmarks/common.py`` puts this folder on ``sys.path``).
 
 CIFAR cannot be downloaded in CI or on offline machines, yet the loaders must be
 exercised through torchvision's real code path. These writers produce folders

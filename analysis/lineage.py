@@ -77,7 +77,7 @@ def edge_lineage(rows: pd.DataFrame, cell_type: str = "normal", edge: int = 0,
             stints.append(stint)
             open_[c.op] = stint
         for c in group.itertuples(index=False):
-            if c.status == DROPPED and c.op in open_:
+            if pd.notna(c.status) and c.status == DROPPED and c.op in open_:
                 open_.pop(c.op)["dropped_after"] = int(cycle)
     # New ops of the trial's last decision that were never trained (an interrupted trial):
     # not in candidates.parquet, which holds trained candidates only.

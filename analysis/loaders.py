@@ -54,6 +54,7 @@ _CANDIDATES_DTYPES: dict[str, str] = {
     "op": "string", "weight": "float64", "status": "string",
     "seed": "Int64", "space": "string", "alpha": "float64", "new": "boolean",
     "parent": "string", "morphism": "string", "rediscovered": "boolean",
+    "p_paper": "float64", "p_shared": "float64",
 }
 
 # retrain.parquet ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from analysis import (
     figures,
     lineage,
     loaders,
+    population,
     signal,
     tables,
 )
@@ -250,6 +251,7 @@ def _write_report(out: Path, experiment, retrain, results: pd.DataFrame,
                out)
 
     _signal_section(page, out, results)
+    _population_section(page, out, results)
 
     if retrain_df is not None:
         t3 = tables.table_iii(retrain_df, search, report_last)
@@ -317,6 +319,21 @@ def _signal_section(page: _Page, out: Path, results: pd.DataFrame) -> None:
     shown = table.round(4)
     page.add(f"<p><strong>{html.escape(signal.noise_statement(table))}</strong></p>")
     page.table(shown, write_table(table, shown, out / TABLES / "alpha_signal"), out)
+
+
+def _population_section(page: _Page, out: Path, results: pd.DataFrame) -> None:
+    """What the population did (analysis.population); nothing for independent seeds."""
+    if results["population_event"].isna().all():
+        return
+    events = population.population_events(results)
+    page.heading(2, "Population")
+    page.para("The seeds of each space decided their cycles together (docs/search.md, "
+              "Population). Every row of results.parquet says in population_event what "
+              "happened to its trial after that cycle; the exploit and halve events:")
+    paths = figures.save_figure(population.genealogy_figure(results),
+                                out / FIGURES / "population")
+    page.add(page.figure(paths, out, "Seed genealogy"))
+    page.table(events, write_table(events, events, out / TABLES / "population_events"), out)
 
 
 def _baseline_section(page: _Page, out: Path, runs: pd.DataFrame | None,

@@ -14,6 +14,7 @@ CANDIDATES_FILE = "candidates.parquet"  # per search experiment: one row per can
 EPOCHS_FILE = "epochs.jsonl"  # per retrain run: one plain JSON object per epoch
 RETRAIN_FILE = "retrain.parquet"  # per retrain experiment: one row per trial and epoch
 SEARCH_CHECKPOINT_FILE = "search.pt"  # per search trial (Tune): the whole engine state
+SNAPSHOT_PREFIX = "population-cycle-"  # + "<cycle>.pt": a search trial's state for exploit
 RETRAIN_CHECKPOINT_FILE = "retrain.pt"  # per retrain trial or data-parallel run
 MODEL_FILE = "model.pt"  # a trained network as plain data (prnas.model_file)
 # The in-process commands' run folder (python -m prnas.search / prnas.retrain) also holds

@@ -81,6 +81,8 @@ RESULTS_SCHEMA: list[tuple[str, pa.DataType, str]] = [
     ("gpus_per_trial", _F, "GPUs the trial held (fractions when trials share one)"),
     ("node_id", _S, "Ray node that trained the cycle (after a node loss: the node of the retry)"),
     ("trial_dir", _S, "the trial's folder (a URI on remote storage)"),
+    ("population_event", _S, "what the population did to the trial after this cycle: "
+     "'exploit from <trial>', 'halved', 'share' (joined by '; '); null: nothing"),
 ]
 
 #: candidates.parquet: one row per trial, cycle, cell type, edge and candidate.
@@ -100,6 +102,9 @@ CANDIDATES_SCHEMA: list[tuple[str, pa.DataType, str]] = [
     ("parent", _S, "for new candidates: the op it was morphed from"),
     ("morphism", _S, "for new candidates: the morphism applied"),
     ("rediscovered", _B, "new, although it had been in this edge's pool before"),
+    ("p_paper", _F, "for new candidates under population share: the chosen proposal's "
+     "probability by the paper's rule (null without share)"),
+    ("p_shared", _F, "for new candidates under population share: its probability as drawn"),
 ]
 
 #: The inference cost of a trained network (``prnas.cost``), in a retrain's rows.
@@ -183,6 +188,8 @@ def candidate_fates(records: Iterable[CycleRecord]) -> list[dict[str, Any]]:
                             "parent": str(a.parent) if a else None,
                             "morphism": str(a.morphism) if a else None,
                             "rediscovered": bool(a and a.rediscovered),
+                            "p_paper": a.p_paper if a else None,
+                            "p_shared": a.p_shared if a else None,
                         })
             added_before = {(d.cell_type, d.edge): {n.op: n for n in d.new}
                             for d in r.decisions or ()}

@@ -154,6 +154,11 @@ class Location:
     def write_text(self, text: str) -> None:
         self.write_bytes(text.encode())
 
+    def delete(self) -> None:
+        """Remove the file, if it is there."""
+        if self.is_file():
+            self.fs.delete_file(self.path)
+
 
 def location(value: str | os.PathLike) -> Location:
     """``--storage``'s value as a :class:`Location`: a URI with a scheme (``s3://``,

@@ -46,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"seeds per search space; {cli.SEED_RULE}")
     p.add_argument("--spaces", help="comma-separated constraint presets to fan out over, "
                    f"from {','.join(PRESETS)} (default: the config's space)")
+    p.add_argument("--population", metavar="MECHANISMS",
+                   help="the seeds of a space decide together, with these comma-separated "
+                        f"mechanisms at their defaults: {', '.join(MECHANISMS)} (the config's "
+                        "population section; docs/search.md, Population)")
     cli.add_data(p)
     cli.add_seed(p, fan_out=True)
     cli.add_device(p)
@@ -68,6 +72,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _fail = cli.error
+
+
+MECHANISMS = ("share", "exploit", "halve")
+
+
+def population_overrides(text: str | None) -> dict[str, Any]:
+    """``--population share,exploit`` -> ``{"population.share": {}, ...}``: each named
+    mechanism on at its defaults (``--set population.share.temperature=2`` after it)."""
+    if text is None:
+        return {}
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in MECHANISMS]
+    if bad or not names:
+        raise ConfigError(f"--population: unknown mechanism(s) {', '.join(bad) or '(none)'}; "
+                          f"allowed: {', '.join(MECHANISMS)}")
+    return {f"population.{n}": {} for n in names}
 
 
 def _spaces(args: argparse.Namespace, cfg: SearchConfig) -> list[str]:
@@ -143,7 +163,8 @@ def main(argv: list[str] | None = None, *, trainable: type | None = None,
             lock = experiment_lock(storage, args.name).acquire()
             cfg = spaces = None
         else:
-            cfg = load_config(args.config or DEFAULT_CONFIG, cli.overrides(args))
+            cfg = load_config(args.config or DEFAULT_CONFIG,
+                              {**population_overrides(args.population), **cli.overrides(args)})
             if cfg.seed + args.num_samples - 1 > MAX_SEED:
                 raise ConfigError(f"seed: seeds {cfg.seed}..{cfg.seed + args.num_samples - 1} "
                                   f"exceed {MAX_SEED}; lower seed or --num-samples")

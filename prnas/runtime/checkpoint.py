@@ -36,10 +36,14 @@ class CheckpointError(ValueError):
         self.incomplete = incomplete
 
 
-def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+def to_bytes(obj: Any) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    atomic_write_bytes(path, to_bytes(obj))
 
 
 def _numpy_globals() -> list[Any]:
@@ -65,16 +69,18 @@ def kind_of(state: Any) -> str | None:
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu",
-         kind: str | None = None) -> Any:
+         kind: str | None = None, data: bytes | None = None) -> Any:
     """The checkpoint at ``path``; :class:`CheckpointError` (one line) for anything unusable.
 
     ``kind`` (``search``/``retrain``) refuses a checkpoint of the other kind of run,
-    e.g. ``--resume`` of a search pointed at a retrain folder.
+    e.g. ``--resume`` of a search pointed at a retrain folder. ``data``: its bytes, read
+    already (from an object store); ``path`` then only names it.
     """
-    path = Path(path)
+    path = Path(path) if data is None else path
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
-            state = torch.load(path, map_location=map_location, weights_only=True)
+            state = torch.load(path if data is None else io.BytesIO(data),
+                               map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} does not exist", incomplete=True) from None
     except pickle.UnpicklingError as err:

@@ -95,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             _refuse_non_empty(out)
             cfg = load_config(args.config, overrides)
             state = None
+            if cfg.population.enabled:
+                raise ConfigError("population: the seeds of a population decide together, "
+                                  "so it runs in the Tune job (tune_jobs/run_search.py "
+                                  "--num-samples N), not in one in-process search")
     except (ConfigError, CheckpointError, FolderLocked, ValueError) as err:
         lock.release()
         return cli.error(str(err))

@@ -101,6 +101,66 @@ class OptimConfig(BaseModel):
         return self
 
 
+class ShareConfig(BaseModel):
+    """Weigh a trial's proposals by how strong each child op is in the other seeds."""
+
+    model_config = _STRICT
+    temperature: float = Field(
+        4.0, ge=0, description="a child's proposal weight is multiplied by "
+        "exp(temperature x its mean softmax weight in the other seeds' cells of the same "
+        "type); 0 = the paper's rule")
+
+
+class ExploitConfig(BaseModel):
+    """After chosen cycles the worst seeds take over a better seed's whole state."""
+
+    model_config = _STRICT
+    after: list[int] | None = Field(
+        None, description="1-based cycles after which to exploit (before the last); "
+        "null = every second cycle")
+    fraction: float = Field(0.25, gt=0, le=0.5, description="share of seeds that copy, and "
+                            "of the best seeds they copy from (at least one each)")
+
+
+class HalveConfig(BaseModel):
+    """After chosen cycles the worst seeds stop (successive halving)."""
+
+    model_config = _STRICT
+    after: list[int] | None = Field(
+        None, description="1-based cycles after which to halve (before the last); "
+        "null = the middle cycle")
+    fraction: float = Field(0.5, gt=0, lt=1, description="share of the live seeds stopped "
+                            "(rounded down; at least one seed goes on)")
+
+
+class PopulationConfig(BaseModel):
+    """The seeds of one space as a population (the Tune job only); every mechanism off by
+    default, which is independent seeds exactly (docs/search.md, Population)."""
+
+    model_config = _STRICT
+    share: ShareConfig | None = None
+    exploit: ExploitConfig | None = None
+    halve: HalveConfig | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return any(m is not None for m in (self.share, self.exploit, self.halve))
+
+    def exploit_after(self, num_cycles: int) -> tuple[int, ...]:
+        if self.exploit is None:
+            return ()
+        if self.exploit.after is not None:
+            return tuple(self.exploit.after)
+        return tuple(range(2, num_cycles, 2))
+
+    def halve_after(self, num_cycles: int) -> tuple[int, ...]:
+        if self.halve is None:
+            return ()
+        if self.halve.after is not None:
+            return tuple(self.halve.after)
+        return (num_cycles // 2,) if num_cycles >= 2 else ()
+
+
 class SearchConfig(BaseModel):
     model_config = _STRICT
     name: str = "prdarts"
@@ -126,6 +186,7 @@ class SearchConfig(BaseModel):
     eval_batch_size: int = Field(256, ge=1)
     evaluate_test: bool = Field(False, description="also evaluate on the test set each cycle")
     performance: PerformanceConfig = PerformanceConfig()
+    population: PopulationConfig = PopulationConfig()
 
     _known_device = field_validator("device")(config_io.check_device)
 
@@ -163,6 +224,13 @@ class SearchConfig(BaseModel):
     def _check(self) -> SearchConfig:
         if self.space == "custom" and self.constraints is None:
             raise ValueError("space 'custom' needs a constraints section")
+        n = len(self.schedule)
+        for name, after in (("exploit", self.population.exploit_after(n)),
+                            ("halve", self.population.halve_after(n))):
+            outside = [c for c in after if not 1 <= c < n]
+            if outside:
+                raise ValueError(f"population.{name}.after: cycles {outside} outside 1..{n - 1} "
+                                 f"(a population acts between cycles of the {n}-cycle schedule)")
         return self
 
     def resolved_constraints(self) -> Constraints:

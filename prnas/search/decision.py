@@ -11,18 +11,20 @@ from collections.abc import Mapping, Sequence
 from prnas.search.config import SearchConfig
 from prnas.search.policy import cycle_rng, prune_and_replace
 from prnas.space.fates import PolicyResult
+from prnas.space.ops import Op
 from prnas.space.pools import Histories, Pools
 
 
 def decide_cycle(cfg: SearchConfig, cycle: int, pools: Pools,
-                 alphas: Mapping[str, Sequence[Sequence[float]]], histories: Histories
-                 ) -> PolicyResult:
-    """Prune and replace after ``cycle`` (0-based), seeded by (cfg.seed, cycle)."""
+                 alphas: Mapping[str, Sequence[Sequence[float]]], histories: Histories,
+                 boost: Mapping[str, Mapping[Op, float]] | None = None) -> PolicyResult:
+    """Prune and replace after ``cycle`` (0-based), seeded by (cfg.seed, cycle); ``boost``:
+    population share's factors on the proposals (:mod:`prnas.search.population`)."""
     if not 0 <= cycle < len(cfg.schedule):
         raise ValueError(f"cycle {cycle} outside the schedule of {len(cfg.schedule)} cycles")
     spec = cfg.schedule[cycle]
     return prune_and_replace(
         pools, alphas, histories, candidates=spec.candidates, morphs=spec.morphs,
         constraints=cfg.resolved_constraints(), rng=cycle_rng(cfg.seed, cycle),
-        final=cycle == len(cfg.schedule) - 1,
+        final=cycle == len(cfg.schedule) - 1, boost=boost,
     )

@@ -202,6 +202,29 @@ class Search:
                 on_cycle(self)
         return self.genotype
 
+    def adopt(self, saved: dict, *, own_rng: bool = True) -> None:
+        """Take over another seed's state after the same cycle (population exploit, as PBT
+        copies a checkpoint): network and alpha weights, optimisers, batch-size state,
+        pools and histories. This search keeps its own cycle and epoch logs and, with
+        ``own_rng``, its own random streams, so it goes on from the copied state its own
+        way. Refuses a state of another cycle or of a config that differs in more than
+        seed and name."""
+        mine = self.state_dict()
+        if (saved["cycle"], saved["epoch"]) != (self.cycle, self.epoch):
+            raise ValueError(f"cannot adopt the state after cycle {saved['cycle'] + 1} epoch "
+                             f"{saved['epoch']} at cycle {self.cycle + 1} epoch {self.epoch}")
+        state.check_config(saved["config"], mine["config"],
+                           SearchConfig().model_dump(mode="json"),
+                           state.MAY_DIFFER | {"seed", "name"})
+        keep = ("config", "epoch_log", "cycle_log", "genotype") + (("rng",) if own_rng else ())
+        self.load_state_dict({**saved, **{k: mine[k] for k in keep}})
+
+    def stop(self, record: CycleRecord) -> None:
+        """End the search after the cycle just trained without deciding it (population
+        halve): ``record`` closes the log, and there is no genotype."""
+        self.cycle_log.append(record)
+        self.finished = True
+
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict:
         return {

@@ -50,7 +50,8 @@ def _proposals(survivors: list[tuple[Op, float]], constraints: Constraints
 
 
 def _propose(survivors: list[tuple[Op, float]], constraints: Constraints, rng: random.Random,
-             taken: set[Op], history: frozenset[Op]) -> NewOp | None:
+             taken: set[Op], history: frozenset[Op],
+             boost: Mapping[Op, float] | None = None) -> NewOp | None:
     """One new op for an edge: an undiscovered child whenever any survivor has one, else a
     rediscovered (previously pruned) one, else None.
 
@@ -59,6 +60,9 @@ def _propose(survivors: list[tuple[Op, float]], constraints: Constraints, rng: r
     although undiscovered children exist. Here the draw is made once among the undiscovered
     children, with the paper's distribution conditioned on them (exactly what unlimited
     retries would give); only when there are none, among the rediscoverable ones likewise.
+
+    ``boost`` (population share): each child's probability multiplied by its factor
+    (1 for a child not in it) and renormalised; the chosen child records both.
     """
     proposals = [p for p in _proposals(survivors, constraints) if p[3] not in taken]
     for rediscovered in (False, True):
@@ -68,8 +72,14 @@ def _propose(survivors: list[tuple[Op, float]], constraints: Constraints, rng: r
         weights = [p[0] for p in options]
         if not sum(weights) > 0:
             weights = [1.0] * len(options)
-        (_, parent, morphism, child), = rng.choices(options, weights=weights, k=1)
-        return NewOp(child, parent, morphism, rediscovered=rediscovered)
+        shared = weights if boost is None else [w * boost.get(p[3], 1.0)
+                                                for w, p in zip(weights, options)]
+        (i,) = rng.choices(range(len(options)), weights=shared, k=1)
+        _, parent, morphism, child = options[i]
+        if boost is None:
+            return NewOp(child, parent, morphism, rediscovered=rediscovered)
+        return NewOp(child, parent, morphism, rediscovered, p_paper=weights[i] / sum(weights),
+                     p_shared=shared[i] / sum(shared))
     return None
 
 
@@ -83,9 +93,12 @@ def prune_and_replace(
     constraints: Constraints,
     rng: random.Random,
     final: bool,
+    boost: Mapping[str, Mapping[Op, float]] | None = None,
 ) -> PolicyResult:
     """Per edge: keep the ``candidates - morphs`` most probable ops (at least one conv unless
-    ``final``), then add ``morphs`` morphed children of the survivors.
+    ``final``), then add ``morphs`` morphed children of the survivors (their proposal
+    probabilities multiplied by ``boost[cell_type]``'s factors when given: population
+    share, :mod:`prnas.search.population`).
 
     When fewer new ops can be found than asked (every child of every survivor
     already in the pool), the best dropped ops are kept instead; only an edge
@@ -115,7 +128,8 @@ def prune_and_replace(
             history = histories[t][e]
             added: list[NewOp] = []
             for _ in range(morphs):
-                new = _propose(survivors, constraints, rng, taken, history)
+                new = _propose(survivors, constraints, rng, taken, history,
+                               None if boost is None else boost.get(t, {}))
                 if new is None:
                     break
                 added.append(new)

@@ -28,6 +28,22 @@ class NewOp:
     parent: Op
     morphism: Morphism
     rediscovered: bool  # accepted although it had been in this edge's pool before
+    # With population share (prnas.search.population): the chosen proposal's probability
+    # under the paper's rule and under the shared one; None without share.
+    p_paper: float | None = None
+    p_shared: float | None = None
+
+    def to_plain(self) -> dict:
+        d = {"op": str(self.op), "parent": str(self.parent), "morphism": str(self.morphism),
+             "rediscovered": self.rediscovered}
+        if self.p_shared is not None:
+            d.update(p_paper=self.p_paper, p_shared=self.p_shared)
+        return d
+
+    @classmethod
+    def from_plain(cls, n: Mapping) -> NewOp:
+        return cls(Op.parse(n["op"]), Op.parse(n["parent"]), Morphism(n["morphism"]),
+                   bool(n["rediscovered"]), n.get("p_paper"), n.get("p_shared"))
 
 
 @dataclass(frozen=True)
@@ -46,8 +62,7 @@ class EdgeDecision:
             "edge": self.edge,
             "survived": [[str(op), w] for op, w in self.survived],
             "dropped": [[str(op), w] for op, w in self.dropped],
-            "new": [{"op": str(n.op), "parent": str(n.parent), "morphism": str(n.morphism),
-                     "rediscovered": n.rediscovered} for n in self.new],
+            "new": [n.to_plain() for n in self.new],
         }
 
     @classmethod
@@ -55,9 +70,7 @@ class EdgeDecision:
         return cls(x["cell_type"], int(x["edge"]),
                    tuple((Op.parse(s), float(w)) for s, w in x["survived"]),
                    tuple((Op.parse(s), float(w)) for s, w in x["dropped"]),
-                   tuple(NewOp(Op.parse(n["op"]), Op.parse(n["parent"]),
-                               Morphism(n["morphism"]), bool(n["rediscovered"]))
-                         for n in x["new"]))
+                   tuple(NewOp.from_plain(n) for n in x["new"]))
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ class SearchOutcome:
     @property
     def complete(self) -> bool:
         return (not self.errors and bool(len(self.summary))
-                and bool((self.summary["status"] == "done").all()))
+                and bool(self.summary["status"].isin(["done", "halved"]).all()))
 
 
 def param_space(exp: SearchExperiment) -> dict[str, Any]:

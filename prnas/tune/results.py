@@ -28,6 +28,7 @@ from prnas.records import (
     trial_dirs,
     write_parquet,
 )
+from prnas.search.population import HALVED
 from prnas.storage import Location, as_location
 
 
@@ -63,7 +64,8 @@ def write_results(experiment_dir: str | os.PathLike | Location,
 
 
 def summary(results: pd.DataFrame, errors: dict[str, str] | None = None) -> pd.DataFrame:
-    """One line per trial: its last cycle's valid accuracy, genotype path and wall time."""
+    """One line per trial: its last cycle's valid accuracy, genotype path and wall time;
+    ``status``: done, halved (stopped by its population), error or incomplete."""
     errors = errors or {}
     if results.empty:
         return pd.DataFrame(columns=["trial_id", "space", "seed", "cycles", "valid_acc",
@@ -71,8 +73,10 @@ def summary(results: pd.DataFrame, errors: dict[str, str] | None = None) -> pd.D
     last = results.sort_values("cycle").groupby("trial_id", sort=True).tail(1)
     rows = []
     for r in last.sort_values(["space", "seed", "trial_id"]).itertuples(index=False):
+        event = getattr(r, "population_event", None)
         status = "error" if r.trial_id in errors else (
-            "done" if isinstance(r.genotype_path, str) else "incomplete")
+            "done" if isinstance(r.genotype_path, str) else
+            "halved" if event == HALVED else "incomplete")
         rows.append({"trial_id": r.trial_id, "space": r.space, "seed": r.seed,
                      "cycles": f"{r.cycle}/{r.num_cycles}", "valid_acc": r.valid_acc,
                      "wall_time_s": r.wall_time_total_s, "status": status,

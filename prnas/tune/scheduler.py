@@ -10,7 +10,10 @@ Stateless by design: everything it needs is in the result and the trial
 config, and everything it produces goes into the trial config, which Tune
 persists with the experiment. A ``Tuner.restore`` therefore loses nothing,
 and if its snapshot predates a decision, the trial reports the cycle again
-and gets the very same decision.
+and gets the very same decision. With a ``population`` (the seeds of a space
+deciding together, :mod:`prnas.search.population`) the one runtime state is the
+barrier of reports waiting for the last member; after a restart the members
+without a decision report again and fill it anew.
 
 A decision that raises does not crash the driver: the error is written into
 the trial's config in place of the decision and the Trainable raises it, so
@@ -36,10 +39,14 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 
+from prnas.cli import progress
 from prnas.cycle_record import CycleRecord
 from prnas.search.decision import decide_cycle
+from prnas.search.population import Member, decide_population, population_key
+from prnas.storage import as_location
 from prnas.tune import ray_compat
 from prnas.tune.search_trainable import DECISION_KEY, trial_search_config
+from prnas.tune.trial_files import snapshot_name
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -65,7 +72,21 @@ def decision_for(config: dict[str, Any], result: dict[str, Any]) -> dict[str, An
 
 
 class PruneAndReplaceScheduler(FIFOScheduler):
-    """FIFO with a prune-and-replace step between cycles; least advanced trial runs first."""
+    """FIFO with a prune-and-replace step between cycles; least advanced trial runs first.
+
+    With ``population`` in the search config the seeds of one space decide together
+    (:mod:`prnas.search.population`): a trial's result joins its population's barrier
+    for that cycle and the trial pauses without a decision; once every live member has
+    reported, the decisions of all are set at once (so an experiment snapshot holds all
+    or none of them) and the members waiting are resumed. A member that failed or ended
+    leaves the population. The barrier is runtime state only: after a driver restart
+    the members without a decision report their cycle again.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # (population, 0-based cycle) -> trial id -> its nested result: runtime only.
+        self._barriers: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
 
     def on_trial_result(self, tune_controller: TuneController, trial: Trial,
                         result: dict[str, Any]) -> str:
@@ -75,27 +96,52 @@ class PruneAndReplaceScheduler(FIFOScheduler):
         if int(result["cycle"]) >= int(result["num_cycles"]):
             # The Trainable closes the last cycle itself (see search_trainable).
             return TrialScheduler.CONTINUE
-        trial.set_config({**trial.config, DECISION_KEY: decision_for(trial.config, result)})
+        cycle = int(result["cycle"]) - 1
+        population = _population(trial.config)
+        if population is None:
+            trial.set_config({**trial.config, DECISION_KEY: decision_for(trial.config, result)})
+        elif (trial.config.get(DECISION_KEY) or {}).get("cycle") != cycle:
+            # (A retry that trained the cycle again keeps the decision it has.)
+            self._barriers.setdefault((population, cycle), {})[trial.trial_id] = (
+                ray_compat.nested(result))
+            self._decide_ready(tune_controller)
         _fan_out(tune_controller, lambda s: s.pausing(trial))
         return TrialScheduler.PAUSE
 
     def on_trial_complete(self, tune_controller: TuneController, trial: Trial,
                           result: dict[str, Any]) -> None:
         _fan_out(tune_controller, lambda s: s.resumed(trial))
+        self._decide_ready(tune_controller)
 
     def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
         _fan_out(tune_controller, lambda s: s.resumed(trial))
+        self._decide_ready(tune_controller)
 
     def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
         _fan_out(tune_controller, lambda s: s.resumed(trial))
+        self._decide_ready(tune_controller)
 
     def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
-        """The waiting trial with the fewest cycles done, so seeds advance together."""
+        """The waiting trial with the fewest cycles done, so seeds advance together; never
+        one paused at its population's barrier."""
+        at_barrier = {tid for reports in self._barriers.values() for tid in reports}
         waiting = [t for t in tune_controller.get_trials()
-                   if t.status in (Trial.PENDING, Trial.PAUSED)]
+                   if t.status == Trial.PENDING
+                   or (t.status == Trial.PAUSED and t.trial_id not in at_barrier)]
         if not waiting:
             return None
         return min(waiting, key=lambda t: int((t.last_result or {}).get("cycle", 0)))
+
+    def _decide_ready(self, tune_controller: TuneController) -> None:
+        """Decide every barrier that all live members of its population have reached."""
+        trials = tune_controller.get_trials()
+        for (population, cycle), reports in list(self._barriers.items()):
+            live = [t for t in trials if _may_resume(t) and _population(t.config) == population]
+            if any(t.trial_id not in reports for t in live):
+                continue
+            del self._barriers[(population, cycle)]
+            for trial, payload in population_payloads(live, reports, cycle).items():
+                trial.set_config({**trial.config, DECISION_KEY: payload})
 
     def debug_string(self) -> str:
         return "Using PruneAndReplace scheduling (one cycle per step, decisions between)."
@@ -166,6 +212,44 @@ class FanOutSearch(BasicVariantGenerator):
         self.__dict__.setdefault("_pausing", {})
         self.__dict__.setdefault("_exhausting", False)
         self.__dict__.setdefault("_stopped", False)
+
+
+def _population(config: dict[str, Any]) -> str | None:
+    """The population a trial's config puts it in, or None (independent seeds)."""
+    try:
+        cfg = trial_search_config(config)
+    except Exception:  # noqa: BLE001 - a broken config fails in the trial, not here
+        return None
+    return population_key(cfg) if cfg.population.enabled else None
+
+
+def population_payloads(live: list[Trial], reports: dict[str, dict[str, Any]],
+                        cycle: int) -> dict[Trial, dict[str, Any]]:
+    """The decision payload of every live member at a decided barrier (``{"cycle": c,
+    "error": msg}`` for all when it cannot be computed), and its console line."""
+    try:
+        members = [Member(t.trial_id, trial_search_config(t.config),
+                          CycleRecord.from_json(reports[t.trial_id])) for t in live]
+        outcomes = decide_population(members, cycle, members[0].cfg.population)
+    except Exception as err:  # noqa: BLE001 - fails this population's trials only
+        log.error("population decision failed for cycle %d:\n%s", cycle + 1,
+                  traceback.format_exc())
+        return {t: {"cycle": cycle, "error": f"{type(err).__name__}: {err}"} for t in live}
+    out = {}
+    for t in live:
+        o = outcomes[t.trial_id]
+        source = None
+        if o.source is not None:
+            folder = as_location(reports[o.source]["trial_dir"])
+            source = (folder / snapshot_name(cycle + 1)).uri
+        out[t] = {"cycle": cycle, **(o.decision.to_plain() if o.decision else {}),
+                  "population": {"event": o.event, "source": source}}
+    events = [f"{t.trial_id}: {o.event}" for t in live
+              if (o := outcomes[t.trial_id]).event not in (None, "share")]
+    progress(f"population {population_key(members[0].cfg)} after cycle {cycle + 1}: "
+             f"{len(live)} seeds decided together"
+             + (f"; {', '.join(events)}" if events else ""))
+    return out
 
 
 def _may_resume(trial: Trial) -> bool:

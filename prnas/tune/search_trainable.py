@@ -46,8 +46,9 @@ from prnas.runtime.device import release_cached_memory
 from prnas.search.alpha_signal import softmax_curves
 from prnas.search.config import SearchConfig, build_config
 from prnas.search.engine import Search
+from prnas.search.population import HALVED
 from prnas.space.fates import PolicyResult
-from prnas.storage import Location
+from prnas.storage import Location, as_location
 from prnas.tune import ray_compat
 from prnas.tune.cluster import (
     claim_gpu_share,
@@ -184,10 +185,16 @@ class SearchTrainable(tune.Trainable):
             # experiment snapshot predates it): report the cycle again so the
             # scheduler decides; the decision is a pure function of this result.
             return self._result(self._pending or s.cycle_metrics(), redecide=True)
+        if s.finished:  # the population stopped this seed (halve): no genotype
+            self.files.write_cycles(s.cycle_log)
+            self._final = s.cycle_log[-1]
+            return self._result(self._final, done=True)
         record = s.run_cycle()
         self.files.trained(record.cycle, time.perf_counter() - t0, ray_compat.node_id())
         if record.cycle < s.num_cycles:
             self._pending = record
+            if record.cycle in self.cfg.population.exploit_after(s.num_cycles):
+                self.files.snapshot(record.cycle, s.state_dict())  # others may take it over
             self.files.write_cycles([*s.cycle_log, record])
             return self._result(record)
         # The last cycle: nothing to train after it, so the trial closes it itself.
@@ -210,8 +217,18 @@ class SearchTrainable(tune.Trainable):
         if d.get("error"):
             raise DecisionError(f"prune-and-replace after cycle {s.cycle + 1} failed: "
                                 f"{d['error']}")
-        s.apply(PolicyResult.from_plain(d), self._pending)
+        record = self._pending or s.cycle_metrics()
+        population = d.get("population") or {}
+        if population.get("event"):
+            record = record.with_columns(population_event=population["event"])
         self._pending = None
+        if population.get("event") == HALVED:
+            s.stop(record)
+            return True
+        if population.get("source"):  # exploit: take over a better seed's state first
+            source = as_location(population["source"])
+            s.adopt(checkpoint.load(source.uri, kind="search", data=source.read_bytes()))
+        s.apply(PolicyResult.from_plain(d), record)
         return True
 
     def _identity(self) -> dict[str, Any]:
@@ -220,8 +237,8 @@ class SearchTrainable(tune.Trainable):
     def _result(self, record: CycleRecord, **extra: Any) -> dict[str, Any]:
         # "softmax": Tune's TensorBoard logger makes one curve per edge and op of it.
         return {"genotype_path": None, **record.to_json(), **self._identity(),
-                "redecide": False, "softmax": softmax_curves(record.pools, record.alphas),
-                **extra}
+                "trial_dir": self.trial_folder().uri, "redecide": False,
+                "softmax": softmax_curves(record.pools, record.alphas), **extra}
 
     def trial_folder(self) -> Location:
         """The trial's folder in the experiment storage (where Tune's result.json lives)."""

@@ -15,7 +15,8 @@ from typing import Any
 
 from prnas._io import jsonl_text
 from prnas.cycle_record import CycleRecord
-from prnas.filenames import CYCLES_FILE
+from prnas.filenames import CYCLES_FILE, SNAPSHOT_PREFIX
+from prnas.runtime import checkpoint
 from prnas.storage import Location
 
 
@@ -53,9 +54,29 @@ class TrialFiles:
         target.write_text(text)
         return target.uri
 
+    def snapshot(self, cycle: int, state: dict[str, Any]) -> None:
+        """The engine's state after ``cycle``, for members of the population that take it
+        over (exploit). The one before stays, as a member may not have read it yet (it
+        resumes after this trial may already have trained on); older ones go."""
+        folder = self._folder()
+        (folder / snapshot_name(cycle)).write_bytes(checkpoint.to_bytes(state))
+        kept = sorted(c for c in (_snapshot_cycle(f.name) for f in folder.children())
+                      if c is not None and c <= cycle)
+        for old in kept[:-2]:
+            (folder / snapshot_name(old)).delete()
+
     def state_dict(self) -> dict[str, Any]:
         return {"walls": self.walls, "nodes": self.nodes}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.walls = {int(c): tuple(w) for c, w in state["walls"].items()}
         self.nodes = {int(c): n for c, n in state["nodes"].items()}
+
+
+def snapshot_name(cycle: int) -> str:
+    return f"{SNAPSHOT_PREFIX}{cycle}.pt"
+
+
+def _snapshot_cycle(name: str) -> int | None:
+    digits = name.removeprefix(SNAPSHOT_PREFIX).removesuffix(".pt")
+    return int(digits) if name.startswith(SNAPSHOT_PREFIX) and digits.isdigit() else None

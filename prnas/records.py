@@ -157,7 +157,7 @@ def candidate_fates(records: Iterable[CycleRecord]) -> list[dict[str, Any]]:
 
     The one place fates are derived; ``prnas.tune.results`` writes them and
     ``analysis.lineage`` reads them back. ``status`` comes from the decision's own
-    dropped list, not from membership in the next pools: an op dropped and re-added as
+    survivor list, not from membership in the next pools: an op dropped and re-added as
     a (rediscovered) child in the same step was dropped, then is new. Without a
     decision, ``status`` is None (undecided).
     """
@@ -174,7 +174,9 @@ def candidate_fates(records: Iterable[CycleRecord]) -> list[dict[str, Any]]:
                 for e, edge in enumerate(edges):
                     weights = softmax(r.alphas[t][e])
                     d = r.decision(t, e)
-                    dropped = {op for op, _ in d.dropped} if d else None
+                    # Survived only if the decision kept it: after a population exploit the
+                    # decision is on the copied pools, and an op they lack did not go on.
+                    survived = {op for op, _ in d.survived} if d else None
                     for i, op in enumerate(edge):
                         a = fresh.get((t, e), {}).get(op)
                         out.append({
@@ -182,8 +184,8 @@ def candidate_fates(records: Iterable[CycleRecord]) -> list[dict[str, Any]]:
                             "seed": r.columns.get("seed"), "cycle": r.cycle, "cell_type": t,
                             "edge": e, "position": i, "op": str(op),
                             "alpha": float(r.alphas[t][e][i]), "weight": weights[i],
-                            "status": None if dropped is None else (
-                                DROPPED if op in dropped else SURVIVED),
+                            "status": None if survived is None else (
+                                SURVIVED if op in survived else DROPPED),
                             "new": a is not None,
                             "parent": str(a.parent) if a else None,
                             "morphism": str(a.morphism) if a else None,

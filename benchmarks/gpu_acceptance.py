@@ -613,11 +613,12 @@ def check_retrain_step(ctx: Context, c: Check) -> None:
             runs = {v: retrain_trainer(name, v, args) for v in RETRAIN_VARIANTS}
             x, y = retrain_batch(b, ctx.device)
             for r in runs.values():
-                r._step(x, y)  # warm-up
+                r.net.step(x, y)  # warm-up
             times: dict[str, list[float]] = {v: [] for v in runs}
             for _ in range(s.repeat):
                 for v, r in runs.items():
-                    times[v].append(median_time(lambda r=r, x=x, y=y: r._step(x, y), ctx.device, 1))
+                    times[v].append(median_time(lambda r=r, x=x, y=y: r.net.step(x, y),
+                                                ctx.device, 1))
             params = next(iter(runs.values())).params
             del runs
             release(ctx.device)

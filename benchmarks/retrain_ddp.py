@@ -5,7 +5,8 @@
    DataLoader with pinned memory, per ``--loader-workers`` value, no model.
    This is the ceiling the GPUs can be fed at; compare it with (2).
 2. **Training**: images/s of whole epochs of the data-parallel retrain
-   (``prnas.retrain.ddp.train_local``) on 1 worker and on ``--workers`` workers,
+   (``DataParallelRetrainer`` on local processes, ``tests/ddp_local.py``) on 1 worker
+   and on ``--workers`` workers,
    same global batch: one GPU per worker (NCCL) when CUDA is there, else CPU
    processes (gloo) sharing the cores, which shows the overhead rather than a
    speed-up.
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import emit, machine, table
+from ddp_local import train_local  # tests/ddp_local.py, on the path through common
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -35,7 +37,6 @@ from prnas.data.config import DataConfig
 from prnas.data.datasets import retrain_datasets
 from prnas.presets import load_genotype
 from prnas.retrain import build_config
-from prnas.retrain.ddp import train_local
 from prnas.runtime import checkpoint
 
 

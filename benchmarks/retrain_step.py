@@ -1,7 +1,7 @@
 """Retrain step throughput for the DARTS V2 and PR-DARTS DL2 cells at the paper's size.
 
 20 cells, C=36, auxiliary head (weight 0.4), drop-path 0.2, batch 96, 32x32
-inputs: one SGD step per measurement, through ``Retrainer._step`` itself, so
+inputs: one SGD step per measurement, through ``RetrainNetwork.step`` itself, so
 what is timed is what a retrain runs. Variants differ only in
 ``performance`` settings; "nchw" (default layout, fp32) is the baseline.
 
@@ -61,9 +61,9 @@ def step_peak(name: str, variant: str, args, device: torch.device) -> float:
     """Peak memory of one step after a warm-up one (CPU: run it in a fresh process)."""
     r = trainer(name, variant, args)
     x, y = batch(args.batch, device)
-    r._step(x, y)
+    r.net.step(x, y)
     reset_peak(device)
-    r._step(x, y)
+    r.net.step(x, y)
     sync(device)
     return peak_mib(device)
 
@@ -95,11 +95,11 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.genotypes.split(","):
         runs = {v: trainer(name, v, args) for v in variants}
         for r in runs.values():
-            r._step(x, y)  # warm-up
+            r.net.step(x, y)  # warm-up
         times: dict[str, list[float]] = {v: [] for v in variants}
         for _ in range(args.repeat):  # interleaved against machine noise
             for v, r in runs.items():
-                times[v].append(median_time(lambda r=r: r._step(x, y), device, 1))
+                times[v].append(median_time(lambda r=r: r.net.step(x, y), device, 1))
         for v, r in runs.items():
             t = sorted(times[v])[len(times[v]) // 2]
             rows.append({"bench": "retrain_step", "genotype": name, "variant": v,

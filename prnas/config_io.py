@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+# Configs refuse unknown fields, never change after validation, and refuse inf/NaN: an
+# ``lr: .inf`` would otherwise pass and train a cycle on NaNs.
+STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -587,9 +587,9 @@ def test_tune_experiment_lock_names_the_driver(tmp_path, capsys):
 def test_retrain_divergence_stops_with_one_line_and_keeps_last_good_checkpoint(
         tmp_path, capsys, monkeypatch):
     from prnas.retrain.__main__ import main
-    from prnas.retrain.trainer import Retrainer
+    from prnas.retrain.network import RetrainNetwork
 
-    _diverge_after(monkeypatch, Retrainer, "_step", 3, float("inf"))  # 3 steps per epoch
+    _diverge_after(monkeypatch, RetrainNetwork, "step", 3, float("inf"))  # 3 steps per epoch
     sets = {"network.channels": 4, "network.layers": 3, "device": "cpu", "batch.b_min": 16,
             "batch.b_max": 16, "data.dataset": "demo", "data.subset": 48,
             "data.test_subset": 16, "epochs": 3}

@@ -201,7 +201,7 @@ def test_retrain_on_device_resident_cifar_resumes_exactly(tmp_path):
     def trainer():
         t = Retrainer(cfg, load_genotype("darts-v2"))
         t.setup()
-        assert t.data_on_device
+        assert t.run.data_on_device
         return t
 
     straight = trainer()

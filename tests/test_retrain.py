@@ -136,7 +136,7 @@ def test_tiny_retrain_on_generated_cifar(tmp_path):
     assert [r["drop_path_prob"] for r in rows] == pytest.approx([0.0, 0.15])
     assert rows[-1]["final_test_error"] == rows[1]["test_error"]  # 2 epochs <= report_last
     # Weights moved.
-    assert trainer.scheduler.last_epoch == 2
+    assert trainer.net.scheduler.last_epoch == 2
 
 
 def _run(cfg, epochs_before_save=None, tmp_path=None):
@@ -303,9 +303,9 @@ def test_channels_last_computes_the_same_steps_as_nchw():
         x = torch.randn(16, *nchw.train_set[0][0].shape, generator=g)
         y = torch.randint(0, nchw.info.num_classes, (16,), generator=g)
         state = torch.get_rng_state()  # the same drop-path masks for both
-        loss_a = nchw._step(x, y)[0]
+        loss_a = nchw.net.step(x, y)[0]
         torch.set_rng_state(state)
-        loss_b = nhwc._step(x, y)[0]
+        loss_b = nhwc.net.step(x, y)[0]
         assert loss_b == pytest.approx(loss_a, rel=1e-5)
     sd_a, sd_b = nchw.model.state_dict(), nhwc.model.state_dict()
     for k in sd_a:

@@ -7,11 +7,12 @@ import json
 import pytest
 import torch
 from data_folders import write_image_folder
+from ddp_local import train_local
 
 from prnas.model_file import load_model, read
 from prnas.presets import load_genotype
 from prnas.retrain import build_config
-from prnas.retrain.ddp import DataParallelRetrainer, GlobalBatchNorm2d, train_local
+from prnas.retrain.ddp import DataParallelRetrainer, GlobalBatchNorm2d
 
 # The ImageNet protocol's network and transforms (RandomResizedCrop, flip, colour jitter)
 # plus Cutout and drop-path (0.3, ramping to 0.15 in epoch 2), auxiliary head on: every

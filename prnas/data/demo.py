@@ -5,24 +5,10 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import TensorDataset
 
 from prnas.data.config import DataConfig
 from prnas.data.source import SUBSET, TEST_SUBSET, Source, choose, holdout, register, safe_std
-
-
-class _TensorImages(Dataset):
-    """Images held as one [0, 1] float tensor N x C x H x W, built once."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.images = images
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.images[i], int(self.labels[i])
 
 
 @functools.lru_cache(maxsize=4)
@@ -43,7 +29,7 @@ def _digits(input_size: int) -> tuple[torch.Tensor, torch.Tensor]:
 def demo_source(cfg: DataConfig) -> Source:
     size = cfg.resolved_input_size
     images, labels = _digits(size)
-    base = _TensorImages(images, labels)
+    base = TensorDataset(images, labels)  # images as one [0, 1] float tensor N x C x H x W
     train_all, test_all = holdout(len(base), cfg.holdout_fraction, cfg.split_seed)
     train_idx = choose(train_all, cfg.subset, cfg.split_seed, SUBSET)
     test_idx = choose(test_all, cfg.test_subset, cfg.split_seed, TEST_SUBSET)

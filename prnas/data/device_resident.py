@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import TensorDataset
 from torchvision import transforms as T
 
 from prnas.data.transforms import Cutout, to_tensor
@@ -245,9 +246,9 @@ def device_dataset(dataset: object, device: torch.device) -> DeviceDataset | Non
     if not before and isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 4:
         images = torch.from_numpy(data[indices]).permute(0, 3, 1, 2).contiguous()
         labels = torch.as_tensor(np.asarray(base.targets)[indices], dtype=torch.int64)
-    elif not before and isinstance(getattr(base, "images", None), torch.Tensor):
-        images = base.images[torch.as_tensor(indices)].contiguous()
-        labels = base.labels[torch.as_tensor(indices)].to(torch.int64)
+    elif not before and isinstance(base, TensorDataset):  # the demo digits
+        images = base.tensors[0][torch.as_tensor(indices)].contiguous()
+        labels = base.tensors[1][torch.as_tensor(indices)].to(torch.int64)
     else:
         pairs = [_raw_item(base, int(i), before) for i in indices]
         images = torch.stack([p[0] for p in pairs])

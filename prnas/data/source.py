@@ -42,6 +42,11 @@ class DataInfo:
     train_size: int
     test_size: int
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """C x H x W of one input image."""
+        return (self.in_channels, self.input_size, self.input_size)
+
 
 class TransformedSubset(Dataset):
     """``base[indices[i]]`` with ``transform`` applied to the image; labels become ints.

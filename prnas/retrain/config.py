@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from prnas import config_io
 from prnas.config_io import ConfigError as ConfigError  # re-exported for callers
@@ -32,7 +32,7 @@ class RetrainBatchSizeConfig(BatchSizeConfig):
     b_min: int = Field(32, ge=1, description="starting and smallest batch size")
 
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+_STRICT = config_io.STRICT
 
 
 class RetrainNetworkConfig(BaseModel):

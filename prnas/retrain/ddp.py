@@ -25,21 +25,16 @@ adaptive size or an out-of-memory back-off on one worker would desynchronise
 the others), and an epoch's last incomplete global batch is dropped so every
 shard is equal. Metrics are summed over the workers.
 
-No Ray here: :func:`train_local` runs it on one machine with
-``torch.multiprocessing`` (tests, benchmarks, a GPU box without Ray), and
-``prnas.tune.retrain_ddp`` runs the same class through Ray Train's
-``TorchTrainer`` on a node or cluster.
+No Ray here: ``prnas.tune.retrain_ddp`` runs it through Ray Train's
+``TorchTrainer`` on a node or cluster (the tests' ``tests/ddp_local.py`` also on
+local processes, without Ray).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,16 +43,18 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from prnas.filenames import CHECKPOINT_FILE
 from prnas.nn.drop_path import global_batch_masks
 from prnas.retrain.config import RetrainConfig
+from prnas.retrain.loop import RetrainLoop
+from prnas.retrain.network import RetrainNetwork
 from prnas.retrain.trainer import Retrainer
 from prnas.runtime.guards import TrainingDiverged
+from prnas.runtime.prepare import RunSetup
 from prnas.runtime.progress_log import ProgressLog
 from prnas.space.genotype import Genotype
 
-__all__ = ["DataParallelRetrainer", "GlobalBatchNorm2d", "SampleSeeded", "convert_batchnorm",
-           "global_batches", "train_local"]
+__all__ = ["DataParallelLoop", "DataParallelRetrainer", "GlobalBatchNorm2d", "SampleSeeded",
+           "convert_batchnorm", "global_batches"]
 
 
 # The differentiable all-reduce is deprecated in favour of a private module; it is the
@@ -177,6 +174,73 @@ def global_batches(n: int, batch: int, generator: torch.Generator) -> list[list[
 # ---------------------------------------------------------------- the trainer
 
 
+class DataParallelLoop(RetrainLoop):
+    """The loop as worker ``rank`` of ``world_size``: its shard of each fixed global batch,
+    sample-seeded augmentation, a strided share of the test set, sums over the workers."""
+
+    def __init__(self, cfg: RetrainConfig, run: RunSetup, progress: bool, log: ProgressLog | None,
+                 rank: int, world_size: int) -> None:
+        super().__init__(cfg, run, progress, log)
+        self.rank, self.world_size, self.global_batch = rank, world_size, cfg.batch.b_max
+        self.train_set = SampleSeeded(self.train_set, cfg.seed)
+        self.step_losses: list[list[float]] = []  # per finished epoch, over the global batch
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64)
+        if self.world_size > 1:
+            if dist.get_backend() == "nccl":
+                t = t.to(self.device)
+            dist.all_reduce(t)
+        return [float(v) for v in t.cpu()]
+
+    def train_pass(self, net: RetrainNetwork, epoch: int) -> tuple[float, float, list[int]]:
+        net.model.train()
+        batches = global_batches(len(self.train_set), self.global_batch, self.generator)
+        if not batches:
+            raise ValueError(f"{len(self.train_set)} training images do not fill one global "
+                             f"batch of {self.global_batch} (batch.b_max)")
+        per = self.global_batch // self.world_size
+        mine = [b[self.rank * per:(self.rank + 1) * per] for b in batches]
+        self.train_set.epoch = epoch
+        loader = DataLoader(self.train_set, batch_sampler=mine, num_workers=self.run.num_workers,
+                            pin_memory=self.device.type == "cuda",
+                            persistent_workers=False)
+        total_loss = correct = seen = 0.0
+        steps: list[float] = []
+        t0 = time.perf_counter()
+        with global_batch_masks(self.rank, self.world_size):
+            for x, y in loader:
+                x = x.to(self.device, non_blocking=True)
+                y = y.to(self.device, non_blocking=True)
+                loss, hits, used = net.step(x, y)
+                step_loss, step_hits, step_seen = self.all_sum([loss * used, hits, used])
+                if not math.isfinite(step_loss):
+                    raise TrainingDiverged.at(step_loss, f"epoch {epoch + 1} step "
+                                              f"{len(steps) + 1}")
+                steps.append(step_loss / step_seen)
+                total_loss += step_loss
+                correct += step_hits
+                seen += step_seen
+                self.speak_if_due(epoch, len(steps), seen, total_loss / seen, t0)
+        self.step_losses.append(steps)
+        return total_loss / seen, 100.0 * correct / seen, [self.global_batch] * len(batches)
+
+    def loader(self, dataset: Dataset, batch_sampler: Any, batch_size: int = 1) -> Any:
+        """Evaluation batches: every worker a strided share of the test set, summed in
+        :meth:`reduce_eval`. Never given the batch-order generator (a DataLoader draws its
+        worker seed from it), so evaluating does not move the next epoch's order."""
+        mine = list(range(self.rank, len(dataset), self.world_size))  # type: ignore[arg-type]
+        batches = batch_sampler or [mine[i:i + batch_size]
+                                    for i in range(0, len(mine), batch_size)]
+        return DataLoader(dataset, batch_sampler=batches, num_workers=self.run.num_workers,
+                          pin_memory=self.device.type == "cuda")
+
+    def reduce_eval(self, total_loss: float, correct: int, correct5: int,
+                    seen: int) -> tuple[float, float, float]:
+        total_loss, c1, c5, n = self.all_sum([total_loss, correct, correct5, seen])
+        return super().reduce_eval(total_loss, int(c1), int(c5), int(n))
+
+
 class DataParallelRetrainer(Retrainer):
     """:class:`Retrainer` as worker ``rank`` of ``world_size`` (defaults: the initialised
     process group, else a single process); same checkpoints, rows and ``model.pt``.
@@ -193,8 +257,7 @@ class DataParallelRetrainer(Retrainer):
         self.rank = rank if rank is not None else (dist.get_rank() if group else 0)
         self.world_size = world_size if world_size is not None else (
             dist.get_world_size() if group else 1)
-        batch = cfg.batch.b_max
-        check_global_batch(batch, self.world_size)
+        check_global_batch(cfg.batch.b_max, self.world_size)
         if cfg.data.device_resident is True:
             raise ValueError("data.device_resident: true is not supported by data-parallel "
                              "retraining (its batch-wise augmentation is not per sample); "
@@ -203,20 +266,23 @@ class DataParallelRetrainer(Retrainer):
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
             update={"device_resident": False})})
         super().__init__(cfg, genotype, progress=progress, log=log)
-        self.global_batch = batch
-        self.step_losses: list[list[float]] = []  # per finished epoch, over the global batch
 
     @property
     def is_chief(self) -> bool:
         return self.rank == 0
 
+    step_losses = property(lambda self: self.loop.step_losses)
+
+    def _loop(self, run: RunSetup) -> DataParallelLoop:
+        return DataParallelLoop(self.cfg, run, self.progress, self.log, self.rank,
+                                self.world_size)
+
     def setup(self, datasets: tuple[Dataset, Dataset, Any] | None = None) -> None:
         super().setup(datasets)
-        self.train_set = SampleSeeded(self.train_set, self.cfg.seed)
         if self.world_size > 1:
             cuda = self.device.type == "cuda"
             convert_batchnorm(self.model, cuda)
-            self.forward = nn.parallel.DistributedDataParallel(
+            self.net.forward = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if cuda else None,
                 forward_sync_buffers=False)  # buffers are global already (BatchNorm above)
 
@@ -225,122 +291,4 @@ class DataParallelRetrainer(Retrainer):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.step_losses = [list(s) for s in state["step_losses"]]
-
-    def _all_sum(self, values: list[float]) -> list[float]:
-        t = torch.tensor(values, dtype=torch.float64)
-        if self.world_size > 1:
-            if dist.get_backend() == "nccl":
-                t = t.to(self.device)
-            dist.all_reduce(t)
-        return [float(v) for v in t.cpu()]
-
-    def _train_pass(self) -> tuple[float, float, list[int]]:
-        self.model.train()
-        batches = global_batches(len(self.train_set), self.global_batch, self.generator)
-        if not batches:
-            raise ValueError(f"{len(self.train_set)} training images do not fill one global "
-                             f"batch of {self.global_batch} (batch.b_max)")
-        per = self.global_batch // self.world_size
-        mine = [b[self.rank * per:(self.rank + 1) * per] for b in batches]
-        self.train_set.epoch = self.epoch
-        loader = DataLoader(self.train_set, batch_sampler=mine, num_workers=self.num_workers,
-                            pin_memory=self.device.type == "cuda",
-                            persistent_workers=False)
-        total_loss = correct = seen = 0.0
-        steps: list[float] = []
-        t0 = time.perf_counter()
-        with global_batch_masks(self.rank, self.world_size):
-            for x, y in loader:
-                x = x.to(self.device, non_blocking=True)
-                y = y.to(self.device, non_blocking=True)
-                loss, hits, used = self._step(x, y)
-                step_loss, step_hits, step_seen = self._all_sum([loss * used, hits, used])
-                if not math.isfinite(step_loss):
-                    raise TrainingDiverged.at(step_loss, f"epoch {self.epoch + 1} step "
-                                              f"{len(steps) + 1}")
-                steps.append(step_loss / step_seen)
-                total_loss += step_loss
-                correct += step_hits
-                seen += step_seen
-                self._speak_if_due(len(steps), seen, total_loss / seen, t0)
-        self.step_losses.append(steps)
-        return total_loss / seen, 100.0 * correct / seen, [self.global_batch] * len(batches)
-
-    def _loader(self, dataset: Dataset, batch_sampler: Any, batch_size: int = 1) -> Any:
-        """Evaluation batches: every worker a strided share of the test set, summed in
-        :meth:`_reduce_eval`. Never given the batch-order generator (a DataLoader draws its
-        worker seed from it), so evaluating does not move the next epoch's order."""
-        mine = list(range(self.rank, len(dataset), self.world_size))  # type: ignore[arg-type]
-        batches = batch_sampler or [mine[i:i + batch_size]
-                                    for i in range(0, len(mine), batch_size)]
-        return DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers,
-                          pin_memory=self.device.type == "cuda")
-
-    def _reduce_eval(self, total_loss: float, correct: int, correct5: int,
-                     seen: int) -> tuple[float, float, float]:
-        total_loss, c1, c5, n = self._all_sum([total_loss, correct, correct5, seen])
-        return super()._reduce_eval(total_loss, int(c1), int(c5), int(n))
-
-
-# ---------------------------------------------------------------- one machine, no Ray
-
-
-def train_local(cfg: RetrainConfig, genotype: Genotype, world_size: int,
-                out: str | os.PathLike, *, stop_after: int | None = None) -> None:
-    """Train on ``world_size`` local processes (gloo on CPU, NCCL on CUDA: one GPU each),
-    resuming from ``out/checkpoint.pt`` if present. Rank 0 writes the files of an
-    in-process run (``prnas.retrain.run_files.folder_run``) and the checkpoint after
-    every epoch, which also keeps each epoch's global step losses (``step_losses``).
-
-    ``stop_after`` ends the processes after that many epochs in total (as a crash would).
-    """
-    import torch.multiprocessing as mp
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        init = f"file://{Path(tmp) / 'rendezvous'}"
-        # A fork server imports torch and this module once and forks the workers from a
-        # process that never ran autograd or CUDA (forking this one is not safe: its
-        # autograd and CUDA state do not survive a fork), saving a torch import per worker.
-        import multiprocessing
-
-        multiprocessing.set_forkserver_preload([__name__])
-        mp.start_processes(_local_worker, nprocs=world_size, join=True,
-                           start_method="forkserver",
-                           args=(world_size, init, cfg.model_dump(mode="json"),
-                                 genotype.to_json(), str(out), stop_after))
-
-
-def _local_worker(rank: int, world_size: int, init: str, cfg_raw: dict[str, Any],
-                  genotype_json: str, out: str, stop_after: int | None) -> None:
-    from prnas.retrain.config import build_config
-    from prnas.retrain.run_files import folder_run
-
-    cfg = build_config(cfg_raw)
-    cuda = cfg.device != "cpu" and torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(rank)
-        cfg = cfg.model_copy(update={"device": f"cuda:{rank}"})
-    else:
-        torch.set_num_threads(1)  # the workers share the machine's cores
-    dist.init_process_group("nccl" if cuda else "gloo", init_method=init, rank=rank,
-                            world_size=world_size)
-    try:
-        genotype = Genotype.from_dict(json.loads(genotype_json))
-        trainer = DataParallelRetrainer(cfg, genotype, rank=rank, world_size=world_size)
-        trainer.setup()
-        folder = Path(out)
-        if (folder / CHECKPOINT_FILE).is_file():
-            trainer.restore(folder / CHECKPOINT_FILE)
-        files = folder_run(folder, cfg, genotype, trainer.info.name) if trainer.is_chief else None
-        while not trainer.done and (stop_after is None or trainer.epoch < stop_after):
-            if files is not None:
-                files.epoch(trainer)
-                trainer.save(folder / CHECKPOINT_FILE)
-            else:
-                trainer.train_epoch()
-            dist.barrier()
-    finally:
-        dist.destroy_process_group()
+        self.loop.step_losses = [list(s) for s in state["step_losses"]]

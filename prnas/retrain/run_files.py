@@ -1,6 +1,5 @@
 """One retrain's files, the same for every way a retrain runs: in-process
-(``python -m prnas.retrain``), on local processes (``prnas.retrain.ddp.train_local``),
-as a Tune trial and as a data-parallel Tune trial.
+(``python -m prnas.retrain``), as a Tune trial and as a data-parallel Tune trial.
 
 ``epochs.jsonl`` is rewritten whole after every epoch from the retrainer's
 checkpointed history, so it never holds an epoch a retry threw away; after the

@@ -21,8 +21,6 @@ import torch
 
 from prnas._io import atomic_write_bytes
 
-KINDS = ("search", "retrain")
-
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, unsafe, or of another kind of run.
@@ -59,8 +57,6 @@ def kind_of(state: Any) -> str | None:
     """``search`` or ``retrain`` (in-process or Tune trial), from the keys each one writes."""
     if not isinstance(state, dict):
         return None
-    if state.get("kind") in KINDS:
-        return state["kind"]
     if "pools" in state or isinstance(state.get("search"), dict):
         return "search"
     if "model" in state and "genotype" in state:

@@ -40,14 +40,14 @@ class RunSetup:
     num_workers: int
 
 
-def prepare(cfg: Any, load: Callable[[], tuple[Sequence[Any], DataInfo]]) -> RunSetup:
-    """Device and seeds first (in this order), then ``load()``'s datasets, all on the
-    device when ``data.device_resident`` says so (together: the memory check is for
-    their sum)."""
+def prepare(cfg: Any, load: Callable[[], Sequence[Any]]) -> RunSetup:
+    """Device and seeds first (in this order), then ``load()``'s datasets (and, last, their
+    ``DataInfo``), all on the device when ``data.device_resident`` says so (together:
+    the memory check is for their sum)."""
     device = pick_device(cfg.device)
     perf = resolve(cfg.performance, device)
     seed_everything(cfg.seed)
-    datasets, info = load()
+    *datasets, info = load()
     controller = BatchSizeController(cfg.batch, probe_for(device, cfg.batch.memory_budget_bytes))
     probe = controller.probe
     resident = device_splits(cfg.data.device_resident, device, list(datasets),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from prnas import config_io
 from prnas.config_io import ConfigError as ConfigError  # re-exported for callers
@@ -19,8 +19,7 @@ from prnas.runtime.performance import PerformanceConfig
 from prnas.space.constraints import PRESETS, Constraints, preset
 from prnas.space.ops import INITIAL_POOL, Op
 
-# allow_inf_nan=False: an ``lr: .inf`` would otherwise pass and train a cycle on NaNs.
-_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+_STRICT = config_io.STRICT
 
 
 class CycleConfig(BaseModel):
@@ -58,18 +57,12 @@ def _table_i() -> list[CycleConfig]:
 
 class NetworkConfig(BaseModel):
     model_config = _STRICT
-    channels: int = Field(16, ge=2, description="C of the first cells (must be even)")
+    channels: int = Field(16, ge=2, multiple_of=2,
+                          description="C of the first cells (even: FactorizedReduce halves it)")
     layers: int = Field(8, ge=1, description="number of cells")
     nodes: int = Field(4, ge=1, description="intermediate nodes per cell")
     stem_multiplier: int = Field(3, ge=1)
     cell_output: Literal["concat", "mean"] = "concat"
-
-    @field_validator("channels")
-    @classmethod
-    def _even(cls, v: int) -> int:
-        if v % 2:
-            raise ValueError(f"must be even (FactorizedReduce halves it), got {v}")
-        return v
 
 
 class OptimConfig(BaseModel):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prnas.cycle_record import CycleRecord
@@ -131,10 +131,3 @@ def decide_population(members: Sequence[Member], cycle: int, population: Populat
 def population_key(cfg: SearchConfig) -> str:
     """The population a trial belongs to: the seeds of one space."""
     return cfg.space
-
-
-def members_by_key(members: Mapping[str, Member]) -> dict[str, list[Member]]:
-    out: dict[str, list[Member]] = {}
-    for m in members.values():
-        out.setdefault(population_key(m.cfg), []).append(m)
-    return out

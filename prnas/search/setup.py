@@ -41,9 +41,9 @@ def prepare(cfg: SearchConfig) -> SearchSetup:
     weight and alpha halves of the training set and the test set when asked for."""
     configure_threads(cfg.num_threads)
 
-    def load() -> tuple[list[Any], Any]:
-        w_ds, a_ds, info = search_datasets(cfg.data)
-        return [w_ds, a_ds] + ([test_dataset(cfg.data)] if cfg.evaluate_test else []), info
+    def load() -> list[Any]:  # weights half, alphas half, [test part,] info
+        *halves, info = search_datasets(cfg.data)
+        return [*halves, *([test_dataset(cfg.data)] if cfg.evaluate_test else []), info]
 
     run = prepare_run(cfg, load)
     w_ds, a_ds, *rest = run.datasets

@@ -142,6 +142,10 @@ def _node_capacities() -> list[dict[str, float]]:
     return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
 
 
+def _largest(nodes: list[dict[str, float]], resource: str) -> float:
+    return max((n.get(resource, 0.0) for n in nodes), default=0.0)
+
+
 def check_resources(gpus_per_trial: float, cpus_per_trial: float) -> None:
     """Raise :class:`ClusterResourceError` unless one node can host one trial.
 
@@ -152,8 +156,7 @@ def check_resources(gpus_per_trial: float, cpus_per_trial: float) -> None:
         raise ValueError(f"resources per trial must be >= 0, got gpus={gpus_per_trial}, "
                          f"cpus={cpus_per_trial}")
     nodes = _node_capacities()
-    max_gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
-    max_cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    max_gpus, max_cpus = _largest(nodes, "GPU"), _largest(nodes, "CPU")
     if gpus_per_trial > 0 and max_gpus == 0:
         raise ClusterResourceError(
             f"each trial asks for {gpus_per_trial:g} GPU(s) but the Ray cluster has no GPU; "
@@ -214,7 +217,7 @@ def check_workers(workers: int, cpus_per_worker: float, use_gpu: bool) -> None:
     nodes = _node_capacities()
     total_cpus = sum(n.get("CPU", 0.0) for n in nodes)
     total_gpus = sum(n.get("GPU", 0.0) for n in nodes)
-    max_cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    max_cpus = _largest(nodes, "CPU")
     need_cpus = workers * cpus_per_worker
     if cpus_per_worker > max_cpus or need_cpus > total_cpus:
         raise ClusterResourceError(
@@ -229,7 +232,7 @@ def check_workers(workers: int, cpus_per_worker: float, use_gpu: bool) -> None:
 
 def cluster_gpus() -> float:
     """GPUs of the largest node (0 on a CPU-only cluster); picks the default per-trial GPU."""
-    return max((n.get("GPU", 0.0) for n in _node_capacities()), default=0.0)
+    return _largest(_node_capacities(), "GPU")
 
 
 def start_driver(address: str | None, num_cpus: int | None, dashboard: bool, *,

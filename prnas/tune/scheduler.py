@@ -108,18 +108,13 @@ class PruneAndReplaceScheduler(FIFOScheduler):
         _fan_out(tune_controller, lambda s: s.pausing(trial))
         return TrialScheduler.PAUSE
 
-    def on_trial_complete(self, tune_controller: TuneController, trial: Trial,
-                          result: dict[str, Any]) -> None:
+    def _left(self, tune_controller: TuneController, trial: Trial, *_: Any) -> None:
+        """A trial finished, failed or went: no longer pausing, and no longer a member its
+        population's barrier waits for."""
         _fan_out(tune_controller, lambda s: s.resumed(trial))
         self._decide_ready(tune_controller)
 
-    def on_trial_error(self, tune_controller: TuneController, trial: Trial) -> None:
-        _fan_out(tune_controller, lambda s: s.resumed(trial))
-        self._decide_ready(tune_controller)
-
-    def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
-        _fan_out(tune_controller, lambda s: s.resumed(trial))
-        self._decide_ready(tune_controller)
+    on_trial_complete = on_trial_error = on_trial_remove = _left
 
     def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
         """The waiting trial with the fewest cycles done, so seeds advance together; never

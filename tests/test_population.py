@@ -190,7 +190,7 @@ def _population_trials(n: int, **population):
 def _report(scheduler, controller, trial, valid_acc):
     trial.status = "RUNNING"
     rec = _record(int(trial.trial_id[1:]), valid_acc)
-    result = {**rec.to_json(), "trial_dir": f"/tmp/{trial.trial_id}"}
+    result = {**rec.to_json(), "trial_path": f"/tmp/{trial.trial_id}"}
     trial.last_result = result
     decision = scheduler.on_trial_result(controller, trial, result)
     trial.status = "PAUSED"
@@ -217,7 +217,9 @@ def test_no_member_decides_before_all_have_reported():
     out = decide_population(members, 0, members[0].cfg.population)
     for t in trials:
         assert t.config[DECISION_KEY]["pools"] == out[t.trial_id].decision.to_plain()["pools"]
-        assert t.config[DECISION_KEY]["population"] == {"event": "share", "source": None}
+        pop = t.config[DECISION_KEY]["population"]
+        assert (pop["event"], pop["source"], sorted(pop["table"])) == (
+            "share", None, ["t0", "t1", "t2"])
     assert scheduler.choose_trial_to_run(controller) in trials  # decided: they run on
 
 
@@ -233,9 +235,46 @@ def test_a_failed_member_leaves_the_population_without_blocking_it():
     scheduler.on_trial_error(controller, trials[2])
     assert DECISION_KEY not in trials[2].config
     # Two members decided: the worse one takes over the better one's state after cycle 1.
-    assert trials[1].config[DECISION_KEY]["population"] == {
-        "event": "exploit from t0", "source": "/tmp/t0/population-cycle-1.pt"}
-    assert trials[0].config[DECISION_KEY]["population"] == {"event": None, "source": None}
+    pops = [t.config[DECISION_KEY]["population"] for t in trials[:2]]
+    assert (pops[1]["event"], pops[1]["source"]) == ("exploit from t0",
+                                                     "/tmp/t0/population-cycle-1.pt")
+    assert (pops[0]["event"], pops[0]["source"]) == (None, None)
+
+
+def test_a_member_that_ends_while_its_status_is_still_running_does_not_block():
+    """Tune tells the scheduler of a trial's end before the trial's status changes; the
+    barrier is checked again when Tune next asks for a trial to run."""
+    from prnas.tune.scheduler import PruneAndReplaceScheduler
+    from prnas.tune.search_trainable import DECISION_KEY
+
+    trials = _population_trials(3, share={"temperature": 1.0})
+    controller, scheduler = _Controller(trials), PruneAndReplaceScheduler()
+    _report(scheduler, controller, trials[0], 0.9)
+    _report(scheduler, controller, trials[1], 0.1)
+    trials[2].status = "RUNNING"  # e.g. halved: it closes itself, reported done
+    scheduler.on_trial_complete(controller, trials[2], {"done": True})
+    assert DECISION_KEY not in trials[0].config  # still counted: its status is RUNNING
+    trials[2].status, trials[2].last_result = "TERMINATED", {"done": True}
+    assert scheduler.choose_trial_to_run(controller) in trials[:2]
+    assert trials[0].config[DECISION_KEY]["cycle"] == 0
+
+
+def test_a_member_whose_decision_was_not_persisted_takes_it_from_a_peer():
+    """A driver killed after the barrier decided, with one member's new config saved and
+    another's not: the other reports the cycle again and gets the very same decision."""
+    from prnas.tune.scheduler import PruneAndReplaceScheduler
+    from prnas.tune.search_trainable import DECISION_KEY
+
+    trials = _population_trials(2, exploit={"after": [1], "fraction": 0.5})
+    controller, scheduler = _Controller(trials), PruneAndReplaceScheduler()
+    _report(scheduler, controller, trials[0], 0.9)
+    _report(scheduler, controller, trials[1], 0.1)
+    decided = trials[1].config[DECISION_KEY]
+    restored = [_Trial(t.trial_id, dict(t.config), "PENDING") for t in trials]
+    del restored[1].config[DECISION_KEY]  # not in the experiment snapshot
+    controller, scheduler = _Controller(restored), PruneAndReplaceScheduler()
+    _report(scheduler, controller, restored[1], 0.1)
+    assert restored[1].config[DECISION_KEY] == decided
 
 
 def test_without_a_population_each_trial_decides_alone():

@@ -87,7 +87,8 @@ def population_overrides(text: str | None) -> dict[str, Any]:
     if bad or not names:
         raise ConfigError(f"--population: unknown mechanism(s) {', '.join(bad) or '(none)'}; "
                           f"allowed: {', '.join(MECHANISMS)}")
-    return {f"population.{n}": {} for n in names}
+    # Merged into the config file's section: its settings of a named mechanism stay.
+    return {"population": {n: {} for n in names}}
 
 
 def _spaces(args: argparse.Namespace, cfg: SearchConfig) -> list[str]:

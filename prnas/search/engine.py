@@ -205,17 +205,19 @@ class Search:
     def adopt(self, saved: dict, *, own_rng: bool = True) -> None:
         """Take over another seed's state after the same cycle (population exploit, as PBT
         copies a checkpoint): network and alpha weights, optimisers, batch-size state,
-        pools and histories. This search keeps its own cycle and epoch logs and, with
-        ``own_rng``, its own random streams, so it goes on from the copied state its own
-        way. Refuses a state of another cycle or of a config that differs in more than
-        seed and name."""
+        pools and histories (the next :meth:`apply` restarts alphas, optimisers and batch
+        size, as every cycle does; the copied alphas decide the pools). This search keeps
+        its own cycle and epoch logs and, with ``own_rng``, its own random streams, so it
+        goes on from the copied state its own way. Refuses a state of another cycle or of
+        a config that differs in more than seed, name and memory budget (GPU models
+        differ)."""
         mine = self.state_dict()
         if (saved["cycle"], saved["epoch"]) != (self.cycle, self.epoch):
             raise ValueError(f"cannot adopt the state after cycle {saved['cycle'] + 1} epoch "
                              f"{saved['epoch']} at cycle {self.cycle + 1} epoch {self.epoch}")
         state.check_config(saved["config"], mine["config"],
                            SearchConfig().model_dump(mode="json"),
-                           state.MAY_DIFFER | {"seed", "name"})
+                           state.MAY_DIFFER | {"seed", "name", "batch.memory_budget_bytes"})
         keep = ("config", "epoch_log", "cycle_log", "genotype") + (("rng",) if own_rng else ())
         self.load_state_dict({**saved, **{k: mine[k] for k in keep}})
 

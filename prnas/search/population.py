@@ -12,11 +12,12 @@ mechanisms, each off unless configured (``SearchConfig.population``):
   an edge lacks it), and renormalises; temperature 0 is the paper's rule. The
   child still inherits its weights from its own trial's parent.
 - **exploit**: after chosen cycles the worst ``fraction`` of the members by
-  supernet validation accuracy each take over the whole state of one of the
-  best ``fraction`` (drawn uniformly), as PBT copies a checkpoint: network and
-  alpha weights, optimisers, batch-size state, pools, histories. They keep
-  their own random streams and decide from the copied pools with their own
-  decision RNG, so they explore other morph branches from the best state found.
+  supernet validation accuracy each take over the state of one of the best
+  ``fraction`` (drawn uniformly), as PBT copies a checkpoint: its network
+  weights, pools and histories, and its alphas, from which they decide the next
+  pools (alphas, optimisers and batch size restart every cycle anyway). They
+  keep their own random streams and decide with their own decision RNG, so they
+  explore other morph branches from the best state found.
 - **halve**: after chosen cycles the worst ``fraction`` of the members stop
   (successive halving); at least one goes on.
 
@@ -85,6 +86,11 @@ def share_boost(others: Sequence[CycleRecord], temperature: float
             for t, ops in op_strengths(others).items()}
 
 
+def _finite(value: object) -> float:
+    v = float(value)  # type: ignore[arg-type]
+    return v if math.isfinite(v) else -math.inf
+
+
 def _count(n: int, fraction: float) -> int:
     return int(math.floor(n * fraction + 1e-9))
 
@@ -94,9 +100,11 @@ def decide_population(members: Sequence[Member], cycle: int, population: Populat
     """Every member's outcome after ``cycle`` (0-based; never the last cycle)."""
     if not members:
         return {}
+    # By trial id first: nothing (not even a float sum's rounding) depends on arrival order.
+    members = sorted(members, key=lambda m: m.trial_id)
     n_cycles = len(members[0].cfg.schedule)
-    # Best first; ties by trial id, so the order never depends on arrival.
-    ranked = sorted(members, key=lambda m: (-float(m.record["valid_acc"]), m.trial_id))
+    # Best first (an accuracy that is not a number ranks last); ties by trial id.
+    ranked = sorted(members, key=lambda m: (-_finite(m.record["valid_acc"]), m.trial_id))
     rng = random.Random("prnas-population-" + ",".join(sorted(m.trial_id for m in members))
                         + f"-{cycle}")
     out: dict[str, Outcome] = {}

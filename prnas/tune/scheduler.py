@@ -32,6 +32,7 @@ imports, datasets, network, some 4-5 s a cycle.
 from __future__ import annotations
 
 import logging
+import posixpath
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,6 @@ from prnas.cli import progress
 from prnas.cycle_record import CycleRecord
 from prnas.search.decision import decide_cycle
 from prnas.search.population import Member, decide_population, population_key
-from prnas.storage import as_location
 from prnas.tune import ray_compat
 from prnas.tune.search_trainable import DECISION_KEY, trial_search_config
 from prnas.tune.trial_files import snapshot_name
@@ -77,16 +77,25 @@ class PruneAndReplaceScheduler(FIFOScheduler):
     With ``population`` in the search config the seeds of one space decide together
     (:mod:`prnas.search.population`): a trial's result joins its population's barrier
     for that cycle and the trial pauses without a decision; once every live member has
-    reported, the decisions of all are set at once (so an experiment snapshot holds all
-    or none of them) and the members waiting are resumed. A member that failed or ended
-    leaves the population. The barrier is runtime state only: after a driver restart
-    the members without a decision report their cycle again.
+    reported, the decisions of all are set at once and the members waiting are resumed.
+    Each member's decision carries the whole population's (``table``): Tune may persist
+    one member's new config and not another's before a driver dies, and a member that
+    then reports the cycle again takes its decision from a peer's table. A member that
+    failed or ended leaves the population (checked again whenever Tune asks for a trial
+    to run, when its status has settled). The barrier is runtime state only: after a
+    driver restart the members without a decision report their cycle again.
     """
 
     def __init__(self) -> None:
         super().__init__()
         # (population, 0-based cycle) -> trial id -> its nested result: runtime only.
         self._barriers: dict[tuple[str, int], dict[str, dict[str, Any]]] = {}
+        self._populations: dict[str, str | None] = {}  # trial id -> its population
+
+    def _population(self, trial: Trial) -> str | None:
+        if trial.trial_id not in self._populations:
+            self._populations[trial.trial_id] = _population(trial.config)
+        return self._populations[trial.trial_id]
 
     def on_trial_result(self, tune_controller: TuneController, trial: Trial,
                         result: dict[str, Any]) -> str:
@@ -97,14 +106,18 @@ class PruneAndReplaceScheduler(FIFOScheduler):
             # The Trainable closes the last cycle itself (see search_trainable).
             return TrialScheduler.CONTINUE
         cycle = int(result["cycle"]) - 1
-        population = _population(trial.config)
+        population = self._population(trial)
         if population is None:
             trial.set_config({**trial.config, DECISION_KEY: decision_for(trial.config, result)})
         elif (trial.config.get(DECISION_KEY) or {}).get("cycle") != cycle:
             # (A retry that trained the cycle again keeps the decision it has.)
-            self._barriers.setdefault((population, cycle), {})[trial.trial_id] = (
-                ray_compat.nested(result))
-            self._decide_ready(tune_controller)
+            decided = decided_by_peer(tune_controller.get_trials(), trial.trial_id, cycle)
+            if decided is not None:
+                trial.set_config({**trial.config, DECISION_KEY: decided})
+            else:
+                self._barriers.setdefault((population, cycle), {})[trial.trial_id] = (
+                    ray_compat.nested(result))
+                self._decide_ready(tune_controller)
         _fan_out(tune_controller, lambda s: s.pausing(trial))
         return TrialScheduler.PAUSE
 
@@ -119,6 +132,7 @@ class PruneAndReplaceScheduler(FIFOScheduler):
     def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
         """The waiting trial with the fewest cycles done, so seeds advance together; never
         one paused at its population's barrier."""
+        self._decide_ready(tune_controller)  # members that left are settled by now
         at_barrier = {tid for reports in self._barriers.values() for tid in reports}
         waiting = [t for t in tune_controller.get_trials()
                    if t.status == Trial.PENDING
@@ -131,7 +145,7 @@ class PruneAndReplaceScheduler(FIFOScheduler):
         """Decide every barrier that all live members of its population have reached."""
         trials = tune_controller.get_trials()
         for (population, cycle), reports in list(self._barriers.items()):
-            live = [t for t in trials if _may_resume(t) and _population(t.config) == population]
+            live = [t for t in trials if _may_resume(t) and self._population(t) == population]
             if any(t.trial_id not in reports for t in live):
                 continue
             del self._barriers[(population, cycle)]
@@ -230,21 +244,37 @@ def population_payloads(live: list[Trial], reports: dict[str, dict[str, Any]],
         log.error("population decision failed for cycle %d:\n%s", cycle + 1,
                   traceback.format_exc())
         return {t: {"cycle": cycle, "error": f"{type(err).__name__}: {err}"} for t in live}
-    out = {}
+    table = {}
     for t in live:
         o = outcomes[t.trial_id]
-        source = None
-        if o.source is not None:
-            folder = as_location(reports[o.source]["trial_dir"])
-            source = (folder / snapshot_name(cycle + 1)).uri
-        out[t] = {"cycle": cycle, **(o.decision.to_plain() if o.decision else {}),
-                  "population": {"event": o.event, "source": source}}
+        # The source's snapshot as a path on the storage's filesystem, which the member
+        # opens with its own (an object store's endpoint is not in a URI).
+        source = None if o.source is None else posixpath.join(
+            reports[o.source]["trial_path"], snapshot_name(cycle + 1))
+        table[t.trial_id] = {"cycle": cycle, **(o.decision.to_plain() if o.decision else {}),
+                             "population": {"event": o.event, "source": source}}
+    out = {t: with_table(table[t.trial_id], table) for t in live}
     events = [f"{t.trial_id}: {o.event}" for t in live
               if (o := outcomes[t.trial_id]).event not in (None, "share")]
     progress(f"population {population_key(members[0].cfg)} after cycle {cycle + 1}: "
              f"{len(live)} seeds decided together"
              + (f"; {', '.join(events)}" if events else ""))
     return out
+
+
+def with_table(payload: dict[str, Any], table: dict[str, Any]) -> dict[str, Any]:
+    return {**payload, "population": {**payload["population"], "table": table}}
+
+
+def decided_by_peer(trials: list[Trial], trial_id: str, cycle: int) -> dict[str, Any] | None:
+    """The decision of ``trial_id`` after ``cycle`` from a peer whose config holds the
+    population's table of that cycle, if any does."""
+    for t in trials:
+        d = t.config.get(DECISION_KEY) or {}
+        table = (d.get("population") or {}).get("table") or {}
+        if d.get("cycle") == cycle and trial_id in table:
+            return with_table(table[trial_id], table)
+    return None
 
 
 def _may_resume(trial: Trial) -> bool:

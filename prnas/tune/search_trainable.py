@@ -48,7 +48,7 @@ from prnas.search.config import SearchConfig, build_config
 from prnas.search.engine import Search
 from prnas.search.population import HALVED
 from prnas.space.fates import PolicyResult
-from prnas.storage import Location, as_location
+from prnas.storage import Location, on_filesystem
 from prnas.tune import ray_compat
 from prnas.tune.cluster import (
     claim_gpu_share,
@@ -226,7 +226,7 @@ class SearchTrainable(tune.Trainable):
             s.stop(record)
             return True
         if population.get("source"):  # exploit: take over a better seed's state first
-            source = as_location(population["source"])
+            source = on_filesystem(self.trial_folder().fs, population["source"])
             s.adopt(checkpoint.load(source.uri, kind="search", data=source.read_bytes()))
         s.apply(PolicyResult.from_plain(d), record)
         return True
@@ -237,7 +237,7 @@ class SearchTrainable(tune.Trainable):
     def _result(self, record: CycleRecord, **extra: Any) -> dict[str, Any]:
         # "softmax": Tune's TensorBoard logger makes one curve per edge and op of it.
         return {"genotype_path": None, **record.to_json(), **self._identity(),
-                "trial_dir": self.trial_folder().uri, "redecide": False,
+                "trial_path": self.trial_folder().path, "redecide": False,
                 "softmax": softmax_curves(record.pools, record.alphas), **extra}
 
     def trial_folder(self) -> Location:

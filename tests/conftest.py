@@ -33,3 +33,21 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("ray") or item.get_closest_marker("cluster"):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="module")
+def ray_cpu():
+    """A local Ray of 2 CPUs for one test module (the Tune search tests)."""
+    import ray
+
+    from prnas.tune.cluster import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory):
+    """One experiment storage folder per test module."""
+    return tmp_path_factory.mktemp("runs")

@@ -38,20 +38,6 @@ def _cli():
     return module.main
 
 
-@pytest.fixture(scope="module")
-def ray_cpu():
-    from prnas.tune.cluster import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def storage(tmp_path_factory):
-    return tmp_path_factory.mktemp("population")
-
-
 def _args(storage: Path, name: str, config: Path) -> list[str]:
     # The flag turns the mechanisms on at their defaults; --set tunes them.
     sets = ["population.exploit={after: [1], fraction: 0.34}",

@@ -31,20 +31,6 @@ TINY = tiny_search(data={"input_size": 16, "subset": 120, "test_subset": 40},
                    network={"nodes": 4})
 
 
-@pytest.fixture(scope="module")
-def ray_cpu():
-    from prnas.tune.cluster import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def storage(tmp_path_factory):
-    return tmp_path_factory.mktemp("runs")
-
-
 def _experiment(storage: Path, name: str, seeds=(0, 1), **kw):
     from prnas.tune.experiment import SearchExperiment
 

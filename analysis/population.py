@@ -11,8 +11,7 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-EXPLOIT = "exploit from "
-HALVED = "halved"
+from prnas.space.fates import EXPLOIT_FROM, HALVED
 
 
 def population_events(results: pd.DataFrame) -> pd.DataFrame:
@@ -22,11 +21,11 @@ def population_events(results: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in results.to_dict("records"):
         for part in str(r.get("population_event") or "").split("; "):
-            if part.startswith(EXPLOIT) or part == HALVED:
+            if part.startswith(EXPLOIT_FROM) or part == HALVED:
                 rows.append({"experiment": r["experiment"], "space": r["space"],
                              "cycle": r["cycle"], "trial_id": r["trial_id"], "seed": r["seed"],
                              "event": "exploit" if part != HALVED else HALVED,
-                             "source": part.removeprefix(EXPLOIT) if part != HALVED else None,
+                             "source": part.removeprefix(EXPLOIT_FROM) if part != HALVED else None,
                              "valid_acc": r["valid_acc"]})
     return pd.DataFrame(rows, columns=["experiment", "space", "cycle", "trial_id", "seed",
                                        "event", "source", "valid_acc"])

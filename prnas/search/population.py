@@ -35,11 +35,9 @@ from dataclasses import dataclass
 from prnas.cycle_record import CycleRecord
 from prnas.search.config import PopulationConfig, SearchConfig
 from prnas.search.decision import decide_cycle
-from prnas.space.fates import PolicyResult
+from prnas.space.fates import EXPLOIT_FROM, HALVED, SHARE, PolicyResult
 from prnas.space.ops import Op
 from prnas.space.weights import softmax
-
-HALVED = "halved"
 
 
 @dataclass(frozen=True)
@@ -123,12 +121,12 @@ def decide_population(members: Sequence[Member], cycle: int, population: Populat
     by_id = {m.trial_id: m for m in members}
     for m in live:
         src = sources.get(m.trial_id, m)
-        events = [f"exploit from {src.trial_id}"] if src is not m else []
+        events = [EXPLOIT_FROM + src.trial_id] if src is not m else []
         boost = None
         if population.share is not None:
             boost = share_boost([o.record for o in members if o.trial_id != m.trial_id],
                                 population.share.temperature)
-            events.append("share")
+            events.append(SHARE)
         r = by_id[src.trial_id].record
         decision = decide_cycle(m.cfg, cycle, r.pools, r.alphas, r.histories, boost)
         out[m.trial_id] = Outcome(decision, None if src is m else src.trial_id,

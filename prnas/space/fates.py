@@ -21,6 +21,13 @@ from prnas.space.pools import (
     pools_plain,
 )
 
+# What a population did to a trial after a cycle (``results.parquet``'s
+# ``population_event``, parts joined by "; "): written by prnas.search.population,
+# read back by analysis.population.
+HALVED = "halved"
+EXPLOIT_FROM = "exploit from "  # + the trial whose state it took over
+SHARE = "share"
+
 
 @dataclass(frozen=True)
 class NewOp:

@@ -28,7 +28,7 @@ from prnas.records import (
     trial_dirs,
     write_parquet,
 )
-from prnas.search.population import HALVED
+from prnas.space.fates import HALVED
 from prnas.storage import Location, as_location
 
 

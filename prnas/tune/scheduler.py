@@ -44,6 +44,7 @@ from prnas.cli import progress
 from prnas.cycle_record import CycleRecord
 from prnas.search.decision import decide_cycle
 from prnas.search.population import Member, decide_population, population_key
+from prnas.space.fates import SHARE
 from prnas.tune import ray_compat
 from prnas.tune.search_trainable import DECISION_KEY, trial_search_config
 from prnas.tune.trial_files import snapshot_name
@@ -255,7 +256,7 @@ def population_payloads(live: list[Trial], reports: dict[str, dict[str, Any]],
                              "population": {"event": o.event, "source": source}}
     out = {t: with_table(table[t.trial_id], table) for t in live}
     events = [f"{t.trial_id}: {o.event}" for t in live
-              if (o := outcomes[t.trial_id]).event not in (None, "share")]
+              if (o := outcomes[t.trial_id]).event not in (None, SHARE)]
     progress(f"population {population_key(members[0].cfg)} after cycle {cycle + 1}: "
              f"{len(live)} seeds decided together"
              + (f"; {', '.join(events)}" if events else ""))

@@ -46,8 +46,7 @@ from prnas.runtime.device import release_cached_memory
 from prnas.search.alpha_signal import softmax_curves
 from prnas.search.config import SearchConfig, build_config
 from prnas.search.engine import Search
-from prnas.search.population import HALVED
-from prnas.space.fates import PolicyResult
+from prnas.space.fates import HALVED, PolicyResult
 from prnas.storage import Location, on_filesystem
 from prnas.tune import ray_compat
 from prnas.tune.cluster import (

@@ -96,3 +96,35 @@ def test_retrain_ddp_prints_pipeline_and_both_worker_counts(capsys):
     train = [r for r in recs if r["bench"] == "ddp_training"]
     assert [r["workers"] for r in train] == [1, 2]
     assert all(r["images_per_s"] > 0 for r in recs if "images_per_s" in r)
+
+
+def test_population_ablation_budgets_and_compares_arms():
+    """The ablation's own arithmetic (its end-to-end ``--smoke`` runs eight Ray
+    experiments, about 2 minutes, and is left out of the suite): halve arms get the
+    seeds the independent arm's steps pay for, and a comparison reports the difference,
+    its interval and the study size."""
+    import population
+
+    from prnas.search.config import load_config
+
+    cfg = load_config(population.DEMO)
+    assert population.seeds_for("share", 4, cfg) == 4
+    k = population.seeds_for("halve", 4, cfg)
+    steps = [c.epochs * (cfg.steps_per_epoch or 1) for c in cfg.schedule]
+    pop = load_config(population.DEMO, {"population.halve": {}}).population
+    after = pop.halve_after(len(steps))[0]
+
+    def cost(n):
+        return n * sum(steps[:after]) + (n - min(int(n * pop.halve.fraction), n - 1)) * sum(
+            steps[after:])
+    assert cost(k) <= 4 * sum(steps) < cost(k + 1) and k > 4
+    ref = {"arm": "independent", "errors": [0.10, 0.12, 0.11, 0.13], "search_steps": 100}
+    arm = {"arm": "share", "errors": [0.20, 0.22, 0.21, 0.23], "search_steps": 100}
+    c = population.compare(arm, ref)
+    assert c["diff"] == pytest.approx(0.1) and c["ci95"][0] > 0
+    assert c["compute_ratio"] == 1.0 and c["mann_whitney_p"] < 0.05
+    # A difference of a tenth of the spread needs hundreds of cells per arm; a clear one,
+    # one (2 x (1.96 + 0.84)^2 / 0.1^2 = 1568 at a tenth).
+    near = {**arm, "errors": [e + 0.1 * 0.0129 for e in ref["errors"]]}
+    assert c["cells_needed_per_arm"] == 1
+    assert 1400 < population.compare(near, ref)["cells_needed_per_arm"] < 1700

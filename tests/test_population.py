@@ -259,6 +259,37 @@ def test_a_member_that_ends_while_its_status_is_still_running_does_not_block():
     assert trials[0].config[DECISION_KEY]["cycle"] == 0
 
 
+def test_a_halved_seed_frees_its_slot_and_the_population_never_waits_on_it():
+    """Issue 25 item 3: after halve, the stopped seed's slot goes to whatever waits (here
+    the next space's trial, which has done fewer cycles than the survivor), and the
+    survivor's next barrier is decided by itself alone."""
+    from prnas.tune.scheduler import PruneAndReplaceScheduler
+    from prnas.tune.search_trainable import DECISION_KEY
+
+    dl = _population_trials(2, halve={"after": [1], "fraction": 0.5})
+    dd = _Trial("u0", {**dl[0].config, "space": "DD"})
+    controller, scheduler = _Controller([*dl, dd]), PruneAndReplaceScheduler()
+    _report(scheduler, controller, dl[0], 0.2)
+    # DL's barrier holds t0; the other space's trial is not held by it.
+    assert scheduler.choose_trial_to_run(controller) in (dl[1], dd)
+    _report(scheduler, controller, dl[1], 0.8)
+    assert dl[0].config[DECISION_KEY]["population"]["event"] == HALVED
+    assert dl[1].config[DECISION_KEY]["population"]["event"] is None
+    # The halved seed closes itself (done) and leaves: its slot goes to the waiting trial
+    # with the fewest cycles, the next space's, before the survivor's next cycle.
+    dl[0].status = "RUNNING"
+    scheduler.on_trial_complete(controller, dl[0], {"done": True})
+    dl[0].status, dl[0].last_result = "TERMINATED", {"done": True}
+    assert scheduler.choose_trial_to_run(controller) is dd
+    # The survivor's cycle-2 barrier needs no one else: decided on its report.
+    rec = _record(1, 0.8)
+    result = {**rec.to_json(), "cycle": 2, "trial_path": "/tmp/t1"}
+    dl[1].status, dl[1].last_result = "RUNNING", result
+    assert scheduler.on_trial_result(controller, dl[1], result) == "PAUSE"
+    assert dl[1].config[DECISION_KEY]["cycle"] == 1
+    assert sorted(dl[1].config[DECISION_KEY]["population"]["table"]) == ["t1"]
+
+
 def test_a_member_whose_decision_was_not_persisted_takes_it_from_a_peer():
     """A driver killed after the barrier decided, with one member's new config saved and
     another's not: the other reports the cycle again and gets the very same decision."""

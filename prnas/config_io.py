@@ -11,7 +11,7 @@ import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -75,6 +75,29 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any] | None)
         else:
             merged = deep_merge(merged, {key: value})
     return merged
+
+
+Behaviour = Literal["paper", "reference"]
+BEHAVIOUR_HELP = ("paper: the paper's text and prnas' fixes; reference: the authors' code's "
+                  "behaviour where prnas differs (docs/search.md, Fidelity)")
+
+
+def fill_behaviour(raw: Any, fields: Mapping[str, Any]) -> Any:
+    """A raw config with ``behaviour: reference`` gets the dotted ``fields`` that it does
+    not set itself (a value set explicitly is kept), before validation, so the validated
+    config shows what the switch chose."""
+    if not isinstance(raw, Mapping) or raw.get("behaviour") != "reference":
+        return raw
+    out = copy.deepcopy(dict(raw))
+    for key, value in fields.items():
+        section, name = key.split(".")
+        part = out.get(section)
+        if isinstance(part, BaseModel):
+            part = part.model_dump(exclude_unset=True)
+        part = dict(part or {})
+        part.setdefault(name, value)
+        out[section] = part
+    return out
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:

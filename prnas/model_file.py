@@ -70,6 +70,7 @@ class NetworkSpec(BaseModel):
     input_size: int = Field(ge=1)
     auxiliary: bool
     stem_multiplier: int = Field(3, ge=1)
+    auxiliary_bn: bool = False  # the reference's ImageNet head (behaviour: reference)
 
 
 class _Header(BaseModel):
@@ -128,7 +129,8 @@ class ModelFile:
         return build_eval_network(n.kind, self.genotype, channels=n.channels, layers=n.layers,
                                   num_classes=n.num_classes,
                                   auxiliary=n.auxiliary if auxiliary is None else auxiliary,
-                                  in_channels=n.in_channels, stem_multiplier=n.stem_multiplier)
+                                  in_channels=n.in_channels, stem_multiplier=n.stem_multiplier,
+                                  auxiliary_bn=n.auxiliary_bn)
 
     def network_for_inference(self, which: Weights = "final",
                               device: str | torch.device = "cpu") -> EvalNetwork:
@@ -154,7 +156,9 @@ def save(path: str | os.PathLike, model: torch.nn.Module, genotype: Genotype,
     payload: dict[str, Any] = {
         "format": FORMAT,
         "genotype": genotype.to_json(),
-        "network": network.model_dump(),
+        # auxiliary_bn only when set: files of the paper's protocol read as before.
+        "network": network.model_dump(exclude=set() if network.auxiliary_bn
+                                      else {"auxiliary_bn"}),
         "normalisation": {"mean": [float(m) for m in mean], "std": [float(s) for s in std]},
         "classes": [str(c) for c in classes],
         "data": dict(data or {}),

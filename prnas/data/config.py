@@ -39,6 +39,14 @@ class DataConfig(BaseModel):
     split_seed: int = Field(
         0, ge=0, le=2**63 - 1, description="seeds the weights/alphas split and hold-outs"
     )
+    split: Literal["random", "in_order"] = Field(
+        "random", description="search halves: a random half each, seeded by split_seed "
+        "(random), or the first and second half in file order (in_order, the reference "
+        "code's; set by behaviour: reference)")
+    statistics: Literal["prnas", "reference"] = Field(
+        "prnas", description="CIFAR normalisation: mean/std computed from the training set "
+        "to 4 decimals (prnas), or the reference code's constants (reference; set by "
+        "behaviour: reference)")
     subset: int | None = Field(None, ge=2, description="use at most N training images")
     test_subset: int | None = Field(None, ge=1, description="use at most N test images")
     augment: bool = Field(True, description="random crop (+ flip for natural images)")

@@ -16,6 +16,7 @@ images (CIFAR, image folders), because a mirrored digit is no longer that digit.
 
 from __future__ import annotations
 
+import numpy as np
 from torch.utils.data import Dataset
 
 from prnas.data.config import DataConfig
@@ -26,10 +27,13 @@ def search_datasets(cfg: DataConfig) -> tuple[Dataset, Dataset, DataInfo]:
     """The training part split in half: (weights half, alphas half), both augmented.
 
     No cutout: the paper searches without it. The split is a permutation seeded
-    by ``split_seed`` alone, so every trial with that seed sees the same halves.
+    by ``split_seed`` alone, so every trial with that seed sees the same halves
+    (``split: in_order``: the first and second half in file order, as the reference
+    code splits).
     """
     src = load_source(cfg)
-    perm = rng(cfg.split_seed, SPLIT).permutation(len(src.train_indices))
+    n = len(src.train_indices)
+    perm = np.arange(n) if cfg.split == "in_order" else rng(cfg.split_seed, SPLIT).permutation(n)
     half = len(perm) // 2
     tf = src.transform(train=True, augment=cfg.augment)
     weights = TransformedSubset(src.train_base, src.train_indices[perm[:half]], tf)

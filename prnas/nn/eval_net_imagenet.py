@@ -17,6 +17,8 @@ and the auxiliary head pools adaptively to 2x2 when its map is not the 7x7 of
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -26,9 +28,11 @@ from prnas.space.genotype import Genotype
 __all__ = ["AuxiliaryHeadImageNet", "EvalNetworkImageNet"]
 
 
-def AuxiliaryHeadImageNet(channels: int, num_classes: int) -> AuxiliaryHead:  # noqa: N802
-    """DARTS' ``AuxiliaryHeadImageNet`` (see :class:`~prnas.nn.eval_net.AuxiliaryHead`)."""
-    return AuxiliaryHead(channels, num_classes, stride=2, exact=(7, 8), bn=False)
+def AuxiliaryHeadImageNet(channels: int, num_classes: int,  # noqa: N802
+                          bn: bool = False) -> AuxiliaryHead:
+    """DARTS' ``AuxiliaryHeadImageNet`` (see :class:`~prnas.nn.eval_net.AuxiliaryHead`);
+    ``bn``: with the BN after the 2x2 conv, as the PR-DARTS reference code has it."""
+    return AuxiliaryHead(channels, num_classes, stride=2, exact=(7, 8), bn=bn)
 
 
 class EvalNetworkImageNet(DartsNetwork):
@@ -36,7 +40,8 @@ class EvalNetworkImageNet(DartsNetwork):
     :class:`~prnas.nn.eval_net.EvalNetwork` (``drop_path_prob``, ``(logits, aux)``)."""
 
     def __init__(self, genotype: Genotype, channels: int = 48, layers: int = 14,
-                 num_classes: int = 1000, auxiliary: bool = True, in_channels: int = 3) -> None:
+                 num_classes: int = 1000, auxiliary: bool = True, in_channels: int = 3,
+                 auxiliary_bn: bool = False) -> None:
         super().__init__(genotype, channels, layers, halved_by="the stem")
         c = channels
         self.stem0 = nn.Sequential(
@@ -53,7 +58,8 @@ class EvalNetworkImageNet(DartsNetwork):
         )
         # stem0's output is at twice stem1's resolution: the first cell reduces its s0.
         self._add_cells(c, c, c, reduction_prev=True, num_classes=num_classes,
-                        aux_head=AuxiliaryHeadImageNet if auxiliary else None)
+                        aux_head=(partial(AuxiliaryHeadImageNet, bn=auxiliary_bn)
+                                  if auxiliary else None))
 
     def stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         s0 = self.stem0(x)

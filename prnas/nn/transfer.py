@@ -38,8 +38,14 @@ from prnas.space.ops import Op
 
 
 def transfer_weights(parent: Op, parent_module: nn.Module, child: Op, child_module: nn.Module,
-                     morphism: Morphism | str) -> None:
+                     morphism: Morphism | str, *, reference: bool = False) -> None:
     """Initialise ``child_module`` (in place) from ``parent_module`` through ``morphism``.
+
+    ``reference``: the new parts as the authors' code makes them (``behaviour:
+    reference``): widened channels drawn with ``xavier_normal_`` (the widened pointwise
+    rows and the next block's depthwise channels) instead of kept at PyTorch's default
+    initialisation, and an inserted block's BN running variance 1 instead of 1 - eps.
+    The function is preserved either way but for the 1 - eps (about 5e-6, relative).
 
     Both modules must come from ``build_op`` with the same channels, stride and
     flavour; ValueError if they do not, or if ``morphism`` does not turn
@@ -68,7 +74,7 @@ def transfer_weights(parent: Op, parent_module: nn.Module, child: Op, child_modu
         if morphism is Morphism.INSERT:
             for src, dst in zip(p_blocks, c_blocks[:-1], strict=True):
                 _copy_block(src, dst)
-            _init_identity(c_blocks[-1])
+            _init_identity(c_blocks[-1], exact=not reference)
         elif morphism is Morphism.WIDEN:
             grown = _widened_index(parent.expansions, child.expansions)
             for src, dst in zip(p_blocks, c_blocks, strict=True):
@@ -79,6 +85,9 @@ def transfer_weights(parent: Op, parent_module: nn.Module, child: Op, child_modu
             new = slice(p_blocks[grown].bn.num_features, None)
             _reset_bn_channels(c_blocks[grown].bn, new)
             c_blocks[grown + 1].pointwise.weight[:, new].zero_()
+            if reference:
+                for w in (c_blocks[grown].pointwise.weight, c_blocks[grown + 1].depthwise.weight):
+                    w[new] = nn.init.xavier_normal_(torch.empty_like(w[new]))
         else:  # kernel and dilation moves keep the block structure
             for src, dst in zip(p_blocks, c_blocks, strict=True):
                 _copy_block(src, dst)
@@ -149,12 +158,13 @@ def _reset_bn_channels(bn: nn.BatchNorm2d, channels: slice) -> None:
         bn.bias[channels].zero_()
 
 
-def _init_identity(block: SepBlock) -> None:
+def _init_identity(block: SepBlock, exact: bool = True) -> None:
     """Make ``block`` the identity on non-negative inputs in eval mode.
 
     ReLU passes them, a centre tap of 1 and a Dirac pointwise copy them, and a
-    running variance of 1 - eps makes the eval BN divide by exactly 1. In
-    training mode BN normalises with batch statistics, hence only near-identity.
+    running variance of 1 - eps makes the eval BN divide by exactly 1 (``exact=False``:
+    1, the reference's, which divides by sqrt(1 + eps)). In training mode BN normalises
+    with batch statistics, hence only near-identity.
     """
     if block.pointwise.in_channels != block.pointwise.out_channels:
         raise ValueError("an inserted block must keep the channel count")
@@ -165,7 +175,7 @@ def _init_identity(block: SepBlock) -> None:
     nn.init.dirac_(block.pointwise.weight)
     bn = block.bn
     bn.running_mean.zero_()
-    bn.running_var.fill_(1.0 - bn.eps)
+    bn.running_var.fill_(1.0 - bn.eps if exact else 1.0)
     if bn.num_batches_tracked is not None:
         bn.num_batches_tracked.zero_()
     if bn.affine:

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from prnas import config_io
 from prnas.config_io import ConfigError as ConfigError  # re-exported for callers
@@ -71,6 +71,12 @@ class RetrainOptimConfig(BaseModel):
                             description="per-epoch decay of lr_schedule=exponential")
 
 
+#: What ``behaviour: reference`` sets, unless set explicitly: the batch-size rule of the
+#: reference's ``train_cifar.py`` (a decision every 10 steps) and its CIFAR statistics.
+REFERENCE_FIELDS = {"batch.grow_every": 10, "batch.growth": "proportional",
+                    "data.statistics": "reference"}
+
+
 class RetrainConfig(BaseModel):
     """Everything that decides a retrain's outcome except the genotype."""
 
@@ -95,8 +101,22 @@ class RetrainConfig(BaseModel):
                       description="weights, drop-path, augmentation and batch order")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
+    behaviour: config_io.Behaviour = Field(
+        "paper", description=config_io.BEHAVIOUR_HELP + "; with network.kind imagenet, "
+        "reference also trains with its linear learning-rate decay and a BN in the "
+        "auxiliary head")
 
     _known_device = field_validator("device")(config_io.check_device)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _behaviour(cls, raw: Any) -> Any:
+        return config_io.fill_behaviour(raw, REFERENCE_FIELDS)
+
+    @property
+    def auxiliary_bn(self) -> bool:
+        """The reference code's ImageNet auxiliary head has a BN after its 2x2 conv."""
+        return self.behaviour == "reference" and self.network.kind == "imagenet"
 
 
 def build_config(raw: Mapping[str, Any] | None = None,
@@ -130,4 +150,14 @@ def protocol_json(cfg: RetrainConfig) -> str:
     raw = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_PROTOCOL}
     raw["data"] = {k: v for k, v in raw["data"].items() if k not in _NOT_PROTOCOL_DATA}
     raw["batch"] = {k: v for k, v in raw["batch"].items() if k != "memory_budget_bytes"}
+    # The behaviour switch's fields only when they differ from the paper's: runs recorded
+    # before the switch existed carry the same protocol as runs after it.
+    for section, key, paper in _SWITCH_DEFAULTS:
+        part = raw if section is None else raw[section]
+        if part.get(key) == paper:
+            del part[key]
     return json.dumps(raw, sort_keys=True)
+
+
+_SWITCH_DEFAULTS = ((None, "behaviour", "paper"), ("data", "split", "random"),
+                    ("data", "statistics", "prnas"), ("batch", "growth", "fit"))

@@ -7,6 +7,7 @@ composed by :class:`prnas.retrain.trainer.Retrainer`.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ class RetrainNetwork:
             cfg.network.kind, genotype, channels=cfg.network.channels,
             layers=cfg.network.layers, num_classes=run.info.num_classes,
             auxiliary=cfg.network.auxiliary, in_channels=run.info.in_channels,
+            auxiliary_bn=cfg.auxiliary_bn,
         ).to(run.device, memory_format=run.perf.memory_format)
         # A compiled wrapper shares the model's parameters; state dicts stay the model's.
         self.forward = compiled(self.model, run.perf)
@@ -80,8 +82,23 @@ class RetrainNetwork:
 def lr_scheduler(optimizer: torch.optim.Optimizer,
                  cfg: RetrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
     """Stepped once per epoch: cosine to ``lr_min`` (CIFAR) or ``lr * lr_gamma^epoch``
-    (DARTS' ImageNet ``StepLR(1, gamma)``)."""
+    (DARTS' ImageNet ``StepLR(1, gamma)``); under ``behaviour: reference`` the ImageNet
+    network trains with the reference code's linear decay (:func:`reference_linear`)."""
+    if cfg.behaviour == "reference" and cfg.network.kind == "imagenet":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, functools.partial(reference_linear, epochs=cfg.epochs))
     if cfg.optim.lr_schedule == "exponential":
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.optim.lr_gamma)
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs,
                                                       eta_min=cfg.optim.lr_min)
+
+
+def reference_linear(epoch: int, epochs: int) -> float:
+    """The factor on ``lr`` in epoch ``epoch`` (0-based) of the reference's ImageNet
+    script: linear towards 0 over ``epochs - 5`` epochs, then, from ``lr / (epochs - 5)``,
+    a five times smaller slope over the last five."""
+    if epochs <= 5:
+        return (epochs - epoch) / epochs
+    if epochs - epoch > 5:
+        return (epochs - 5 - epoch) / (epochs - 5)
+    return (epochs - epoch) / ((epochs - 5) * 5)

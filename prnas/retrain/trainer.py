@@ -182,7 +182,8 @@ class Retrainer:
         network = model_file.NetworkSpec(
             kind=cfg.network.kind, channels=cfg.network.channels, layers=cfg.network.layers,
             num_classes=info.num_classes, in_channels=info.in_channels,
-            input_size=info.input_size, auxiliary=cfg.network.auxiliary)
+            input_size=info.input_size, auxiliary=cfg.network.auxiliary,
+            auxiliary_bn=cfg.auxiliary_bn)
         metrics = {"epochs": self.epoch, "seed": cfg.seed, "dataset": info.name,
                    "params": self.params, "macs": self.macs, "report_last": cfg.report_last,
                    "final_test_error": self.final_test_error(),

@@ -14,7 +14,7 @@ keeps the observations and talks to the probe.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -28,6 +28,7 @@ __all__ = [
     "BatchSizeController",
     "next_size",
     "predict_peak",
+    "proportional_size",
     "run_step_with_backoff",
 ]
 
@@ -46,6 +47,11 @@ class BatchSizeConfig(BaseModel):
     threshold: float = Field(
         0.95, gt=0.0, le=1.0, description="fraction of usable memory the prediction must fit in"
     )
+    growth: Literal["fit", "proportional"] = Field(
+        "fit", description="fit: the largest size a linear memory model predicts to fit, "
+        "backing off on out-of-memory (paper III-C); proportional: the reference code's "
+        "rule, size x threshold / usage, at most doubling, never shrinking, no back-off "
+        "(set by behaviour: reference)")
     memory_budget_bytes: int | None = Field(
         None,
         ge=1,
@@ -161,6 +167,20 @@ def next_size(
     return max(size, current)
 
 
+def proportional_size(cfg: BatchSizeConfig, current: int, peak: int | None,
+                      total: int | None) -> int:
+    """The reference code's decision (``growth: proportional``): ``current x threshold /
+    usage`` for the highest usage (peak / total) since the last decision, snapped down to
+    the grid, at most twice ``current`` and ``b_max``, and never below ``current``. Its
+    usage is whole-device memory, which is not reproducible on a shared device; this is
+    the process's own peak. No known total (a CPU without a budget): usage 0, so the size
+    doubles up to ``b_max``."""
+    top = min(cfg.largest_size(), 2 * current)
+    want = top if total is None or not peak else int(cfg.threshold * current * total // peak)
+    size = cfg.b_min + max(0, (min(want, top) - cfg.b_min) // cfg.b_mult) * cfg.b_mult
+    return max(size, current)
+
+
 class BatchSizeController:
     """Owns the current batch size of one training loop.
 
@@ -179,6 +199,7 @@ class BatchSizeController:
         self._floor: int | None = None  # lowest usage seen before a measured step
         self._ceiling: int | None = None
         self._since_decision = 0
+        self._recent = 0  # highest peak since the last decision (growth: proportional)
         self._runs: list[list[int]] = []  # [[size, count], ...]
         self._reset_probe()
 
@@ -203,6 +224,7 @@ class BatchSizeController:
             return
         peak = int(self.probe.peak_bytes())
         self._points[used] = max(peak, self._points.get(used, 0))
+        self._recent = max(self._recent, peak)
         floor = int(getattr(self.probe, "floor_bytes", lambda: 0)())
         self._floor = floor if self._floor is None else min(self._floor, floor)
         self._reset_probe()
@@ -210,6 +232,11 @@ class BatchSizeController:
         if self._since_decision < self.cfg.grow_every:
             return
         self._since_decision = 0
+        if self.cfg.growth == "proportional":
+            self.batch_size = proportional_size(self.cfg, self.batch_size, self._recent,
+                                                self.probe.total_bytes())
+            self._recent = 0
+            return
         self.batch_size = next_size(
             self.cfg, self.batch_size, self._points, self.probe.total_bytes(), self._ceiling,
             self._floor or 0, bool(getattr(self.probe, "process_wide", False)),
@@ -217,7 +244,12 @@ class BatchSizeController:
 
     def on_oom(self) -> int:
         """The step at the current size ran out of memory: never use this size again (until
-        :meth:`reset`) and fall back one b_mult. Raises at b_min, where nothing is left to try."""
+        :meth:`reset`) and fall back one b_mult. Raises at b_min, where nothing is left to try,
+        and under ``growth: proportional``, which never backs off (as the reference)."""
+        if self.cfg.growth == "proportional":
+            raise RuntimeError(
+                f"out of memory at batch size {self.batch_size}; batch.growth: proportional "
+                "(the reference code's rule) never backs off: lower b_max or use growth: fit")
         if self.batch_size <= self.cfg.b_min:
             raise RuntimeError(
                 f"out of memory at the minimum batch size b_min={self.cfg.b_min}; "
@@ -238,6 +270,7 @@ class BatchSizeController:
         self._floor = None
         self._ceiling = None
         self._since_decision = 0
+        self._recent = 0
         self._reset_probe()
 
     def history(self) -> list[int]:
@@ -252,6 +285,7 @@ class BatchSizeController:
             "floor": self._floor,
             "ceiling": self._ceiling,
             "since_decision": self._since_decision,
+            "recent": self._recent,
             "history": [list(run) for run in self._runs],
         }
 
@@ -270,6 +304,7 @@ class BatchSizeController:
         self._floor = None if d.get("floor") is None else int(d["floor"])
         self._ceiling = None if d["ceiling"] is None else int(d["ceiling"])
         self._since_decision = int(d["since_decision"])
+        self._recent = int(d.get("recent", 0))
         self._runs = [[int(s), int(c)] for s, c in d["history"]]
         self._reset_probe()
 

@@ -154,6 +154,11 @@ class PopulationConfig(BaseModel):
         return (num_cycles // 2,) if num_cycles >= 2 else ()
 
 
+#: What ``behaviour: reference`` sets in the lower layers' sections, unless set explicitly.
+REFERENCE_FIELDS = {"data.split": "in_order", "data.statistics": "reference",
+                    "batch.growth": "proportional"}
+
+
 class SearchConfig(BaseModel):
     model_config = _STRICT
     name: str = "prdarts"
@@ -180,8 +185,14 @@ class SearchConfig(BaseModel):
     evaluate_test: bool = Field(False, description="also evaluate on the test set each cycle")
     performance: PerformanceConfig = PerformanceConfig()
     population: PopulationConfig = PopulationConfig()
+    behaviour: config_io.Behaviour = Field("paper", description=config_io.BEHAVIOUR_HELP)
 
     _known_device = field_validator("device")(config_io.check_device)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _behaviour(cls, raw: Any) -> Any:
+        return config_io.fill_behaviour(raw, REFERENCE_FIELDS)
 
     @field_validator("space")
     @classmethod
@@ -217,6 +228,9 @@ class SearchConfig(BaseModel):
     def _check(self) -> SearchConfig:
         if self.space == "custom" and self.constraints is None:
             raise ValueError("space 'custom' needs a constraints section")
+        if self.behaviour == "reference" and self.population.enabled:
+            raise ValueError("population needs behaviour: paper (the reference code has no "
+                             "population; allowed with reference: no population section)")
         n = len(self.schedule)
         for name, after in (("exploit", self.population.exploit_after(n)),
                             ("halve", self.population.halve_after(n))):

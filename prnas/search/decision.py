@@ -27,4 +27,5 @@ def decide_cycle(cfg: SearchConfig, cycle: int, pools: Pools,
         pools, alphas, histories, candidates=spec.candidates, morphs=spec.morphs,
         constraints=cfg.resolved_constraints(), rng=cycle_rng(cfg.seed, cycle),
         final=cycle == len(cfg.schedule) - 1, boost=boost,
+        reference=cfg.behaviour == "reference",
     )

@@ -31,7 +31,7 @@ from prnas.search.genotype import derive_genotype
 from prnas.search.loop import EpochLoop, epoch_line
 from prnas.search.setup import prepare
 from prnas.search.supernet import Supernet
-from prnas.space.fates import PolicyResult
+from prnas.space.fates import PolicyResult, lineage
 from prnas.space.genotype import Genotype
 from prnas.space.pools import pool_statistics
 
@@ -180,7 +180,9 @@ class Search:
             return
         old = self.net
         self.net = self.model.build_net(result.pools)
-        self.model.carry_weights(old, result)
+        self.model.carry_weights(old, result, lineage(
+            r.decisions or () for r in self.cycle_log) if self.cfg.behaviour == "reference"
+            else None)
         self.pools, self.histories = result.pools, result.histories
         self.cycle += 1
         self.epoch = 0

@@ -83,6 +83,37 @@ def _propose(survivors: list[tuple[Op, float]], constraints: Constraints, rng: r
     return None
 
 
+#: The reference code's budget per new op: draws after which a pruned child is accepted,
+#: and after which the edge stays short.
+REDISCOVER_AFTER, MAX_DRAWS = 200, 250
+
+
+def _propose_reference(survivors: list[tuple[Op, float]], constraints: Constraints,
+                       rng: random.Random, taken: set[Op], history: frozenset[Op]
+                       ) -> NewOp | None:
+    """One new op as the reference code draws it (``behaviour: reference``): up to 250
+    times a parent by its softmax weight renormalised over *all* survivors (a draw of one
+    that cannot be morphed is spent), then one of its morphisms uniformly; the first child
+    never in the edge's pool is taken, or, after 200 draws, also one pruned before; none
+    after 250. The numbers drawn differ from the reference's (``random`` here, NumPy
+    there); the rule is the same."""
+    total = sum(w for _, w in survivors)
+    weights = [w if total > 0 else 1.0 for _, w in survivors]
+    for draw in range(MAX_DRAWS):
+        (parent, _), = rng.choices(survivors, weights=weights, k=1)
+        moves = available_morphisms(parent, constraints)
+        if not moves:
+            continue
+        morphism, child = rng.choice(moves)
+        if child in taken:
+            continue
+        if child not in history:
+            return NewOp(child, parent, morphism, rediscovered=False)
+        if draw > REDISCOVER_AFTER:
+            return NewOp(child, parent, morphism, rediscovered=True)
+    return None
+
+
 def prune_and_replace(
     pools: Pools,
     alphas: Mapping[str, Sequence[Sequence[float]]],
@@ -94,6 +125,7 @@ def prune_and_replace(
     rng: random.Random,
     final: bool,
     boost: Mapping[str, Mapping[Op, float]] | None = None,
+    reference: bool = False,
 ) -> PolicyResult:
     """Per edge: keep the ``candidates - morphs`` most probable ops (at least one conv unless
     ``final``), then add ``morphs`` morphed children of the survivors (their proposal
@@ -103,7 +135,13 @@ def prune_and_replace(
     When fewer new ops can be found than asked (every child of every survivor
     already in the pool), the best dropped ops are kept instead; only an edge
     that had fewer ops than the target to begin with ends up smaller.
+
+    ``reference`` (``behaviour: reference``): new ops drawn by the reference code's
+    bounded retries (:func:`_propose_reference`), and no refill: an edge with too few
+    new children stays short, as there.
     """
+    if reference and boost is not None:
+        raise ValueError("population share has no reference behaviour")
     if not 0 <= morphs < candidates:
         raise ValueError(f"need 0 <= morphs < candidates, got morphs={morphs}, "
                          f"candidates={candidates}")
@@ -128,8 +166,11 @@ def prune_and_replace(
             history = histories[t][e]
             added: list[NewOp] = []
             for _ in range(morphs):
-                new = _propose(survivors, constraints, rng, taken, history,
-                               None if boost is None else boost.get(t, {}))
+                if reference:
+                    new = _propose_reference(survivors, constraints, rng, taken, history)
+                else:
+                    new = _propose(survivors, constraints, rng, taken, history,
+                                   None if boost is None else boost.get(t, {}))
                 if new is None:
                     break
                 added.append(new)
@@ -138,7 +179,8 @@ def prune_and_replace(
             # so survivors + new still meets the target.
             new_ops = {n.op for n in added}
             refill = [p for p in dropped if p[0] not in new_ops]
-            refill = refill[: max(0, candidates - len(survivors) - len(added))]
+            refill = refill[: max(0, candidates - len(survivors) - len(added))] if not reference \
+                else []
             if refill:
                 kept_ops |= {op for op, _ in refill}
                 dropped = tuple(p for p in dropped if p[0] not in kept_ops)

@@ -9,6 +9,7 @@ morphism, fresh alphas and optimisers); what an epoch does with it lives in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -20,7 +21,8 @@ from prnas.runtime.performance import compiled
 from prnas.search.config import SearchConfig
 from prnas.search.setup import SearchSetup
 from prnas.search.steps import SearchSteps
-from prnas.space.fates import PolicyResult
+from prnas.space.fates import NewOp, PolicyResult
+from prnas.space.ops import Op
 from prnas.space.pools import (
     CELL_TYPES,
     Pools,
@@ -81,18 +83,43 @@ class Supernet:
     def alpha_values(self) -> dict[str, list[list[float]]]:
         return {t: [a.detach().cpu().tolist() for a in self.alphas[t]] for t in CELL_TYPES}
 
-    def carry_weights(self, old: SearchNetwork, result: PolicyResult) -> None:
+    def carry_weights(self, old: SearchNetwork, result: PolicyResult,
+                      children: Mapping[tuple[str, int], Mapping[Op, NewOp]] | None = None
+                      ) -> None:
         """Survivors keep their weights by module name; each new op inherits its
-        parent's weights once, through the morphism's transfer."""
+        parent's weights once, through the morphism's transfer.
+
+        ``children`` (``behaviour: reference``, :func:`prnas.space.fates.lineage`): instead,
+        every op ever added whose parent is in the new pool, new or surviving, is
+        initialised from that parent's current weights, in pool order, as the reference
+        code does at the start of every cycle: a surviving child loses its own training.
+        """
         old_sd = old.state_dict()
         with torch.no_grad():
             for k, v in self.net.state_dict().items():
                 if k in old_sd and old_sd[k].shape == v.shape:
                     v.copy_(old_sd[k])
+        if children is not None:
+            self._reinit_children(result.pools, children)
+            return
         for t, e, new in result.new_ops():
             for oc, nc in zip(old.cells_of(t), self.net.cells_of(t)):
                 transfer_weights(new.parent, oc.edges[e].ops[str(new.parent)],
                                  new.op, nc.edges[e].ops[str(new.op)], new.morphism)
+
+    def _reinit_children(self, pools: Pools,
+                         children: Mapping[tuple[str, int], Mapping[Op, NewOp]]) -> None:
+        for t in CELL_TYPES:
+            for e, edge in enumerate(pools[t]):
+                made = children.get((t, e), {})
+                for op in edge:
+                    new = made.get(op)
+                    if new is None or new.parent not in edge:
+                        continue
+                    for cell in self.net.cells_of(t):
+                        ops = cell.edges[e].ops
+                        transfer_weights(new.parent, ops[str(new.parent)], op, ops[str(op)],
+                                         new.morphism, reference=True)
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

@@ -7,7 +7,7 @@ lives below all of them. ``to_plain``/``from_plain`` are the one JSON form.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from prnas.space.morphisms import Morphism
@@ -78,6 +78,18 @@ class EdgeDecision:
                    tuple((Op.parse(s), float(w)) for s, w in x["survived"]),
                    tuple((Op.parse(s), float(w)) for s, w in x["dropped"]),
                    tuple(NewOp.from_plain(n) for n in x["new"]))
+
+
+def lineage(decisions: Iterable[Iterable[EdgeDecision]]) -> dict[tuple[str, int], dict[Op, NewOp]]:
+    """Per (cell type, edge), each op ever added and the addition that last made it (a
+    rediscovery names its new parent), over the decisions of a search's cycles in order:
+    what the reference code re-initialises children from (``behaviour: reference``)."""
+    out: dict[tuple[str, int], dict[Op, NewOp]] = {}
+    for cycle in decisions:
+        for d in cycle:
+            for n in d.new:
+                out.setdefault((d.cell_type, d.edge), {})[n.op] = n
+    return out
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from prnas.nn.fused_cell import fused_cell_forward
 from prnas.nn.ops import ConvOp, FactorizedReduce, ReLUConvBN, build_op
 from prnas.space.ops import Op
 
@@ -71,7 +72,9 @@ class SearchCell(nn.Module):
         self.edges = nn.ModuleList(edges)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: Sequence[torch.Tensor],
-                fast: bool = False) -> torch.Tensor:
+                fast: bool = False, fused: bool = False) -> torch.Tensor:
+        if fast and fused and self.training:
+            return fused_cell_forward(self, s0, s1, weights)
         states = [self.pre0(s0), self.pre1(s1)]
         rectified: list[torch.Tensor | None] = [None, None]
         e = 0
@@ -108,6 +111,7 @@ class SearchNetwork(nn.Module):
         super().__init__()
         self.nodes = nodes
         self.fast_path = False
+        self.fused = False  # with fast_path, in training: prnas.nn.fused_cell
         mult = nodes if cell_output == "concat" else 1
         c_curr = stem_multiplier * channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False),
@@ -137,5 +141,5 @@ class SearchNetwork(nn.Module):
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, weights["reduce" if cell.reduction else "normal"],
-                              self.fast_path)
+                              self.fast_path, self.fused)
         return self.classifier(torch.flatten(self.pool(s1), 1))

@@ -28,6 +28,12 @@ class PerformanceConfig(BaseModel):
         "weight step, alpha-only gradients in the alpha step, shared work per edge); false runs "
         "the straightforward reference step, which computes the same values more slowly",
     )
+    fuse: bool = Field(
+        False,
+        description="search only, with fast_path: in training, every candidate of every edge "
+        "that reads one cell state computed together (prnas.nn.fused_cell): one kernel per "
+        "pool, conv structure and BN instead of one chain per candidate",
+    )
     channels_last: bool | Literal["auto"] = Field(
         "auto", description="NHWC activations and weights; auto: on for CPU, on CUDA with amp"
     )
@@ -47,6 +53,7 @@ class Resolved:
     channels_last: bool
     amp_dtype: torch.dtype | None
     compile: bool
+    fuse: bool = False
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -61,7 +68,7 @@ def resolve(cfg: PerformanceConfig, device: torch.device) -> Resolved:
     if cl == "auto":
         cl = device.type == "cpu" or amp is not None
     return Resolved(fast_path=cfg.fast_path, channels_last=bool(cl), amp_dtype=amp,
-                    compile=cfg.compile)
+                    compile=cfg.compile, fuse=cfg.fast_path and cfg.fuse)
 
 
 def to_memory_format(x: torch.Tensor, perf: Resolved) -> torch.Tensor:

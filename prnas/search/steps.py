@@ -52,6 +52,9 @@ class SearchSteps:
         self._alpha_list = [a for t in alphas for a in alphas[t]]
         self._weights = list(net.parameters())
         net.fast_path = self.fast
+        net.fused = perf.fuse
+        # Fused: the gradient norm as one multi-tensor kernel, not one per parameter.
+        self.foreach = True if perf.fuse else None
 
     def _images(self, x: torch.Tensor) -> torch.Tensor:
         return to_memory_format(x.to(self.device, non_blocking=True), self.perf)
@@ -96,7 +99,8 @@ class SearchSteps:
         self.alpha_gradients(x, y)
         if self.alpha_grad_clip is not None:
             # One norm over both cell types' alphas, as the reference clips them together.
-            nn.utils.clip_grad_norm_(self._alpha_list, self.alpha_grad_clip)
+            nn.utils.clip_grad_norm_(self._alpha_list, self.alpha_grad_clip,
+                                     foreach=self.foreach)
         self.a_opt.step()
 
     # ----------------------------------------------------------------- weight step
@@ -115,7 +119,7 @@ class SearchSteps:
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
         loss, logits, y = self.weight_gradients(x, y)
-        nn.utils.clip_grad_norm_(self._weights, self.grad_clip)
+        nn.utils.clip_grad_norm_(self._weights, self.grad_clip, foreach=self.foreach)
         self.w_opt.step()
         return loss.item(), int((logits.argmax(1) == y).sum()), len(y)
 

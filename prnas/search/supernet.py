@@ -68,11 +68,13 @@ class Supernet:
                 for edge in self.pools[t])
             for t in CELL_TYPES
         }
+        # Fused: each optimiser step as multi-tensor kernels, not a few ops per parameter.
+        foreach = True if self.perf.fuse else None
         self.w_opt = torch.optim.SGD(self.net.parameters(), lr=o.lr, momentum=o.momentum,
-                                     weight_decay=o.weight_decay)
+                                     weight_decay=o.weight_decay, foreach=foreach)
         self.a_opt = torch.optim.Adam([p for t in CELL_TYPES for p in self.alphas[t]],
                                       lr=o.alpha_lr, betas=o.alpha_betas,
-                                      weight_decay=o.alpha_weight_decay)
+                                      weight_decay=o.alpha_weight_decay, foreach=foreach)
         # A compiled forward is traced again for every cycle's network (new pools).
         self.steps = SearchSteps(self.net, self.alphas, self.w_opt, self.a_opt,
                                  grad_clip=o.grad_clip, perf=self.perf, device=self.device,

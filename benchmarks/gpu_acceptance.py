@@ -6,7 +6,7 @@ an air-gapped node with the node's own PyTorch (>= 2.3) plus the few packages in
 ``EXTRA_PACKAGES`` (benchmarks/README.md: how to bring them as wheels). Checks:
 
 1. search step throughput (paper network, three pool states, two batch sizes):
-   reference vs fast vs fast+bf16, and fast+compile if it compiles within 90 s;
+   reference vs fast vs fused vs fast+bf16, and fast+compile if it compiles within 90 s;
 2. the memory model on CUDA: peak allocated memory against batch size is linear;
 3. the adaptive batch size on real memory under a low budget, then a forced
    out-of-memory (ballast under an allocator cap): back-off without a repeated
@@ -279,7 +279,7 @@ def check_search_steps(ctx: Context, c: Check) -> None:
     for state in s.states:
         net, alphas = build_search(state, ctx.net_args(), ctx.device)
         variants = {v: steps_for(v, net, alphas, ctx.device)
-                    for v in ("reference", "fast", "fast+bf16")}
+                    for v in ("reference", "fast", "fused", "fast+bf16")}
         if want_compile and state == compile_state:
             if ctx.elapsed() > 0.4 * ctx.budget_s:
                 compile_info["skipped"] = f"time budget: {ctx.elapsed():.0f} s used"

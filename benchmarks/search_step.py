@@ -52,8 +52,10 @@ from prnas.search.steps import SearchSteps
 VARIANTS = {
     "reference": {"fast_path": False, "channels_last": False},
     "fast": {},
+    "fused": {"fuse": True},
     "fast+bf16": {"amp": "bf16"},
     "fast+compile": {"compile": True},
+    "fused+compile": {"fuse": True, "compile": True},
 }
 
 
@@ -73,9 +75,11 @@ def steps_for(variant: str, net, alphas, device: torch.device) -> SearchSteps:
     fmt = torch.channels_last if perf.channels_last else torch.contiguous_format
     net = net.to(device, memory_format=fmt)
     alphas = {t: a.to(device) for t, a in alphas.items()}
-    w_opt = torch.optim.SGD(net.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
+    foreach = True if perf.fuse else None  # as prnas.search.supernet
+    w_opt = torch.optim.SGD(net.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4,
+                            foreach=foreach)
     a_opt = torch.optim.Adam([a for t in alphas for a in alphas[t]], lr=6e-4,
-                             betas=(0.5, 0.999), weight_decay=1e-3)
+                             betas=(0.5, 0.999), weight_decay=1e-3, foreach=foreach)
     return SearchSteps(net, alphas, w_opt, a_opt, grad_clip=5.0, perf=perf, device=device,
                        forward=compiled(net, perf), alpha_grad_clip=5.0)
 
@@ -100,6 +104,18 @@ def phases(steps: SearchSteps, b: int, device: torch.device):
     return {"normal": normal, "grace": grace}
 
 
+def op_calls(fn) -> tuple[int, int]:
+    """(every aten operator call, the top-level ones) of one call of ``fn``, from the torch
+    profiler: the count of kernels a step launches, which bounds a small network on a GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    ops = [e for e in prof.events() if e.name.startswith("aten::")]
+    return len(ops), sum(1 for e in ops if e.cpu_parent is None
+                         or not e.cpu_parent.name.startswith("aten::"))
+
+
 def peak_of(state: str, variant: str, phase: str, b: int, args, device) -> float:
     """Peak memory of one step after a warm-up one: on CUDA the allocator's peak in this
     process, on a CPU the RSS peak of a fresh process (see common.fresh_process_peak)."""
@@ -120,8 +136,9 @@ def peak_of(state: str, variant: str, phase: str, b: int, args, device) -> float
 def measure_throughput(state: str, b: int, variants: list[str], args, device) -> list[dict]:
     net, alphas = build(state, args, device)
     runs = {v: phases(steps_for(v, net, alphas, device), b, device) for v in variants}
-    for run in runs.values():  # warm-up: allocators, oneDNN/cuDNN kernels, compilation
-        run["normal"]()
+    warmup = {}
+    for v, run in runs.items():  # warm-up: allocators, oneDNN/cuDNN kernels, compilation
+        warmup[v] = median_time(run["normal"], device, 1)
     times: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.repeat):  # interleaved, so machine noise hits all variants alike
         for v, run in runs.items():
@@ -131,8 +148,12 @@ def measure_throughput(state: str, b: int, variants: list[str], args, device) ->
     for (v, phase), ts in times.items():
         ts.sort()
         t = ts[len(ts) // 2]
+        ops, top = op_calls(runs[v][phase])
         rows.append({"bench": "search_step", "state": state, "batch": b, "phase": phase,
-                     "variant": v, "ms_per_step": 1000 * t, "images_per_s": b / t})
+                     "variant": v, "ms_per_step": 1000 * t, "images_per_s": b / t,
+                     "op_calls": ops, "top_level_ops": top,
+                     # the first normal step: with compile, the compilation of both steps
+                     "first_step_s": warmup[v]})
     del runs
     for r in rows:
         r["peak_mib"] = peak_of(state, r["variant"], r["phase"], b, args, device)
@@ -158,8 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--memory-batches", default="24,48,72,96",
                    help="batch sizes of the memory model; empty to skip it")
+    p.add_argument("--variants", default="reference,fast,fused",
+                   help=f"comma-separated, from {', '.join(VARIANTS)}")
     p.add_argument("--extra", default="",
-                   help="further variants: bf16 (autocast), compile (torch.compile)")
+                   help="further fast variants: bf16 (autocast), compile (torch.compile)")
     p.add_argument("--channels", type=int, default=16)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--threads", type=int, default=None)
@@ -182,10 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(states) - set(POOL_STATES)
     if unknown:
         sys.exit(f"unknown --states {sorted(unknown)}; allowed: {', '.join(POOL_STATES)}")
-    variants = ["reference", "fast"] + [f"fast+{e}" for e in args.extra.split(",") if e]
+    variants = [v for v in args.variants.split(",") if v]
+    variants += [f"fast+{e}" for e in args.extra.split(",") if e]
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
-        sys.exit(f"unknown --extra {bad}; allowed: bf16, compile")
+        sys.exit(f"unknown variants {bad}; allowed: {', '.join(VARIANTS)}")
     emit({"bench": "machine", "device": str(device), **machine()})
     rows = []
     for state in states:
@@ -203,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table(rows, [("state", "pools", "s"), ("batch", "batch", "d"), ("phase", "epoch", "s"),
                        ("variant", "variant", "s"), ("ms_per_step", "ms/step", ".0f"),
                        ("images_per_s", "img/s", ".1f"), ("speedup", "x ref", ".2f"),
+                       ("op_calls", "aten ops", "d"), ("top_level_ops", "top-level", "d"),
                        ("peak_mib", "peak MiB", ".0f")]))
     if models:
         print()

@@ -28,8 +28,8 @@ def test_search_step_compares_both_variants_and_fits_memory(capsys):
     recs = _records(capsys)
     steps = [r for r in recs if r["bench"] == "search_step"]
     assert {(r["state"], r["phase"], r["variant"]) for r in steps} == {
-        ("cycle8", p, v) for p in ("normal", "grace") for v in ("reference", "fast")}
-    assert all(r["images_per_s"] > 0 and r["peak_mib"] > 0 for r in steps)
+        ("cycle8", p, v) for p in ("normal", "grace") for v in ("reference", "fast", "fused")}
+    assert all(r["images_per_s"] > 0 and r["peak_mib"] > 0 and r["op_calls"] > 0 for r in steps)
     assert all(r["speedup"] == 1.0 for r in steps if r["variant"] == "reference")
     models = [r for r in recs if r["bench"] == "memory_model"]
     assert [m["state"] for m in models] == ["cycle8"]
@@ -128,3 +128,62 @@ def test_population_ablation_budgets_and_compares_arms():
     near = {**arm, "errors": [e + 0.1 * 0.0129 for e in ref["errors"]]}
     assert c["cells_needed_per_arm"] == 1
     assert 1400 < population.compare(near, ref)["cells_needed_per_arm"] < 1700
+
+
+STAND_IN = '''
+"""A stand-in for the authors' model_search.py: their interface over prnas' network."""
+import torch
+from torch import nn
+
+from prnas.nn.search_net import SearchNetwork
+from prnas.space import Op
+
+
+def _op(name, kwargs):
+    if name == "skip":
+        return Op.parse("skip")
+    if name == "pool":
+        return Op.parse(kwargs["type_"] + "_pool_3x3")
+    e = "-".join(map(str, kwargs["c_mul"]))
+    return Op.parse(f"conv_k{kwargs['k']}_d{kwargs['dil']}" + (f"_e{e}" if e else ""))
+
+
+def _pools(switches):
+    return tuple(tuple(_op(*switches.current_ops[i]) for i, on in enumerate(switches[e]) if on)
+                 for e in range(len(switches)))
+
+
+class Network(nn.Module):
+    def __init__(self, c, num_classes, layers, criterion, switches_normal, switches_reduce,
+                 steps=4, multiplier=4, stem_multiplier=3, p=0.0):
+        super().__init__()
+        pools = {"normal": _pools(switches_normal), "reduce": _pools(switches_reduce)}
+        self.net = SearchNetwork(pools, channels=c, layers=layers, nodes=steps,
+                                 num_classes=num_classes)
+        self.alphas = {t: [torch.zeros(len(e)).cuda().requires_grad_() for e in pools[t]]
+                       for t in pools}
+        self.arch_parameters = [a for t in self.alphas for a in self.alphas[t]]
+        self.net_parameters = list(self.net.parameters())
+
+    def forward(self, x):
+        return self.net(x, self.alphas)
+'''
+
+
+def test_anchor_step_times_both_codes_on_the_same_supernet(tmp_path, capsys):
+    """On a stand-in of the authors' interface (their code is not in the repository):
+    the same pools and weight count, every variant timed, the ratio to theirs printed."""
+    import anchor_step
+
+    assert anchor_step.main([]) == 0
+    assert "skipped, no --reference-code" in capsys.readouterr().out
+    (tmp_path / "model_search.py").write_text(STAND_IN)
+    (tmp_path / "operations.py").write_text("")
+    assert anchor_step.main(["--reference-code", str(tmp_path), "--states", "cycle1",
+                             "--batch", "4", "--repeat", "1", "--channels", "4",
+                             "--layers", "3", "--size", "8"]) == 0
+    rows = [r for r in _records(capsys) if r["bench"] == "anchor_step"]
+    assert [r["variant"] for r in rows] == ["authors", "fast", "fused"]
+    assert len({r["params"] for r in rows}) == 1 and rows[0]["x_authors"] == 1.0
+    with pytest.raises(SystemExit, match="no model_search.py"):
+        anchor_step.main(["--reference-code", str(tmp_path / "missing")])

@@ -69,7 +69,7 @@ def test_smoke_run_passes_every_check_on_cpu(capsys):
     assert all(checks[k]["status"] in ("pass", "not met", "skip", "info") for k in range(1, 9))
     assert checks[4]["status"] == "skip"  # the allocator cap needs CUDA
     steps = checks[1]["rows"]
-    assert {r["variant"] for r in steps} == {"reference", "fast", "fast+bf16"}
+    assert {r["variant"] for r in steps} == {"reference", "fast", "fused", "fast+bf16"}
     assert all(r["images_per_s"] > 0 for r in steps)
     # The forced out-of-memory backs off and no optimiser steps twice for one batch.
     oom = checks[3]

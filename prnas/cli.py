@@ -28,14 +28,21 @@ way and fails the same way everywhere:
 * **Counting** of discoverable ops: ``--counting paper|functional``, default
   :data:`COUNTING_DEFAULT` in both ``prnas.space`` and ``analysis``.
 
+* **Threads on a shared CPU**: :func:`wait_policy`, applied when an entry point
+  imports this module (before torch starts its OpenMP threads).
+
 No torch, no Ray: the pure-Python ``prnas.space`` CLI imports this module too.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 EXIT_OK = 0
@@ -58,6 +65,50 @@ COUNTING_CHOICES = ("paper", "functional")
 # The paper's counting (1x1 kernels with dilation 2 distinct) reproduces Table III's
 # 15/39/83; one default for every command so their numbers agree.
 COUNTING_DEFAULT = "paper"
+
+def runnable_now() -> int:
+    """Processes running or waiting for a CPU right now (``/proc/loadavg``'s 4th field),
+    this one included; the median of five readings 20 ms apart. 1 where unreadable."""
+    readings = []
+    for _ in range(5):
+        try:
+            with open("/proc/loadavg", encoding="ascii") as f:
+                readings.append(int(f.read().split()[3].split("/")[0]))
+        except (OSError, IndexError, ValueError):
+            return 1
+        time.sleep(0.02)
+    return int(statistics.median(readings))
+
+
+def wait_policy(environ: dict[str, str] | None = None,
+                runnable: Callable[[], int] = runnable_now) -> str | None:
+    """``OMP_WAIT_POLICY=PASSIVE`` when another process is running at start, unless a
+    policy is set already; returns the policy set, or None.
+
+    On a CPU another torch job uses, the default policy (idle threads spin before they
+    sleep) makes two jobs 2.2x slower than one after the other; PASSIVE for the second
+    one nearly removes that, but it doubles the time of a job alone (its threads sleep
+    after each of a tiny supernet's many small kernels), so a job that starts on an idle
+    CPU keeps the default. Figures: benchmarks/README.md, "Contention".
+    """
+    env = os.environ if environ is None else environ
+    if "OMP_WAIT_POLICY" in env or runnable() <= 1:
+        return None
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return "PASSIVE"
+
+
+def _entry_point() -> bool:
+    """This process runs one of prnas' commands (not a library user, a test runner or a
+    Ray worker)."""
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    path = Path(getattr(main, "__file__", None) or "")
+    return name.startswith("prnas.") or path.parent.name == "tune_jobs"
+
+
+if _entry_point() and "torch" not in sys.modules:
+    wait_policy()
 
 SEED_RULE = "N runs use seeds seed..seed+N-1 (seed: --seed, else the config's, default 0)"
 

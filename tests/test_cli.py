@@ -93,3 +93,36 @@ def test_every_training_or_model_command_takes_the_shared_flags(module):
     assert "--overwrite" not in options and "--data" not in options
     if "--device" in options:
         assert options["--device"].default in (None, "auto"), module
+
+
+def test_a_job_started_beside_a_busy_cpu_sleeps_its_idle_threads():
+    """Issue 26 item 4: PASSIVE only when another process runs at start; a policy the
+    user set is kept; a job on an idle CPU keeps the default (PASSIVE would double it)."""
+    from prnas.cli import runnable_now, wait_policy
+
+    env: dict[str, str] = {}
+    assert wait_policy(env, runnable=lambda: 1) is None and env == {}
+    assert wait_policy(env, runnable=lambda: 3) == "PASSIVE"
+    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    mine = {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert wait_policy(mine, runnable=lambda: 3) is None and mine["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert runnable_now() >= 1
+
+
+def test_an_entry_point_applies_the_wait_policy_before_torch():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    probe = ("import sys, os; sys.modules['__main__'].__spec__ = type('S', (), {'name': "
+             "'prnas.search.__main__'})(); import prnas.cli as c; "
+             "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    # A busy CPU: another process spinning while the probe starts.
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                             text=True, check=True).stdout.split()
+    finally:
+        spin.kill()
+    assert out == ["PASSIVE", "False"]

@@ -78,3 +78,4 @@ def test_every_module_imports(module):
     import importlib
 
     importlib.import_module(module.removesuffix(".__init__"))
+

@@ -81,18 +81,24 @@ def runnable_now() -> int:
 
 
 def wait_policy(environ: dict[str, str] | None = None,
-                runnable: Callable[[], int] = runnable_now) -> str | None:
-    """``OMP_WAIT_POLICY=PASSIVE`` when another process is running at start, unless a
-    policy is set already; returns the policy set, or None.
+                runnable: Callable[[], int] = runnable_now, cores: int | None = None
+                ) -> str | None:
+    """``OMP_WAIT_POLICY=PASSIVE`` when other processes keep at least half of this
+    process's cores busy at its start, unless a policy is set already; returns the policy
+    set, or None.
 
     On a CPU another torch job uses, the default policy (idle threads spin before they
     sleep) makes two jobs 2.2x slower than one after the other; PASSIVE for the second
     one nearly removes that, but it doubles the time of a job alone (its threads sleep
     after each of a tiny supernet's many small kernels), so a job that starts on an idle
-    CPU keeps the default. Figures: benchmarks/README.md, "Contention".
+    CPU keeps the default. Figures: benchmarks/README.md, "Contention". The count is the
+    whole machine's (in a container, the host's).
     """
     env = os.environ if environ is None else environ
-    if "OMP_WAIT_POLICY" in env or runnable() <= 1:
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    if "OMP_WAIT_POLICY" in env or runnable() - 1 < max(1, cores // 2):
         return None
     env["OMP_WAIT_POLICY"] = "PASSIVE"
     return "PASSIVE"

@@ -101,11 +101,14 @@ def test_a_job_started_beside_a_busy_cpu_sleeps_its_idle_threads():
     from prnas.cli import runnable_now, wait_policy
 
     env: dict[str, str] = {}
-    assert wait_policy(env, runnable=lambda: 1) is None and env == {}
-    assert wait_policy(env, runnable=lambda: 3) == "PASSIVE"
+    assert wait_policy(env, runnable=lambda: 1, cores=2) is None and env == {}
+    # Others keep fewer than half of 16 cores busy: the default stays.
+    assert wait_policy(env, runnable=lambda: 5, cores=16) is None and env == {}
+    assert wait_policy(env, runnable=lambda: 2, cores=2) == "PASSIVE"
     assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
     mine = {"OMP_WAIT_POLICY": "ACTIVE"}
-    assert wait_policy(mine, runnable=lambda: 3) is None and mine["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert wait_policy(mine, runnable=lambda: 3, cores=2) is None
+    assert mine["OMP_WAIT_POLICY"] == "ACTIVE"
     assert runnable_now() >= 1
 
 
@@ -118,11 +121,13 @@ def test_an_entry_point_applies_the_wait_policy_before_torch():
     probe = ("import sys, os; sys.modules['__main__'].__spec__ = type('S', (), {'name': "
              "'prnas.search.__main__'})(); import prnas.cli as c; "
              "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
-    # A busy CPU: another process spinning while the probe starts.
-    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    # A busy CPU: other processes spinning on half the cores while the probe starts.
+    busy = max(1, len(os.sched_getaffinity(0)) // 2)
+    spins = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
     try:
         out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                              text=True, check=True).stdout.split()
     finally:
-        spin.kill()
+        for s in spins:
+            s.kill()
     assert out == ["PASSIVE", "False"]

@@ -243,7 +243,7 @@ def test_proportional_growth_is_the_reference_formula():
     assert proportional_size(cfg, 48, int(0.6 * gib), gib) == 72  # 76 -> the grid's 72
     assert proportional_size(cfg, 72, int(0.99 * gib), gib) == 72  # over: never shrinks
     assert proportional_size(cfg, 96, gib // 10, gib) == 128  # b_max
-    assert proportional_size(cfg, 24, gib, None) == 48  # no known total: doubles
+    assert proportional_size(cfg, 24, gib, None) == 24  # no reading: stays
 
 
 def test_proportional_growth_decides_from_the_recent_peak_and_never_backs_off():
@@ -327,3 +327,16 @@ def test_the_reference_imagenet_schedule_and_auxiliary_head():
         return sum(isinstance(m, nn.BatchNorm2d) for m in net.auxiliary_head.modules())
     assert cfg.auxiliary_bn and head_bns(True) == head_bns(False) + 1 == 2
     assert not retrain_config.build_config({"behaviour": "reference"}).auxiliary_bn
+
+
+def test_a_child_is_remade_after_its_parent_even_when_the_parent_came_back_later():
+    """A parent pruned, then rediscovered from another op, sits after its surviving child
+    in the pool; the child must be made from the parent's new weights, so after it."""
+    from prnas.search.supernet import _parents_first
+    from prnas.space.fates import NewOp
+
+    a, b, c = CONV, Op.parse("conv_k5_d1"), Op.parse("conv_k7_d1")
+    made = {c: NewOp(c, b, Morphism.KERNEL_UP, False), b: NewOp(b, a, Morphism.KERNEL_UP, True)}
+    assert _parents_first((a, c, b), made) == [b, c]
+    assert _parents_first((a, b, c), made) == [b, c]
+    assert _parents_first((c, b), made) == [c]  # b's parent is gone: b is not remade

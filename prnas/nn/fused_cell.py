@@ -13,7 +13,7 @@ Every edge leaving a state applies its candidates to the same tensor, so within 
 - every BN after a candidate (all affine-free in the search) as one ``batch_norm`` over
   the concatenated outputs, whose running statistics are views into one buffer per state
   (the modules' buffers become those views, so the update lands in each module's own);
-- and the weighted sum into the nodes as one ``einsum`` with a (nodes x candidates)
+- and the weighted sum into the nodes as one matrix product with a (candidates x nodes)
   matrix of the softmax weights.
 
 Used in training mode by the search's fast path (``performance.fuse``); evaluation keeps
@@ -85,8 +85,10 @@ def _fuse_bns(bns: Sequence[nn.BatchNorm2d], interleave: bool = False
 def _is_view_of(bns: Sequence[nn.BatchNorm2d], fused: tuple[torch.Tensor, ...] | None) -> bool:
     if fused is None:
         return not bns
-    base = fused[0].untyped_storage().data_ptr()
-    return all(bn.running_mean.untyped_storage().data_ptr() == base for bn in bns)
+    bases = [t.untyped_storage().data_ptr() for t in fused]
+    return all([bn.running_mean.untyped_storage().data_ptr(),
+                bn.running_var.untyped_storage().data_ptr(),
+                bn.num_batches_tracked.untyped_storage().data_ptr()] == bases for bn in bns)
 
 
 class _CellPlan:
@@ -148,6 +150,9 @@ class _CellPlan:
                 bns += [m.blocks[-1].bn for m in mods]
             members += [(e, j, k) for e, j, k, _ in reduces]
             bns += [m.bn for *_, m in reduces]
+            if any(bn.momentum is None or (bn.momentum, bn.eps) != (bns[0].momentum, bns[0].eps)
+                   for bn in bns):
+                raise ValueError("fusing BNs needs one momentum (not None) and eps for all")
             index = torch.full((nodes, len(members)), self.zero, dtype=torch.long)
             for s, (e, j, k) in enumerate(members):
                 index[j, s] = offsets[e] + k
@@ -204,7 +209,7 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1)
 
 
-def _conv_group(x: torch.Tensor, g: _ConvGroup, stride: int) -> list[torch.Tensor]:
+def _conv_group(x: torch.Tensor, g: _ConvGroup) -> list[torch.Tensor]:
     """The group's outputs, one (B, H, W, C) view per member."""
     n = len(g.modules)
     for b in range(g.blocks):
@@ -252,9 +257,8 @@ def fused_cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor,
     is a view.
     """
     plan = _plan(cell)
-    if sum(len(w) for w in weights) != plan.zero:
-        raise ValueError(f"{plan.zero} candidates in the cell but "
-                         f"{sum(len(w) for w in weights)} weights")
+    for edge, w in zip(cell.edges, weights, strict=True):
+        edge._check(w)
     flat = torch.cat([*weights, weights[0].new_zeros(1)])
     fmt = (torch.channels_last if s1.is_contiguous(memory_format=torch.channels_last)
            and not s1.is_contiguous() else torch.contiguous_format)
@@ -271,7 +275,7 @@ def fused_cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor,
         for pool, holders in sp.pools:
             outs += [_nhwc(pool(h))] * holders
         for g in sp.convs:
-            outs += _conv_group(xr, g, sp.stride)
+            outs += _conv_group(xr, g)
         if sp.reduces:
             outs += _reduce_group(xr, sp.reduces)
         contrib = None

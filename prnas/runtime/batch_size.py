@@ -173,10 +173,12 @@ def proportional_size(cfg: BatchSizeConfig, current: int, peak: int | None,
     usage`` for the highest usage (peak / total) since the last decision, snapped down to
     the grid, at most twice ``current`` and ``b_max``, and never below ``current``. Its
     usage is whole-device memory, which is not reproducible on a shared device; this is
-    the process's own peak. No known total (a CPU without a budget): usage 0, so the size
-    doubles up to ``b_max``."""
+    the process's own peak. Without a reading (no total or no peak) the size stays, as the
+    reference's would without a usage above 0."""
+    if total is None or not peak:
+        return current
     top = min(cfg.largest_size(), 2 * current)
-    want = top if total is None or not peak else int(cfg.threshold * current * total // peak)
+    want = int(cfg.threshold * current * total // peak)
     size = cfg.b_min + max(0, (min(want, top) - cfg.b_min) // cfg.b_mult) * cfg.b_mult
     return max(size, current)
 

@@ -18,7 +18,7 @@ from prnas import config_io
 MAY_DIFFER = frozenset({
     "device", "num_threads", "data.data_dir", "data.download", "data.num_workers",
     "data.device_resident", "performance.channels_last", "performance.compile",
-    "performance.fast_path",
+    "performance.fast_path", "performance.fuse",
 })
 
 

@@ -83,8 +83,8 @@ def _propose(survivors: list[tuple[Op, float]], constraints: Constraints, rng: r
     return None
 
 
-#: The reference code's budget per new op: draws after which a pruned child is accepted,
-#: and after which the edge stays short.
+#: The reference code's budget per new op: a pruned child is accepted from the draw after
+#: the first 201 (its ``t > 200``, 0-based), and after 250 draws the edge stays short.
 REDISCOVER_AFTER, MAX_DRAWS = 200, 250
 
 
@@ -94,8 +94,8 @@ def _propose_reference(survivors: list[tuple[Op, float]], constraints: Constrain
     """One new op as the reference code draws it (``behaviour: reference``): up to 250
     times a parent by its softmax weight renormalised over *all* survivors (a draw of one
     that cannot be morphed is spent), then one of its morphisms uniformly; the first child
-    never in the edge's pool is taken, or, after 200 draws, also one pruned before; none
-    after 250. The numbers drawn differ from the reference's (``random`` here, NumPy
+    never in the edge's pool is taken, or, after the first 201 draws, also one pruned
+    before; none after 250. The numbers drawn differ from the reference's (``random`` here, NumPy
     there); the rule is the same."""
     total = sum(w for _, w in survivors)
     weights = [w if total > 0 else 1.0 for _, w in survivors]

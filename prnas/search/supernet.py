@@ -35,6 +35,20 @@ from prnas.space.pools import (
 )
 
 
+def _parents_first(edge: tuple[Op, ...], made: Mapping[Op, NewOp]) -> list[Op]:
+    """The ops of ``edge`` to make from a parent in the pool, each after its parent is made
+    (the reference's order, in which ops were first seen, puts a parent before its child;
+    pool order does not once a parent was rediscovered), otherwise in pool order; a cycle
+    of rediscoveries is broken in pool order."""
+    todo = [op for op in edge if op in made and made[op].parent in edge]
+    order: list[Op] = []
+    while todo:
+        ready = [op for op in todo if made[op].parent not in todo] or todo[:1]
+        order.append(ready[0])
+        todo.remove(ready[0])
+    return order
+
+
 class Supernet:
     """The supernet of the current cycle with its alphas, optimisers and step functions."""
 
@@ -114,10 +128,8 @@ class Supernet:
         for t in CELL_TYPES:
             for e, edge in enumerate(pools[t]):
                 made = children.get((t, e), {})
-                for op in edge:
-                    new = made.get(op)
-                    if new is None or new.parent not in edge:
-                        continue
+                for op in _parents_first(edge, made):
+                    new = made[op]
                     for cell in self.net.cells_of(t):
                         ops = cell.edges[e].ops
                         transfer_weights(new.parent, ops[str(new.parent)], op, ops[str(op)],

@@ -174,13 +174,20 @@ def test_training_steps_and_evaluation_stay_together(fuse):
     torch.testing.assert_close(fast.logits(x), ref.logits(x), atol=1e-5, rtol=1e-5)
 
 
+# Any pools: each edge a set of one to four of MIXED's ops, the same in both cell types.
+ANY_EDGE_SETS = st.lists(st.sets(st.sampled_from(MIXED), min_size=1, max_size=4),
+                         min_size=EDGES, max_size=EDGES)
+
+
+def _pools_of(edge_sets):
+    return {t: tuple(tuple(sorted(s, key=str)) for s in edge_sets)
+            for t in ("normal", "reduce")}
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.sets(st.sampled_from(MIXED), min_size=1, max_size=4),
-                min_size=EDGES, max_size=EDGES))
+@given(ANY_EDGE_SETS)
 def test_fast_forward_equals_reference_for_any_pools(edge_sets):
-    pools = {t: tuple(tuple(sorted(s, key=str)) for s in edge_sets)
-             for t in ("normal", "reduce")}
-    net, alphas = _net(pools)
+    net, alphas = _net(_pools_of(edge_sets))
     x, _ = _batch(3)
     net.eval()  # running statistics: both forwards see the same normalisation
     with torch.no_grad():
@@ -323,12 +330,9 @@ def test_fused_statistics_are_the_modules_own_and_survive_a_move():
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.sets(st.sampled_from(MIXED), min_size=1, max_size=4),
-                min_size=EDGES, max_size=EDGES))
+@given(ANY_EDGE_SETS)
 def test_fused_training_forward_equals_reference_for_any_pools(edge_sets):
-    pools = {t: tuple(tuple(sorted(s, key=str)) for s in edge_sets)
-             for t in ("normal", "reduce")}
-    net, alphas = _net(pools)
+    net, alphas = _net(_pools_of(edge_sets))
     twin = copy.deepcopy(net)
     x, _ = _batch(3)
     net.train(), twin.train()

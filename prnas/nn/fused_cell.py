@@ -49,7 +49,6 @@ class _ConvGroup:
 
 @dataclass
 class _StatePlan:
-    stride: int
     needs_relu: bool
     pools: list[tuple[nn.Module, int]]  # (the pool, how many edges hold it)
     convs: list[_ConvGroup]
@@ -108,10 +107,9 @@ class _CellPlan:
                 out_edges[i].append((e, j))
                 e += 1
         self.states: list[_StatePlan] = []
-        for i, edges in enumerate(out_edges):
+        for edges in out_edges:
             if not edges:
                 continue
-            stride = 2 if cell.reduction and i < 2 else 1
             pools: dict[str, list[tuple[int, int, int, nn.Module]]] = {}
             convs: dict[tuple, list[tuple[int, int, int, ConvOp]]] = {}
             reduces: list[tuple[int, int, int, FactorizedReduce]] = []
@@ -162,7 +160,7 @@ class _CellPlan:
                 for e, j, k in skips:
                     skip_index[j] = offsets[e] + k
             self.states.append(_StatePlan(
-                stride=stride, needs_relu=bool(groups or reduces), pools=pool_plan,
+                needs_relu=bool(groups or reduces), pools=pool_plan,
                 convs=groups, reduces=[m for *_, m in reduces], bns=bns,
                 running=_fuse_bns(bns, interleave=True) if bns else None, index=index,
                 skip_index=skip_index))
@@ -282,11 +280,7 @@ def fused_cell_forward(cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor,
         if outs:
             stacked = torch.stack(outs, 4)  # (B, H, W, C, M)
             b_, h_, w_, c_, m_ = stacked.shape
-            mean, var, count = sp.running
-            count.add_(1)
-            bn = sp.bns[0]
-            y = F.batch_norm(stacked.flatten(3).permute(0, 3, 1, 2), mean, var, None, None,
-                             True, bn.momentum, bn.eps)
+            y = _batch_norm(stacked.flatten(3).permute(0, 3, 1, 2), sp.bns[0], *sp.running)
             y = y.permute(0, 2, 3, 1).unflatten(3, (c_, m_))
             contrib = torch.matmul(y, flat[index].t())  # (B, H, W, C, nodes)
         if skip_index is not None:

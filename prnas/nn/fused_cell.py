@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from prnas.nn.depthwise import depthwise
 from prnas.nn.ops import ConvOp, FactorizedReduce
 
 __all__ = ["fused_cell_forward"]
@@ -216,16 +217,7 @@ def _conv_group(x: torch.Tensor, g: _ConvGroup) -> list[torch.Tensor]:
         if b == 0 and n > 1:
             x = torch.cat([x] * n, 1)
         w = torch.cat([blk.depthwise.weight for blk in blocks])
-        d, k = dw.dilation[0], dw.kernel_size[0]
-        s = dw.stride[0]
-        if s > 1 and d > 1 and x.device.type == "cpu":
-            # As SepBlock's fast path: the dense kernel oneDNN runs ~5x faster.
-            size = d * (k - 1) + 1
-            dense = w.new_zeros(w.shape[0], 1, size, size)
-            dense[:, :, ::d, ::d] = w
-            x = F.conv2d(x, dense, None, s, dw.padding, 1, w.shape[0])
-        else:
-            x = F.conv2d(x, w, None, s, dw.padding, d, w.shape[0])
+        x = depthwise(x, w, dw.stride[0], dw.dilation[0])
         x = F.conv2d(x, torch.cat([blk.pointwise.weight for blk in blocks]), None, 1, 0, 1, n)
         if b < g.blocks - 1:
             mean, var, count, bns = g.inner_bns[b]

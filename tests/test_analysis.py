@@ -1,14 +1,15 @@
 """The analysis package on experiment folders produced by real tiny searches and retrains.
 
-The search folder comes from ``tune_jobs/run_search.py`` (Ray Tune, two seeds,
-run as a subprocess) when that script exists; otherwise (or with
-PRNAS_ANALYSIS_IN_PROCESS=1) from the in-process engine, written in the same
+The search folder comes from ``tune_jobs/run_search.py`` (Ray Tune, two seeds, its
+``main`` run in this process, Ray shut down after) when that script exists; otherwise
+(or with PRNAS_ANALYSIS_IN_PROCESS=1) from the in-process engine, written in the same
 schema. The retrain folder holds real 2-epoch retrains of the searched cells
 and DARTS-V2, written by the retrain package's own parquet writer.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -54,15 +55,23 @@ CYCLES = len(TINY["schedule"])
 
 
 def run_search_driver(storage: Path, name: str = "exp") -> Path:
-    """The real driver: Ray Tune, one trial per seed, one Tune step per cycle."""
+    """The real driver: Ray Tune, one trial per seed, one Tune step per cycle. Its Ray is
+    shut down after, as it would end with the script's own process (no interpreter start
+    and import of torch and Ray for it)."""
+    import ray
+
     config = storage / "tiny.yaml"
     storage.mkdir(parents=True, exist_ok=True)
     config.write_text(yaml.safe_dump(TINY))
-    proc = subprocess.run(
-        [sys.executable, str(RUN_SEARCH), "--config", str(config), "--num-samples",
-         str(len(SEEDS)), "--storage", str(storage), "--name", name, "--num-cpus", "2"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    spec = importlib.util.spec_from_file_location("run_search", RUN_SEARCH)
+    run_search = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_search)
+    try:
+        assert run_search.main(["--config", str(config), "--num-samples", str(len(SEEDS)),
+                                "--storage", str(storage), "--name", name,
+                                "--num-cpus", "2"]) == 0
+    finally:
+        ray.shutdown()
     return storage / name
 
 

@@ -11,6 +11,7 @@ other worker (``max_failures``); its genotype must equal an uninterrupted search
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import subprocess
@@ -32,7 +33,7 @@ from prnas.storage import Location, location
 
 ray = pytest.importorskip("ray")
 
-from faults import faulty  # noqa: E402
+from faults import InterruptAfterCycles, faulty  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.cluster]
 
@@ -178,6 +179,16 @@ def s3(cluster):
         yield uri
 
 
+def _in_process(script: str):
+    """``main`` of a ``tune_jobs`` script, run in this process, which has joined the cluster
+    already: no interpreter start, no second connection."""
+    spec = importlib.util.spec_from_file_location(Path(script).stem,
+                                                  ROOT / "tune_jobs" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
 def _driver(fault: dict, stop_after_cycles: int, args: list[str],
             timeout: float = 600) -> subprocess.CompletedProcess:
     """``run_search.py`` as a driver process of its own, joined to the test's cluster, with
@@ -189,18 +200,19 @@ def _driver(fault: dict, stop_after_cycles: int, args: list[str],
 
 
 def test_object_store_node_loss_and_resume_from_a_fresh_driver(cluster, s3, tmp_path):
-    """The first driver stops after cycle 1 (as Ctrl+C would); a second driver process,
-    which knows the experiment only from the store, resumes it. The fault is armed only
-    then, so a worker is lost during the resumed run and Tune restarts the trial elsewhere."""
+    """The first driver (this process) stops after cycle 1 (as Ctrl+C would); a second
+    driver process, which knows the experiment only from the store, resumes it. The fault
+    is armed only then, so a worker is lost during the resumed run and Tune restarts the
+    trial elsewhere."""
     _ensure_workers(cluster, 2)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
     marker, arm = tmp_path / "hang.marker", tmp_path / "armed"
     fault = {"cycle": 2, "marker": str(marker), "hang_s": HANG_S, "armed_by": str(arm)}
     common = ["--address", cluster.address, "--storage", s3, "--name", "exp", "-q"]
-    first = _driver(fault, 1, [*common, "--config", str(config), "--num-samples", "2",
-                               "--max-failures", "2"])
-    assert first.returncode == 130, first.stderr[-3000:]
+    assert _in_process("run_search.py")(
+        [*common, "--config", str(config), "--num-samples", "2", "--max-failures", "2"],
+        trainable=faulty(fault), callbacks=[InterruptAfterCycles(1, 2)]) == 130
     experiment = location(s3) / "exp"
     assert (experiment / "tuner.pkl").is_file()
     partial = _parquet(experiment / RESULTS_FILE)
@@ -216,16 +228,15 @@ def test_object_store_node_loss_and_resume_from_a_fresh_driver(cluster, s3, tmp_
     assert f"{s3.split('?')[0]}/exp" in second.stdout
     frame = _check_experiment(experiment, killer)
 
-    # Retrain what the search found, on the cluster, from the store and into it.
-    retrain = subprocess.run(
-        [sys.executable, str(ROOT / "tune_jobs" / "run_retrain.py"), "--address",
-         cluster.address, "--storage", s3, "--name", "retrain", "-q",
+    # Retrain what the search found, on the cluster, from the store and into it: two
+    # workers again, so the two trials run side by side.
+    _ensure_workers(cluster, 2)
+    assert _in_process("run_retrain.py")(
+        ["--address", cluster.address, "--storage", s3, "--name", "retrain", "-q",
          "--from-search", experiment.uri, "--config",
          str(ROOT / "tune_jobs" / "configs" / "retrain_demo.yaml"), "--epochs", "1",
          "--set", "network.channels=4", "--set", "network.layers=3", "--set",
-         "data.subset=120", "--set", "data.test_subset=40", "--cpus-per-trial", "1"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert retrain.returncode == 0, retrain.stderr[-3000:]
+         "data.subset=120", "--set", "data.test_subset=40", "--cpus-per-trial", "1"]) == 0
     rows = _parquet(location(s3) / "retrain" / "retrain.parquet")
     assert sorted(rows.genotype) == sorted({d.rsplit("/", 1)[-1].split("?")[0]
                                             for d in frame.trial_dir})

@@ -46,6 +46,15 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _no_ray(monkeypatch) -> None:
+    """A refusal run in this process must come before Ray starts (a Ray started here would
+    outlive the test)."""
+    def no_ray(*_a, **_k):
+        raise AssertionError("Ray must not start for a refused run")
+
+    monkeypatch.setattr(cluster, "init_ray", no_ray)
+
+
 def _wait_for_a_checkpoint(proc: subprocess.Popen, exp: Path, timeout: float = 90) -> None:
     """Until a trial of the experiment run by ``proc`` has checkpointed its first epoch."""
     deadline = time.monotonic() + timeout
@@ -259,9 +268,9 @@ def test_retrain_console_prints_one_line_per_epoch_and_trial(capsys):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
+def test_fan_out_killed_refused_resumed_and_exact(tmp_path, capsys, monkeypatch):
     args = ["--genotype", "darts-v2", "--num-samples", "2", "--config", str(DEMO), *TINY,
-            "--epochs", "3", "--storage", str(tmp_path), "--name", "exp", "--num-cpus", "2",
+            "--epochs", "2", "--storage", str(tmp_path), "--name", "exp", "--num-cpus", "2",
             "--cpus-per-trial", "1", "--quiet"]
     exp = tmp_path / "exp"
     proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=_env(),
@@ -277,8 +286,9 @@ def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (exp / "retrain.parquet").exists()
 
-    refused = _run(*args)
-    assert refused.returncode == 2 and "--resume" in refused.stderr
+    _no_ray(monkeypatch)
+    assert _main(*args) == 2
+    assert "--resume" in capsys.readouterr().err
 
     resumed = _run("--storage", str(tmp_path), "--name", "exp", "--resume", "--num-cpus", "2",
                    "--cpus-per-trial", "1", "--quiet")
@@ -287,8 +297,8 @@ def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
 
     df = pd.read_parquet(exp / "retrain.parquet")
     assert list(df.columns[:len(COLUMNS)]) == list(COLUMNS)
-    assert len(df) == 2 * 3 and df["trial_id"].nunique() == 2
-    assert sorted(df.groupby("trial_id")["epoch"].apply(list).tolist()) == [[1, 2, 3]] * 2
+    assert len(df) == 2 * 2 and df["trial_id"].nunique() == 2
+    assert sorted(df.groupby("trial_id")["epoch"].apply(list).tolist()) == [[1, 2]] * 2
     assert set(df["seed"]) == {0, 1} and set(df["genotype"]) == {"darts-v2"}
     assert set(df["dataset"]) == {"demo"} and df["genotype_path"].isna().all()
     assert set(df["kind"]) == {"preset"}
@@ -300,11 +310,11 @@ def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
 
     last = df.sort_values("epoch").groupby("trial_id").tail(1)
     assert last["model_path"].notna().all() and (last["latency_ms_b1"] > 0).all()
-    assert df[df["epoch"] < 3]["model_path"].isna().all()
+    assert df[df["epoch"] < 2]["model_path"].isna().all()
     for _, row in last.iterrows():
         assert Path(row["model_path"]).parent.parent == exp
         mf = read(row["model_path"])
-        assert mf.metrics["epochs"] == 3 and mf.metrics["test_acc"] == row["test_acc"]
+        assert mf.metrics["epochs"] == 2 and mf.metrics["test_acc"] == row["test_acc"]
         dev = torch.device("cpu")
         got = evaluate(mf.network_for_inference(), dataset_for(mf, None)[0], dev,
                        performance_for(mf, dev), int(mf.evaluation["batch_size"]))
@@ -313,13 +323,13 @@ def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
     # The killed-and-resumed trials computed exactly what one uninterrupted
     # in-process run of the same protocol computes.
     cfg = load_config(DEMO, {"data.subset": 300, "data.test_subset": 60, "network.channels": 4,
-                             "network.layers": 3, "epochs": 3, "device": "cpu"})
+                             "network.layers": 3, "epochs": 2, "device": "cpu"})
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the trials (--cpus-per-trial 1)
     for seed in (0, 1):
         trainer = Retrainer(cfg.model_copy(update={"seed": seed}), load_genotype("darts-v2"))
         trainer.setup()
-        expected = [trainer.train_epoch() for _ in range(3)]
+        expected = [trainer.train_epoch() for _ in range(2)]
         got = df[df["seed"] == seed].sort_values("epoch")
         assert got["train_loss"].tolist() == [r["train_loss"] for r in expected]
         assert got["test_error"].tolist() == [r["test_error"] for r in expected]
@@ -328,7 +338,7 @@ def test_fan_out_killed_refused_resumed_and_exact(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_exits_130_leaves_no_final_results_and_resumes(tmp_path):
+def test_ctrl_c_exits_130_leaves_no_final_results_and_resumes(tmp_path, capsys, monkeypatch):
     """Ctrl+C (SIGINT to the driver's process group, as a terminal sends it) stops the
     fan-out as an interruption: exit 130, the --resume hint, no retrain.parquet and no
     summary that looks final; --resume then finishes it."""
@@ -365,9 +375,13 @@ def test_ctrl_c_exits_130_leaves_no_final_results_and_resumes(tmp_path):
     assert "final test error = the last epoch (runs of at most" in resumed.stdout
 
     # The search job asked to resume it says what it is, in one line, before Ray starts.
-    wrong = subprocess.run([sys.executable, str(ROOT / "tune_jobs" / "run_search.py"),
-                            "--storage", str(tmp_path), "--name", "exp", "--resume"],
-                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
-    lines = [ln for ln in wrong.stderr.splitlines() if ln.strip()]
-    assert wrong.returncode == 2 and len(lines) == 1, wrong.stderr[-2000:]
+    _no_ray(monkeypatch)
+    spec = importlib.util.spec_from_file_location("run_search",
+                                                  ROOT / "tune_jobs" / "run_search.py")
+    run_search = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_search)
+    capsys.readouterr()
+    assert run_search.main(["--storage", str(tmp_path), "--name", "exp", "--resume"]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
     assert "is a retrain experiment" in lines[0]

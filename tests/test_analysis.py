@@ -9,7 +9,6 @@ and DARTS-V2, written by the retrain package's own parquet writer.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -25,6 +24,7 @@ import pandas as pd
 import pytest
 import yaml
 from matplotlib.image import imread
+from scripts import script_main
 from tiny import tiny_search
 
 from analysis import cells, figures, lineage, loaders, tables
@@ -63,13 +63,10 @@ def run_search_driver(storage: Path, name: str = "exp") -> Path:
     config = storage / "tiny.yaml"
     storage.mkdir(parents=True, exist_ok=True)
     config.write_text(yaml.safe_dump(TINY))
-    spec = importlib.util.spec_from_file_location("run_search", RUN_SEARCH)
-    run_search = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_search)
     try:
-        assert run_search.main(["--config", str(config), "--num-samples", str(len(SEEDS)),
-                                "--storage", str(storage), "--name", name,
-                                "--num-cpus", "2"]) == 0
+        assert script_main("run_search")(["--config", str(config), "--num-samples",
+                                          str(len(SEEDS)), "--storage", str(storage),
+                                          "--name", name, "--num-cpus", "2"]) == 0
     finally:
         ray.shutdown()
     return storage / name

@@ -13,7 +13,6 @@ Tune experiment, a stale lock, a full disk during a checkpoint write, divergence
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import os
 import signal
@@ -26,20 +25,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from scripts import script_main
 from tiny import tiny_search
 
 from prnas.runtime import checkpoint
 from prnas.space.genotype import Genotype
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(name: str) -> Callable[[list[str]], int]:
-    spec = importlib.util.spec_from_file_location(f"_bad_inputs_{name}",
-                                                  ROOT / "tune_jobs" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
 
 
 def _entry(name: str) -> Callable[[list[str]], int]:
@@ -56,7 +48,7 @@ def _entry(name: str) -> Callable[[list[str]], int]:
     elif name == "export":
         from prnas.export.__main__ import main
     else:
-        main = _script(name)
+        main = script_main(name)
     return main
 
 
@@ -575,7 +567,7 @@ def test_tune_experiment_lock_names_the_driver(tmp_path, capsys):
         (tmp_path / "exp" / "tuner.pkl").write_bytes(b"never unpickled by a refused driver")
         before = _snapshot(tmp_path)
         capsys.readouterr()
-        rc = _script("run_search")(["--storage", str(tmp_path), "--name", "exp", "--resume"])
+        rc = script_main("run_search")(["--storage", str(tmp_path), "--name", "exp", "--resume"])
         err = capsys.readouterr().err
         assert rc == 2 and f"pid {holder.pid}" in err, err
         assert _snapshot(tmp_path) == before

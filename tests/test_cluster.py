@@ -11,7 +11,6 @@ other worker (``max_failures``); its genotype must equal an uninterrupted search
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import subprocess
@@ -24,6 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 from s3store import aws_env, s3_store
+from scripts import script_main
 from tiny import tiny_search
 
 from prnas.filenames import CYCLES_FILE, GENOTYPE_FILE, RESULTS_FILE
@@ -179,16 +179,6 @@ def s3(cluster):
         yield uri
 
 
-def _in_process(script: str):
-    """``main`` of a ``tune_jobs`` script, run in this process, which has joined the cluster
-    already: no interpreter start, no second connection."""
-    spec = importlib.util.spec_from_file_location(Path(script).stem,
-                                                  ROOT / "tune_jobs" / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 def _driver(fault: dict, stop_after_cycles: int, args: list[str],
             timeout: float = 600) -> subprocess.CompletedProcess:
     """``run_search.py`` as a driver process of its own, joined to the test's cluster, with
@@ -210,7 +200,7 @@ def test_object_store_node_loss_and_resume_from_a_fresh_driver(cluster, s3, tmp_
     marker, arm = tmp_path / "hang.marker", tmp_path / "armed"
     fault = {"cycle": 2, "marker": str(marker), "hang_s": HANG_S, "armed_by": str(arm)}
     common = ["--address", cluster.address, "--storage", s3, "--name", "exp", "-q"]
-    assert _in_process("run_search.py")(
+    assert script_main("run_search")(
         [*common, "--config", str(config), "--num-samples", "2", "--max-failures", "2"],
         trainable=faulty(fault), callbacks=[InterruptAfterCycles(1, 2)]) == 130
     experiment = location(s3) / "exp"
@@ -231,7 +221,7 @@ def test_object_store_node_loss_and_resume_from_a_fresh_driver(cluster, s3, tmp_
     # Retrain what the search found, on the cluster, from the store and into it: two
     # workers again, so the two trials run side by side.
     _ensure_workers(cluster, 2)
-    assert _in_process("run_retrain.py")(
+    assert script_main("run_retrain")(
         ["--address", cluster.address, "--storage", s3, "--name", "retrain", "-q",
          "--from-search", experiment.uri, "--config",
          str(ROOT / "tune_jobs" / "configs" / "retrain_demo.yaml"), "--epochs", "1",

@@ -3,7 +3,6 @@ that is killed mid-run, refused without --resume, resumed, and matches an in-pro
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -15,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from scripts import script_main
 
 from prnas.presets import load_genotype
 from prnas.retrain import Retrainer, load_config
@@ -35,10 +35,7 @@ def _env() -> dict[str, str]:
 
 def _main(*args: str) -> int:
     """The script's ``main`` in this process: no interpreter start for the Ray-free paths."""
-    spec = importlib.util.spec_from_file_location("run_retrain", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(list(args))
+    return script_main("run_retrain")(list(args))
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -376,12 +373,8 @@ def test_ctrl_c_exits_130_leaves_no_final_results_and_resumes(tmp_path, capsys, 
 
     # The search job asked to resume it says what it is, in one line, before Ray starts.
     _no_ray(monkeypatch)
-    spec = importlib.util.spec_from_file_location("run_search",
-                                                  ROOT / "tune_jobs" / "run_search.py")
-    run_search = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_search)
     capsys.readouterr()
-    assert run_search.main(["--storage", str(tmp_path), "--name", "exp", "--resume"]) == 2
+    assert script_main("run_search")(["--storage", str(tmp_path), "--name", "exp", "--resume"]) == 2
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1, lines
     assert "is a retrain experiment" in lines[0]

@@ -4,12 +4,12 @@ the very same result."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from scripts import script_main
 from tiny import tiny_search
 
 from analysis import loaders
@@ -31,13 +31,6 @@ TINY = tiny_search(data={"input_size": 16, "subset": 120, "test_subset": 40},
                    network={"nodes": 4})
 
 
-def _cli():
-    spec = importlib.util.spec_from_file_location("run_search", ROOT / "tune_jobs/run_search.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 def _args(storage: Path, name: str, config: Path) -> list[str]:
     # The flag turns the mechanisms on at their defaults; --set tunes them.
     sets = ["population.exploit={after: [1], fraction: 0.34}",
@@ -51,7 +44,7 @@ def _args(storage: Path, name: str, config: Path) -> list[str]:
 def population(ray_cpu, storage, tmp_path_factory):
     config = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
-    assert _cli()(_args(storage, "whole", config)) == 0
+    assert script_main("run_search")(_args(storage, "whole", config)) == 0
     return config, loaders.load_results(storage / "whole")
 
 
@@ -99,7 +92,7 @@ def test_share_is_recorded_on_the_new_candidates(population, storage):
 def test_a_driver_killed_at_the_barrier_resumes_to_the_same_result(population, storage,
                                                                      capsys):
     config, whole = population
-    main = _cli()
+    main = script_main("run_search")
     args = _args(storage, "killed", config)
     # Stopped as Ctrl+C would once two of the three trials wait after cycle 1.
     assert main(args, callbacks=[InterruptAfterCycles(1, 2)]) == 130

@@ -3,7 +3,6 @@ weight carrying through checkpoints, retry after a failure, interrupt and --resu
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from scripts import script_main
 from tiny import tiny_search
 
 from prnas.runtime import checkpoint
@@ -298,20 +298,12 @@ def test_a_lone_trial_keeps_its_actor_from_cycle_to_cycle(baseline, storage, tmp
     assert list(rows["pools_next"]) == list(ref["pools_next"])
 
 
-def _cli():
-    spec = importlib.util.spec_from_file_location("run_search", ROOT / "tune_jobs" /
-                                                  "run_search.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 def test_cli_interrupted_experiment_resumes_and_completes(baseline, storage, tmp_path,
                                                           capsys):
     """A callback stops the driver after cycle 1 as Ctrl+C would; ``--resume`` finishes."""
     from prnas.filenames import CANDIDATES_FILE, RESULTS_FILE
 
-    main = _cli()
+    main = script_main("run_search")
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
     args = ["--storage", str(storage), "--name", "interrupted", "--cpus-per-trial", "1"]
@@ -345,7 +337,7 @@ def test_cli_interrupted_experiment_resumes_and_completes(baseline, storage, tmp
 
 
 def test_cli_asking_for_a_gpu_on_a_cpu_cluster_fails_at_once(ray_cpu, tmp_path, capsys):
-    main = _cli()
+    main = script_main("run_search")
     code = main(["--config", str(ROOT / "tune_jobs/configs/demo.yaml"), "--storage",
                  str(tmp_path), "--name", "gpu", "--gpus-per-trial", "0.5"])
     assert code == 2
@@ -371,7 +363,7 @@ def test_cli_rejects_bad_input_before_ray_starts(tmp_path, monkeypatch, capsys, 
     bad = tmp_path / "bad.yaml"
     bad.write_text("network: {channels: 15}\n")
     argv = [a.format(bad=bad, demo=ROOT / "tune_jobs/configs/demo.yaml") for a in argv]
-    assert _cli()([*argv, "--storage", str(tmp_path)]) == 2
+    assert script_main("run_search")([*argv, "--storage", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -388,11 +380,9 @@ def test_resume_refuses_the_other_kind_and_a_tampered_checkpoint(baseline, stora
     from prnas.tune.search_trainable import CHECKPOINT_FILE
 
     assert trainable_names(as_location(storage / "baseline")) == {"SearchTrainable"}
-    spec = importlib.util.spec_from_file_location("_rr", ROOT / "tune_jobs/run_retrain.py")
-    run_retrain = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_retrain)
     capsys.readouterr()
-    assert run_retrain.main(["--storage", str(storage), "--name", "baseline", "--resume"]) == 2
+    assert script_main("run_retrain")(["--storage", str(storage), "--name", "baseline",
+                                       "--resume"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a search experiment" in err[0], err
 
@@ -408,7 +398,8 @@ def test_resume_refuses_the_other_kind_and_a_tampered_checkpoint(baseline, stora
 
     checkpoint.save_atomic({"version": 2, "search": Evil()},
                            sorted(trial.glob("checkpoint_*"))[-1] / CHECKPOINT_FILE)
-    assert _cli()(["--storage", str(copy), "--name", "tampered", "--resume"]) == 2
+    assert script_main("run_search")(["--storage", str(copy), "--name", "tampered",
+                                      "--resume"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --resume: checkpoint ") \
         and "refused" in err[0], err

@@ -9,8 +9,7 @@ from torch.nn import functional as F
 from prnas.nn.depthwise import depthwise
 
 
-def _pair(size: int, kernel: int, stride: int, dilation: int, channels_last: bool,
-          seed: int = 0):
+def _pair(size: int, kernel: int, channels_last: bool, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(3, 5, size, size, generator=g)
     if channels_last:
@@ -22,11 +21,11 @@ def _pair(size: int, kernel: int, stride: int, dilation: int, channels_last: boo
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("size", [16, 9])  # 9: no interleaved sub-images (the dense fallback)
 @pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("dilation", [1, 2, 3])
+@pytest.mark.parametrize("dilation", [2, 3])  # dilation 1 is the plain conv itself
 @pytest.mark.parametrize("kernel", [3, 5, 7])
 def test_depthwise_equals_the_plain_conv_with_its_gradients(kernel, dilation, stride, size,
                                                              channels_last):
-    x, w = _pair(size, kernel, stride, dilation, channels_last)
+    x, w = _pair(size, kernel, channels_last)
     x.requires_grad_(True)
     w.requires_grad_(True)
     pad = dilation * (kernel - 1) // 2
@@ -43,7 +42,7 @@ def test_depthwise_equals_the_plain_conv_with_its_gradients(kernel, dilation, st
 
 def test_a_frozen_weight_gets_no_gradient_and_the_input_still_does():
     """The alpha step freezes the weights: the backward must not need them to have one."""
-    x, w = _pair(16, 3, 1, 2, channels_last=True)
+    x, w = _pair(16, 3, channels_last=True)
     x.requires_grad_(True)
     y = depthwise(x, w, 1, 2)
     (gx,) = torch.autograd.grad(y.square().sum(), (x,))
@@ -53,7 +52,7 @@ def test_a_frozen_weight_gets_no_gradient_and_the_input_still_does():
 
 
 def test_under_no_grad_it_is_the_forward_alone():
-    x, w = _pair(16, 5, 1, 2, channels_last=True)
+    x, w = _pair(16, 5, channels_last=True)
     with torch.no_grad():
         y = depthwise(x, w, 1, 2)
     assert y.grad_fn is None
